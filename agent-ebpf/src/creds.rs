@@ -1,0 +1,145 @@
+//! Capability checks (`capability:cap_capable`, de-duplicated per process,
+//! capability and result) and credential changes (set*id, capset) with the
+//! credentials before (entry) and after (exit).
+
+use agent_common::{
+    EventKind,
+    security::{CapEvent, CredEvent, cred_op},
+};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+
+use crate::{
+    kernel::{current_task, off, offsets_ready, process_start, read},
+    sys::{
+        arg, enabled, header, read_creds, reserve, ret, stash_begin, stash_commit, stash_done,
+        stash_get, submit, syscall_pair, user_bytes,
+    },
+};
+
+/// Key of the capability de-duplication map.
+#[repr(C)]
+pub struct CapSeen {
+    pub pid: u32,
+    /// Capability number; bit 31 set when the check failed.
+    pub cap: u32,
+    pub start_ns: u64,
+}
+
+/// (process, capability, result) already reported. LRU: a long-running
+/// process may be reported again after eviction, which is harmless.
+#[map]
+static CAP_SEEN: LruHashMap<CapSeen, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// `cap_capable(cred, target_ns, capable_ns, cap, ret)`: fixed record layout
+/// checked against this kernel's format file (offsets 16, 32, 36).
+#[tracepoint]
+pub fn cap_capable(ctx: TracePointContext) -> u32 {
+    let _ = try_cap(&ctx);
+    0
+}
+
+fn try_cap(ctx: &TracePointContext) -> Option<()> {
+    if !offsets_ready() || !enabled(EventKind::Capability) {
+        return None;
+    }
+    let target_ns = unsafe { ctx.read_at::<u64>(16) }.ok()? as *const u8;
+    let cap = unsafe { ctx.read_at::<i32>(32) }.ok()?;
+    let rc = unsafe { ctx.read_at::<i32>(36) }.ok()?;
+    let key = CapSeen {
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        cap: (cap as u32 & 0x7fff_ffff) | if rc != 0 { 1 << 31 } else { 0 },
+        start_ns: process_start(current_task()),
+    };
+    // NOEXIST: only the first check of this (process, cap, result) inserts.
+    CAP_SEEN.insert(&key, &1, BPF_NOEXIST as u64).ok()?;
+    let kind = EventKind::Capability;
+    let mut entry = reserve::<CapEvent>(kind)?;
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.header = header(kind, core::mem::size_of::<CapEvent>());
+    ev.cap = cap as u32;
+    ev.ret = rc;
+    ev.user_ns_level = read::<u32>(target_ns, off!(user_namespace_level)).unwrap_or(u32::MAX);
+    ev._pad = 0;
+    submit(entry, kind);
+    Some(())
+}
+
+/// Entry: arguments and the credentials before the call.
+#[inline(always)]
+fn cred_enter(op: u32, a0: u64, a1: u64, a2: u64) -> Option<()> {
+    if !offsets_ready() || !enabled(EventKind::PrivilegeChange) {
+        return None;
+    }
+    let s = stash_begin(op, EventKind::PrivilegeChange)?;
+    s.args[0] = a0;
+    s.args[1] = a1;
+    s.args[2] = a2;
+    s.aux = if read_creds(&mut s.creds) { 0 } else { 1 };
+    stash_commit(s);
+    Some(())
+}
+
+/// capset(header, data): the requested sets (two 32-bit halves each).
+#[inline(always)]
+fn capset_enter(ctx: &TracePointContext) -> Option<()> {
+    // struct __user_cap_data_struct { u32 effective, permitted, inheritable; }[2]
+    let mut d = [0u32; 6];
+    if !user_bytes(d.as_mut_ptr() as *mut u8, 24, arg(ctx, 1)) {
+        d = [0; 6];
+    }
+    let join = |lo: u32, hi: u32| (lo as u64) | ((hi as u64) << 32);
+    cred_enter(cred_op::CAPSET, join(d[0], d[3]), join(d[1], d[4]), join(d[2], d[5]))
+}
+
+#[inline(always)]
+fn cred_exit(ctx: &TracePointContext, op: u32) -> Option<()> {
+    let kind = EventKind::PrivilegeChange;
+    let s = stash_get(op, kind)?;
+    let Some(mut entry) = reserve::<CredEvent>(kind) else {
+        stash_done();
+        return None;
+    };
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.header = header(kind, core::mem::size_of::<CredEvent>());
+    ev.result = ret(ctx);
+    ev.op = op;
+    ev.flags = s.aux;
+    // ids are 32-bit: sign-extend so -1 ("unchanged") reads as -1.
+    if op == cred_op::CAPSET {
+        ev.args = [s.args[0] as i64, s.args[1] as i64, s.args[2] as i64];
+    } else {
+        ev.args = [s.args[0] as i32 as i64, s.args[1] as i32 as i64, s.args[2] as i32 as i64];
+    }
+    ev.old = s.creds;
+    if !read_creds(&mut ev.new) {
+        ev.flags |= 1;
+    }
+    stash_done();
+    submit(entry, kind);
+    Some(())
+}
+
+syscall_pair!(sys_enter_setuid, sys_exit_setuid,
+    |ctx| cred_enter(cred_op::SETUID, arg(ctx, 0), 0, 0), |ctx| cred_exit(ctx, cred_op::SETUID));
+syscall_pair!(sys_enter_setgid, sys_exit_setgid,
+    |ctx| cred_enter(cred_op::SETGID, arg(ctx, 0), 0, 0), |ctx| cred_exit(ctx, cred_op::SETGID));
+syscall_pair!(sys_enter_setreuid, sys_exit_setreuid,
+    |ctx| cred_enter(cred_op::SETREUID, arg(ctx, 0), arg(ctx, 1), 0), |ctx| cred_exit(ctx, cred_op::SETREUID));
+syscall_pair!(sys_enter_setregid, sys_exit_setregid,
+    |ctx| cred_enter(cred_op::SETREGID, arg(ctx, 0), arg(ctx, 1), 0), |ctx| cred_exit(ctx, cred_op::SETREGID));
+syscall_pair!(sys_enter_setresuid, sys_exit_setresuid,
+    |ctx| cred_enter(cred_op::SETRESUID, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2)), |ctx| cred_exit(ctx, cred_op::SETRESUID));
+syscall_pair!(sys_enter_setresgid, sys_exit_setresgid,
+    |ctx| cred_enter(cred_op::SETRESGID, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2)), |ctx| cred_exit(ctx, cred_op::SETRESGID));
+syscall_pair!(sys_enter_setfsuid, sys_exit_setfsuid,
+    |ctx| cred_enter(cred_op::SETFSUID, arg(ctx, 0), 0, 0), |ctx| cred_exit(ctx, cred_op::SETFSUID));
+syscall_pair!(sys_enter_setfsgid, sys_exit_setfsgid,
+    |ctx| cred_enter(cred_op::SETFSGID, arg(ctx, 0), 0, 0), |ctx| cred_exit(ctx, cred_op::SETFSGID));
+syscall_pair!(sys_enter_capset, sys_exit_capset,
+    |ctx| capset_enter(ctx), |ctx| cred_exit(ctx, cred_op::CAPSET));

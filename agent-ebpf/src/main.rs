@@ -1,0 +1,34 @@
+//! Picket's kernel programs.
+//!
+//! Tracepoints only (stable ABI, no kprobes): each program is a thin wrapper
+//! that calls a `try_*` function and never fails the traced operation. Kernel
+//! struct fields are read through offsets resolved by the agent from the
+//! running kernel's BTF (`OFFSETS`), never from compile-time layouts.
+#![no_std]
+#![no_main]
+
+
+mod creds;
+mod file;
+mod kernel;
+mod maps;
+mod mount;
+mod net;
+mod nsctl;
+mod path;
+mod process;
+mod sys;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects unbounded loops; a panic path must never be
+    // reachable in a loaded program (bounds are checked explicitly).
+    loop {}
+}
+
+/// GPL-compatible: the programs use GPL-only helpers (probe_read_kernel,
+/// send_signal, ...).
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,65 @@
+//! Maps and read-only globals shared by all programs.
+
+use agent_common::{
+    EventKind, KernelOffsets,
+    process::ArgvStage,
+    settings::{Settings, cgroup_filter},
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// The single ring buffer all events go through. The agent sets its size
+/// (`max_entries`) before load; this value is only the default.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Per-CPU counters of records that could not be reserved, per event kind.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::COUNT, 0);
+
+/// argv captured at `sys_enter_execve[at]`, keyed by thread id, consumed at
+/// `sched_process_exec`. LRU so entries of failed execs age out.
+#[map]
+pub static ARGV_STAGE: LruHashMap<u32, ArgvStage> = LruHashMap::with_max_entries(8192, 0);
+
+/// Per-CPU scratch space: an `ArgvStage` is too large for the 512-byte stack.
+#[map]
+pub static ARGV_SCRATCH: PerCpuArray<ArgvStage> = PerCpuArray::with_max_entries(1, 0);
+
+/// Kernel struct offsets, set by the agent before load (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets::missing();
+
+/// Counts a record that could not be written because the ring buffer was full.
+#[inline(always)]
+pub fn count_lost(kind: EventKind) {
+    if let Some(c) = LOST.get_ptr_mut(kind as u32) {
+        // Per-CPU slot: no other writer can race with us.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Runtime settings (one entry), see `agent_common::settings`.
+#[map]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// cgroup ids listed for the cgroup filter (value unused).
+#[map]
+pub static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Whether events of tasks in `cgroup_id` should be reported.
+#[inline(always)]
+pub fn cgroup_allowed(cgroup_id: u64) -> bool {
+    let mode = SETTINGS.get(0).map(|s| s.cgroup_filter_mode).unwrap_or(0);
+    if mode == cgroup_filter::OFF {
+        return true;
+    }
+    let listed = unsafe { CGROUP_FILTER.get(&cgroup_id) }.is_some();
+    match mode {
+        cgroup_filter::ONLY_LISTED => listed,
+        cgroup_filter::EXCLUDE_LISTED => !listed,
+        _ => true,
+    }
+}

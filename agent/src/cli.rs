@@ -1,0 +1,45 @@
+//! Command-line interface.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Picket: eBPF runtime security for Kubernetes nodes and plain hosts.
+#[derive(Debug, Parser)]
+#[command(name = "picket", version, about)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `picket=debug`.
+    #[arg(long, global = true, env = "PICKET_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the kernel programs and print alerts (and events with --events).
+    Run(crate::run::RunArgs),
+    /// Report the kernel features Picket needs and which sensors will run.
+    Doctor(crate::doctor::DoctorArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    match cli.command {
+        Command::Run(args) => crate::run::main(args),
+        Command::Doctor(args) => crate::doctor::main(args),
+    }
+}
+
+/// Logs go to stderr so stdout carries only events and alerts.
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,487 @@
+//! The sections of an event (`process`, `container`, `k8s`, `network`, ...).
+//!
+//! Numbers that are ids (uids, pids, ports) are integers; capabilities and
+//! flags are exported both raw and as names so rules can use either.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `process.executable.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Executable {
+    /// Full path of the executable file (as seen in the process's mount namespace).
+    #[serde(default)]
+    pub path: String,
+    /// Base name of `path`.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `process.user`, `process.group`, ...: a numeric id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Id {
+    pub id: u32,
+}
+
+/// `process.capabilities.*`: capability names (`CAP_SYS_ADMIN`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub effective: Vec<String>,
+    #[serde(default)]
+    pub permitted: Vec<String>,
+}
+
+/// What a standard fd of the process refers to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FdType {
+    #[default]
+    Unknown,
+    Closed,
+    Tty,
+    CharDevice,
+    Socket,
+    Pipe,
+    File,
+    Directory,
+    Other,
+}
+
+/// `process.stdio.*`
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stdio {
+    #[serde(default)]
+    pub stdin: FdType,
+    #[serde(default)]
+    pub stdout: FdType,
+    #[serde(default)]
+    pub stderr: FdType,
+}
+
+/// `process.linux.*`: kernel identifiers of the process's namespaces and cgroup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinuxInfo {
+    /// cgroup v2 path relative to the cgroup root (`/kubepods.slice/...`).
+    #[serde(default)]
+    pub cgroup: String,
+    #[serde(default)]
+    pub cgroup_id: u64,
+    #[serde(default)]
+    pub pid_ns: u32,
+    #[serde(default)]
+    pub pid_ns_level: u32,
+    #[serde(default)]
+    pub mnt_ns: u32,
+}
+
+/// `process.exit.*`
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitStatus {
+    /// Exit code passed to exit(2) (0 when killed by a signal).
+    pub code: i32,
+    /// Signal that killed the process (0 when it exited normally).
+    #[serde(default)]
+    pub signal: i32,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub core_dumped: bool,
+}
+
+/// A short description of an ancestor (`process.ancestors[]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ancestor {
+    pub exec_id: String,
+    pub pid: u32,
+    #[serde(default)]
+    pub executable: Executable,
+    #[serde(default)]
+    pub command_line: String,
+}
+
+/// `process.*`: the acting process.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    /// Unique id of this process (node, start time, pid), stable for its lifetime.
+    #[serde(default)]
+    pub exec_id: String,
+    #[serde(default)]
+    pub pid: u32,
+    /// Pid inside the process's own pid namespace (1 = a container's init).
+    #[serde(default)]
+    pub vpid: u32,
+    #[serde(default)]
+    pub parent_pid: u32,
+    /// The parent's pid as seen from the process's pid namespace: 0 when the
+    /// parent lives outside it (how `kubectl exec` looks from inside).
+    #[serde(default)]
+    pub parent_vpid: u32,
+    #[serde(default)]
+    pub parent_exec_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Timestamp>,
+    #[serde(default)]
+    pub executable: Executable,
+    /// Arguments joined by spaces.
+    #[serde(default)]
+    pub command_line: String,
+    #[serde(default)]
+    pub command_args: Vec<String>,
+    /// argv was longer than Picket captures (16 args / 1 KiB).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub args_truncated: bool,
+    #[serde(default)]
+    pub working_directory: String,
+    /// Effective user.
+    #[serde(default)]
+    pub user: Id,
+    #[serde(default)]
+    pub real_user: Id,
+    #[serde(default)]
+    pub saved_user: Id,
+    #[serde(default)]
+    pub group: Id,
+    #[serde(default)]
+    pub real_group: Id,
+    #[serde(default)]
+    pub saved_group: Id,
+    /// Audit login uid (u32::MAX when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_user: Option<Id>,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// stdin is a terminal.
+    #[serde(default)]
+    pub interactive: bool,
+    #[serde(default)]
+    pub stdio: Stdio,
+    /// In a container: whether the process descends from the container's init
+    /// (pid 1 of its pid namespace). `false` for sessions entered from outside
+    /// (`kubectl exec`); absent on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_init_tree: Option<bool>,
+    #[serde(default)]
+    pub linux: LinuxInfo,
+    /// `exit` events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// Nearest first, bounded (configurable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Ancestor>,
+}
+
+/// `thread.*`
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thread {
+    pub id: u32,
+}
+
+/// `child.*` (fork events).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildProcess {
+    pub pid: u32,
+    #[serde(default)]
+    pub exec_id: String,
+}
+
+/// `container.image.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `container.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    /// Full 64-hex container id.
+    pub id: String,
+    /// `containerd`, `cri-o`, `docker`, `podman`.
+    #[serde(default)]
+    pub runtime: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
+}
+
+/// A named Kubernetes object (`k8s.pod.name`, `k8s.deployment.name`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Named {
+    pub name: String,
+}
+
+/// `k8s.pod.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pod {
+    #[serde(default)]
+    pub name: String,
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_account: String,
+}
+
+/// `k8s.namespace.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sNamespace {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Whether pod metadata was resolved from the Kubernetes API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataStatus {
+    /// Name, namespace and workload come from the API server's pod object.
+    Resolved,
+    /// Only the pod UID (from the cgroup path) is known.
+    #[default]
+    Unresolved,
+}
+
+/// `k8s.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8s {
+    pub pod: Pod,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<K8sNamespace>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Named>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Named>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<Named>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicaset: Option<Named>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statefulset: Option<Named>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemonset: Option<Named>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Named>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cronjob: Option<Named>,
+    #[serde(default)]
+    pub metadata: MetadataStatus,
+}
+
+/// `syscall.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Syscall {
+    pub name: String,
+    /// Return value (negative errno on failure).
+    #[serde(default)]
+    pub result: i64,
+}
+
+/// `capability.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityUse {
+    /// `CAP_SYS_ADMIN`, ...
+    pub name: String,
+    pub id: u32,
+    /// The check succeeded.
+    pub allowed: bool,
+    /// Checked against the initial user namespace (real host privilege).
+    #[serde(default)]
+    pub init_user_ns: bool,
+}
+
+/// A set of credential ids (`privilege.old.*`, `privilege.new.*`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredSet {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+}
+
+/// `privilege.*`: credentials before and after a set*id/capset call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivilegeChange {
+    pub old: CredSet,
+    pub new: CredSet,
+    /// Arguments as passed (e.g. `[0]` for setuid(0), `[-1, 0, -1]` for setresuid).
+    #[serde(default)]
+    pub args: Vec<i64>,
+}
+
+/// `mount.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountOp {
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub fstype: String,
+    #[serde(default)]
+    pub flags: u64,
+    /// `MS_BIND`, `MS_RDONLY`, ... (or `MNT_DETACH` for umount2).
+    #[serde(default)]
+    pub flag_names: Vec<String>,
+}
+
+/// `network.*`: follows OpenTelemetry's `network.*` attributes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// `tcp`, `udp`, `unix`, `raw`, ...
+    #[serde(default)]
+    pub transport: String,
+    /// `ipv4`, `ipv6`, `unix`.
+    #[serde(default)]
+    pub r#type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<Endpoint>,
+}
+
+/// An address and port (`network.peer.address`, `network.peer.port`).
+/// For unix sockets `address` is the socket path and `port` is 0.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub address: String,
+    #[serde(default)]
+    pub port: u16,
+}
+
+/// `namespace.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceOp {
+    /// Raw CLONE_NEW* flags (unshare) or nstype (setns).
+    pub flags: u64,
+    /// `mnt`, `pid`, `net`, `uts`, `ipc`, `user`, `cgroup`, `time`.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// setns: the fd argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+}
+
+/// `ptrace.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtraceOp {
+    /// `PTRACE_ATTACH`, `PTRACE_SEIZE`, `PTRACE_POKETEXT`, ...
+    pub request: String,
+    pub request_id: i64,
+    pub target_pid: u32,
+}
+
+/// `memfd.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemfdOp {
+    pub name: String,
+    #[serde(default)]
+    pub flags: u32,
+}
+
+/// `module.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleOp {
+    /// finit_module: the fd; init_module: absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    #[serde(default)]
+    pub params: String,
+}
+
+/// `bpf.*`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BpfOp {
+    /// `BPF_PROG_LOAD`, `BPF_MAP_CREATE`, ...
+    pub command: String,
+    pub command_id: u32,
+}
+
+/// `fd.*`: dup2/dup3 onto a standard fd.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdDup {
+    pub old: i32,
+    pub new: i32,
+    /// What `old` refers to (a socket for a reverse shell).
+    #[serde(default)]
+    pub old_type: FdType,
+}
+
+/// `file.*`: an open of a monitored path.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccess {
+    /// The path as passed to open (absolute when the caller passed one).
+    pub path: String,
+    /// Raw open flags.
+    #[serde(default)]
+    pub flags: u32,
+    /// Opened for writing (O_WRONLY or O_RDWR).
+    #[serde(default)]
+    pub write: bool,
+    #[serde(default)]
+    pub truncate: bool,
+    #[serde(default)]
+    pub create: bool,
+}
+
+/// `summary.*`: events of one kind that the kernel counted instead of sending.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSummary {
+    pub kind: String,
+    pub count: u64,
+    pub window_ms: u64,
+}
+
+/// `lost.*`: events that never reached userspace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsLost {
+    /// Event kind that was lost (`exec`, ...).
+    pub kind: String,
+    /// Lost since the previous `events_lost` record for this kind and reason.
+    pub count: u64,
+    /// `ringbuf_full`, `decode_error`, ...
+    pub reason: String,
+}

@@ -1,0 +1,212 @@
+//! Building enriched events.
+
+use agent_common::process::{ExecEvent, ExitEvent, ForkEvent, exec_flags};
+
+use crate::{
+    container::{self, CgroupResolver},
+    model::{self, ChildProcess, Event, EventKindName, ExitStatus, Host, Thread},
+    process::{ExecInfo, ProcessCache},
+    sensor::{
+        RawEvent,
+        decode::{cstr, path_from_components, split_args},
+        lost::Loss,
+    },
+};
+
+use super::BootClock;
+
+/// Pipeline settings.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Node name used in exec ids and `host.name`.
+    pub node_name: String,
+    /// Ancestors listed in `process.ancestors`.
+    pub max_ancestors: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { node_name: hostname(), max_ancestors: 5 }
+    }
+}
+
+/// The host name (`uname -n`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Turns kernel records into enriched events, keeping the process cache.
+pub struct Pipeline {
+    pub cfg: PipelineConfig,
+    pub cache: ProcessCache,
+    pub cgroups: Option<CgroupResolver>,
+    clock: BootClock,
+}
+
+impl Pipeline {
+    pub fn new(cfg: PipelineConfig, cache: ProcessCache, cgroups: Option<CgroupResolver>) -> Self {
+        Self { cfg, cache, cgroups, clock: BootClock }
+    }
+
+    /// Handles one record: updates the cache and returns the event.
+    pub fn handle(&mut self, raw: &RawEvent) -> Event {
+        match raw {
+            RawEvent::Exec(e) => self.exec(e),
+            RawEvent::Fork(e) => self.fork(e),
+            RawEvent::Exit(e) => self.exit(e),
+            other => self.sensor_event(other),
+        }
+    }
+
+    /// Syscall-sensor records (network, files, credentials, namespaces,
+    /// mounts): the acting process from the cache plus the kind's section.
+    fn sensor_event(&mut self, raw: &RawEvent) -> Event {
+        let h = raw.header();
+        let kind = super::sensors::kind_name(h.kind);
+        let mut ev = self.base(kind, h);
+        self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
+        super::sensors::fill(&mut ev, raw);
+        ev
+    }
+
+    /// A `rate_summary` event: records of one kind that the kernel counted
+    /// instead of sending for a cgroup (attributed to its container, not to
+    /// a process).
+    pub fn summary(&mut self, s: &crate::sensor::filters::RateReport) -> Event {
+        let mut ev = Event::new(EventKindName::RateSummary, jiff::Timestamp::now());
+        ev.event.ktime_ns = self.clock.boot_ns();
+        ev.host = Host { name: self.cfg.node_name.clone() };
+        self.attribute(&mut ev, 0, 0, s.cgroup_id);
+        ev.summary = Some(model::RateSummary { kind: s.kind.clone(), count: s.count, window_ms: s.window_ms });
+        ev
+    }
+
+    /// An `events_lost` record.
+    pub fn lost(&self, loss: &Loss) -> Event {
+        let mut ev = Event::new(EventKindName::EventsLost, jiff::Timestamp::now());
+        ev.event.ktime_ns = self.clock.boot_ns();
+        ev.host = Host { name: self.cfg.node_name.clone() };
+        ev.lost = Some(model::EventsLost { kind: loss.kind.clone(), count: loss.count, reason: loss.reason.to_string() });
+        ev
+    }
+
+    fn base(&self, kind: EventKindName, h: &agent_common::EventHeader) -> Event {
+        let mut ev = Event::new(kind, self.clock.wall(h.ktime_ns));
+        ev.event.ktime_ns = h.ktime_ns;
+        ev.host = Host { name: self.cfg.node_name.clone() };
+        if h.tid != h.pid {
+            ev.thread = Some(Thread { id: h.tid });
+        }
+        ev
+    }
+
+    /// Fills `process`, `container` and `k8s` for the process `(pid, start)`.
+    fn attribute(&mut self, ev: &mut Event, pid: u32, start_ns: u64, cgroup_id: u64) {
+        if let Some(p) = self.cache.to_model(pid, start_ns, self.cfg.max_ancestors) {
+            ev.process = p;
+        } else {
+            ev.process.pid = pid;
+        }
+        let path = self.cgroups.as_mut().and_then(|r| r.resolve(cgroup_id).map(str::to_owned));
+        ev.process.linux.cgroup_id = cgroup_id;
+        if let Some(path) = path {
+            if let Some(c) = container::parse_cgroup_path(&path) {
+                ev.container = c.container_model();
+                if let Some(uid) = c.pod_uid() {
+                    ev.k8s = Some(model::K8s {
+                        pod: model::Pod { uid: uid.to_owned(), ..Default::default() },
+                        metadata: model::MetadataStatus::Unresolved,
+                        ..Default::default()
+                    });
+                }
+            }
+            ev.process.linux.cgroup = path;
+        }
+    }
+
+    fn exec(&mut self, e: &ExecEvent) -> Event {
+        let h = &e.header;
+        let args = split_args(&e.argv, e.argv_len);
+        let info = ExecInfo {
+            pid: h.pid,
+            start_ns: h.start_boottime_ns,
+            ppid: e.ppid,
+            parent_start_ns: e.parent_start_boottime_ns,
+            vpid: e.ns.ns_pid,
+            exe: if e.flags & exec_flags::EXE_MISSING != 0 {
+                cstr(&e.filename)
+            } else {
+                path_from_components(&e.exe, e.exe_len)
+            },
+            args,
+            args_truncated: e.flags & exec_flags::ARGV_TRUNCATED != 0,
+            cwd: if e.flags & exec_flags::CWD_MISSING != 0 {
+                String::new()
+            } else {
+                path_from_components(&e.cwd, e.cwd_len)
+            },
+            uid: e.creds.uid,
+            euid: e.creds.euid,
+            suid: e.creds.suid,
+            gid: e.creds.gid,
+            egid: e.creds.egid,
+            sgid: e.creds.sgid,
+            loginuid: e.creds.loginuid,
+            cap_effective: e.creds.cap_effective,
+            cap_permitted: e.creds.cap_permitted,
+            pidns: e.ns.pidns_inum,
+            pidns_level: e.ns.pidns_level,
+            mntns: e.ns.mntns_inum,
+            cgroup_id: h.cgroup_id,
+            stdio_modes: e.stdio.mode,
+            stdin_rdev: e.stdio.rdev0,
+        };
+        self.cache.on_exec(info);
+        let mut ev = self.base(EventKindName::Exec, h);
+        self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
+        ev
+    }
+
+    fn fork(&mut self, e: &ForkEvent) -> Event {
+        let h = &e.header;
+        self.cache.on_fork(h.pid, h.start_boottime_ns, e.child_pid, e.child_start_boottime_ns);
+        let mut ev = self.base(EventKindName::Fork, h);
+        self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
+        ev.child = Some(ChildProcess {
+            pid: e.child_pid,
+            exec_id: self.cache.exec_id(e.child_pid, e.child_start_boottime_ns),
+        });
+        ev
+    }
+
+    fn exit(&mut self, e: &ExitEvent) -> Event {
+        let h = &e.header;
+        let status = decode_wait_status(e.exit_code);
+        let mut ev = self.base(EventKindName::Exit, h);
+        self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
+        ev.process.exit = Some(status);
+        self.cache.on_exit(h.pid, h.start_boottime_ns, status);
+        ev
+    }
+}
+
+/// Splits a kernel wait status (`task->exit_code`) into code and signal.
+pub fn decode_wait_status(raw: u32) -> ExitStatus {
+    let signal = (raw & 0x7f) as i32;
+    ExitStatus { code: if signal == 0 { ((raw >> 8) & 0xff) as i32 } else { 0 }, signal, core_dumped: raw & 0x80 != 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_status() {
+        assert_eq!(decode_wait_status(3 << 8), ExitStatus { code: 3, signal: 0, core_dumped: false });
+        assert_eq!(decode_wait_status(9), ExitStatus { code: 0, signal: 9, core_dumped: false });
+        assert_eq!(decode_wait_status(0x80 | 11), ExitStatus { code: 0, signal: 11, core_dumped: true });
+        assert_eq!(decode_wait_status(0), ExitStatus { code: 0, signal: 0, core_dumped: false });
+    }
+}

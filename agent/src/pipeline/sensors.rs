@@ -1,0 +1,71 @@
+//! Dispatch of syscall-sensor records to their family's section builder.
+
+use agent_common::EventKind;
+
+use super::{control, file, net, security};
+use crate::{
+    model::{Event, EventKindName},
+    sensor::RawEvent,
+};
+
+/// The enriched kind of a wire kind. Wire kinds without a name of their own
+/// cannot reach here (the decoder rejects them); they map to `events_lost`
+/// rather than panicking.
+pub fn kind_name(kind: u16) -> EventKindName {
+    match EventKind::from_u16(kind) {
+        Some(EventKind::Exec) => EventKindName::Exec,
+        Some(EventKind::Fork) => EventKindName::Fork,
+        Some(EventKind::Exit) => EventKindName::Exit,
+        Some(EventKind::Capability) => EventKindName::Capability,
+        Some(EventKind::PrivilegeChange) => EventKindName::PrivilegeChange,
+        Some(EventKind::Mount) => EventKindName::Mount,
+        Some(EventKind::Connect) => EventKindName::Connect,
+        Some(EventKind::Send) => EventKindName::Send,
+        Some(EventKind::Bind) => EventKindName::Bind,
+        Some(EventKind::Listen) => EventKindName::Listen,
+        Some(EventKind::Accept) => EventKindName::Accept,
+        Some(EventKind::Namespace) => EventKindName::Namespace,
+        Some(EventKind::Ptrace) => EventKindName::Ptrace,
+        Some(EventKind::Memfd) => EventKindName::Memfd,
+        Some(EventKind::ModuleLoad) => EventKindName::ModuleLoad,
+        Some(EventKind::Bpf) => EventKindName::Bpf,
+        Some(EventKind::FdDup) => EventKindName::FdDup,
+        Some(EventKind::FileOpen) => EventKindName::FileOpen,
+        Some(EventKind::RateSummary) => EventKindName::RateSummary,
+        None => EventKindName::EventsLost,
+    }
+}
+
+/// The wire kind of an enriched kind (for filters); `None` for kinds the
+/// kernel does not produce as records (`events_lost`).
+pub fn wire_kind(kind: EventKindName) -> Option<EventKind> {
+    (1..EventKind::COUNT as u16).filter_map(EventKind::from_u16).find(|k| kind_name(*k as u16) == kind)
+}
+
+/// Fills the kind-specific sections of a sensor record.
+pub fn fill(ev: &mut Event, raw: &RawEvent) {
+    match raw {
+        RawEvent::Net(e) => net::fill(ev, e),
+        RawEvent::FileOpen(e) => file::fill(ev, e),
+        RawEvent::Capability(e) => security::fill_capability(ev, e),
+        RawEvent::Privilege(e) => security::fill_privilege(ev, e),
+        RawEvent::Control(e) => control::fill_control(ev, e),
+        RawEvent::Mount(e) => control::fill_mount(ev, e),
+        RawEvent::Exec(_) | RawEvent::Fork(_) | RawEvent::Exit(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in (1..EventKind::COUNT as u16).filter_map(EventKind::from_u16) {
+            let name = kind_name(k as u16);
+            assert_eq!(name.as_str(), k.name(), "wire and enriched names agree");
+            assert_eq!(wire_kind(name), Some(k));
+        }
+        assert_eq!(wire_kind(EventKindName::EventsLost), None);
+    }
+}

@@ -1,0 +1,184 @@
+//! Reading running processes from procfs, for the start-up seed.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use super::{cache::ExecInfo, fdtype};
+
+/// Fields of /proc/<pid>/stat we need: (ppid, start ticks).
+pub fn parse_stat(text: &str) -> Option<(u32, u64)> {
+    // comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): ppid is field 4, starttime field 22.
+    Some((f.get(1)?.parse().ok()?, f.get(19)?.parse().ok()?))
+}
+
+/// Credentials, capabilities and namespace pids from /proc/<pid>/status.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub uid: [u32; 4],
+    pub gid: [u32; 4],
+    pub cap_eff: u64,
+    pub cap_prm: u64,
+    /// `NSpid`: pid in each nested namespace, outermost first.
+    pub nspid: Vec<u32>,
+}
+
+pub fn parse_status(text: &str) -> Status {
+    let mut s = Status::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        let v = v.trim();
+        let ids = |v: &str| -> [u32; 4] {
+            let mut out = [0; 4];
+            for (i, x) in v.split_whitespace().take(4).enumerate() {
+                out[i] = x.parse().unwrap_or(0);
+            }
+            out
+        };
+        match k {
+            "Uid" => s.uid = ids(v),
+            "Gid" => s.gid = ids(v),
+            "CapEff" => s.cap_eff = u64::from_str_radix(v, 16).unwrap_or(0),
+            "CapPrm" => s.cap_prm = u64::from_str_radix(v, 16).unwrap_or(0),
+            "NSpid" => s.nspid = v.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Splits a NUL-separated cmdline with the kernel sensor's bounds
+/// (`ARGV_MAX_ARGS` arguments, `ARGV_MAX` bytes), so a seeded process and
+/// one seen at exec carry the same argv.
+pub fn bounded_args(raw: &[u8]) -> (Vec<String>, bool) {
+    use agent_common::process::{ARGV_MAX, ARGV_MAX_ARGS};
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return (Vec::new(), false);
+    }
+    let mut args = Vec::new();
+    let mut used = 0usize;
+    let mut truncated = false;
+    for a in raw.split(|&c| c == 0) {
+        // Each argument takes its bytes plus a NUL in the kernel's buffer.
+        if args.len() == ARGV_MAX_ARGS || used + a.len() + 1 > ARGV_MAX {
+            truncated = true;
+            break;
+        }
+        used += a.len() + 1;
+        args.push(String::from_utf8_lossy(a).into_owned());
+    }
+    (args, truncated)
+}
+
+fn ns_inode(dir: &Path, ns: &str) -> u32 {
+    std::fs::metadata(dir.join("ns").join(ns)).map(|m| m.ino() as u32).unwrap_or(0)
+}
+
+fn link(dir: &Path, name: &str) -> String {
+    std::fs::read_link(dir.join(name)).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// Every process in `proc_root`. Processes that exit while being read are
+/// skipped; unreadable optional fields stay empty.
+pub fn read_all(proc_root: &Path) -> Vec<ExecInfo> {
+    let Ok(rd) = std::fs::read_dir(proc_root) else {
+        tracing::warn!(path = %proc_root.display(), "cannot read procfs: process cache not seeded");
+        return Vec::new();
+    };
+    let pids: Vec<u32> = rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    let mut stats: HashMap<u32, (u32, u64)> = HashMap::new();
+    for &pid in &pids {
+        if let Some(s) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok().and_then(|t| parse_stat(&t)) {
+            stats.insert(pid, s);
+        }
+    }
+    let cgroup_root: Option<PathBuf> =
+        std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| crate::container::find_cgroup2_mount(&m));
+    let mut out = Vec::with_capacity(stats.len());
+    for (&pid, &(ppid, ticks)) in &stats {
+        let dir = proc_root.join(pid.to_string());
+        let Ok(status) = std::fs::read_to_string(dir.join("status")) else { continue };
+        let st = parse_status(&status);
+        let (args, args_truncated) = std::fs::read(dir.join("cmdline")).map(|b| bounded_args(&b)).unwrap_or_default();
+        let mut stdio_modes = [0u16; 3];
+        let mut stdin_rdev = 0u32;
+        for (i, m) in stdio_modes.iter_mut().enumerate() {
+            if let Ok(md) = std::fs::metadata(dir.join("fd").join(i.to_string())) {
+                *m = md.mode() as u16;
+                if i == 0 && fdtype::fd_type_user(md.mode(), md.rdev()) == crate::model::FdType::Tty {
+                    // Re-encode as the kernel does (major << 20 | minor).
+                    let r = md.rdev();
+                    let major = ((r >> 32) & 0xffff_f000) | ((r >> 8) & 0xfff);
+                    let minor = ((r >> 12) & 0xffff_ff00) | (r & 0xff);
+                    stdin_rdev = ((major as u32) << 20) | (minor as u32 & 0xfffff);
+                }
+            }
+        }
+        let cgroup_id = cgroup_root
+            .as_ref()
+            .and_then(|root| {
+                let rel = crate::container::cgroup_path_of_pid_in(proc_root, pid).ok()?;
+                std::fs::metadata(root.join(rel.trim_start_matches('/'))).ok()
+            })
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        let parent_ticks = stats.get(&ppid).map(|s| s.1).unwrap_or(0);
+        out.push(ExecInfo {
+            pid,
+            start_ns: ticks * 10_000_000,
+            ppid,
+            parent_start_ns: parent_ticks * 10_000_000,
+            vpid: st.nspid.last().copied().unwrap_or(pid),
+            exe: link(&dir, "exe"),
+            args,
+            args_truncated,
+            cwd: link(&dir, "cwd"),
+            uid: st.uid[0],
+            euid: st.uid[1],
+            suid: st.uid[2],
+            gid: st.gid[0],
+            egid: st.gid[1],
+            sgid: st.gid[2],
+            loginuid: std::fs::read_to_string(dir.join("loginuid")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(u32::MAX),
+            cap_effective: st.cap_eff,
+            cap_permitted: st.cap_prm,
+            pidns: ns_inode(&dir, "pid"),
+            pidns_level: st.nspid.len().saturating_sub(1) as u32,
+            mntns: ns_inode(&dir, "mnt"),
+            cgroup_id,
+            stdio_modes,
+            stdin_rdev,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_hostile_comm() {
+        let s = "1234 (a) b) (c) S 99 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_stat(s), Some((99, 987654)));
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) S"), None);
+    }
+
+    #[test]
+    fn status_fields() {
+        let t = "Name:\tsh\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\nNSpid:\t4321\t7\nCapPrm:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        let s = parse_status(t);
+        assert_eq!(s.uid, [1000, 0, 0, 0]);
+        assert_eq!(s.gid, [1000; 4]);
+        assert_eq!(s.nspid, vec![4321, 7]);
+        assert_eq!(s.cap_eff, 0x1ff_ffff_ffff);
+        assert_eq!(s.cap_prm, 0);
+    }
+}

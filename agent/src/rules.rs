@@ -1,0 +1,1 @@
+//! stub in lead snapshot

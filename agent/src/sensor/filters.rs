@@ -1,0 +1,382 @@
+//! The userspace side of the in-kernel filters: which kinds are on, which
+//! file paths are monitored, which address families and ports are reported,
+//! and the per-cgroup rate limits. [`SensorFilters`] is computed from
+//! configuration (later also from the loaded rules) and written to the
+//! kernel maps by [`SensorFilters::apply`]; [`RateTracker`] turns the
+//! kernel's rate-limit counters into `rate_summary` reports.
+//!
+//! Updates are ordered so the kernel never sees a half-applied filter that
+//! reports less than either the old or the new one would: sets (paths,
+//! ports) are extended before entries are removed, and a port mode is
+//! switched only after its port set is in place.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::LazyLock,
+    time::Duration,
+};
+
+use agent_common::{
+    EventKind,
+    file::FILE_PATH_MAX,
+    net::{NetFilter, port_filter},
+    ratelimit::{RateKey, RateLimit},
+};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::{Key, LpmTrie}},
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+
+use crate::{model::EventKindName, pipeline::sensors::wire_kind};
+
+/// Paths monitored by default: credentials, sudo, root's SSH keys, service
+/// account tokens, cron, the dynamic linker preload list, and kernel knobs
+/// abused for container escapes (`core_pattern`).
+pub const DEFAULT_FILE_PREFIXES: &[&str] = &[
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/ld.so.preload",
+    "/etc/crontab",
+    "/etc/cron.d/",
+    "/var/spool/cron/",
+    "/root/.ssh/",
+    "/var/run/secrets/kubernetes.io/serviceaccount/",
+    "/run/secrets/kubernetes.io/serviceaccount/",
+    "/etc/kubernetes/",
+    "/var/lib/kubelet/pki/",
+    "/proc/sys/kernel/core_pattern",
+    "/proc/sysrq-trigger",
+];
+
+/// Path suffixes monitored by default: cgroup v1 escape knobs and SSH keys
+/// anywhere.
+pub const DEFAULT_FILE_SUFFIXES: &[&str] =
+    &["/release_agent", "/notify_on_release", "/.ssh/authorized_keys", "/.ssh/id_rsa", "/.ssh/id_ed25519"];
+
+/// Which ports are reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PortFilter {
+    #[default]
+    All,
+    Only(BTreeSet<u16>),
+    Exclude(BTreeSet<u16>),
+}
+
+/// A per-cgroup limit: at most `max_events` records per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub max_events: u32,
+    pub window: Duration,
+}
+
+/// Everything the kernel filters on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensorFilters {
+    /// Kinds switched off in the kernel (no record is built).
+    pub disabled: BTreeSet<EventKindName>,
+    /// Monitored path prefixes for `file_open` (absolute paths as passed to open).
+    pub file_prefixes: BTreeSet<String>,
+    /// Monitored path suffixes for `file_open`.
+    pub file_suffixes: BTreeSet<String>,
+    /// Address families reported (`AF_*` numbers); empty = all.
+    pub families: BTreeSet<u16>,
+    pub ports: PortFilter,
+    /// Per-cgroup rate limits; only `connect` and `file_open` are limited
+    /// by the kernel programs.
+    pub rates: BTreeMap<EventKindName, Rate>,
+}
+
+impl Default for SensorFilters {
+    fn default() -> Self {
+        let per_second = Rate { max_events: 2000, window: Duration::from_secs(1) };
+        Self {
+            disabled: BTreeSet::new(),
+            file_prefixes: DEFAULT_FILE_PREFIXES.iter().map(|s| s.to_string()).collect(),
+            file_suffixes: DEFAULT_FILE_SUFFIXES.iter().map(|s| s.to_string()).collect(),
+            families: BTreeSet::new(),
+            ports: PortFilter::All,
+            rates: [(EventKindName::Connect, per_second), (EventKindName::FileOpen, per_second)].into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("monitored path {path:?} must be 1 to {max} bytes", max = FILE_PATH_MAX - 1)]
+    PathLength { path: String },
+    #[error("{kind} cannot be filtered in the kernel (it is not a kernel record kind)")]
+    NotAKernelKind { kind: EventKindName },
+    #[error("rate limit for {kind}: the window must be at least 1 ms")]
+    RateWindow { kind: EventKindName },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> FilterError {
+    move |source| FilterError::Map { name, source }
+}
+
+/// A path as an LPM key (`prefix_len` in bits), optionally reversed.
+pub fn path_key(path: &str, reversed: bool) -> Result<Key<[u8; FILE_PATH_MAX]>, FilterError> {
+    let b = path.as_bytes();
+    if b.is_empty() || b.len() >= FILE_PATH_MAX {
+        return Err(FilterError::PathLength { path: path.to_string() });
+    }
+    let mut data = [0u8; FILE_PATH_MAX];
+    data[..b.len()].copy_from_slice(b);
+    if reversed {
+        data[..b.len()].reverse();
+    }
+    Ok(Key::new((b.len() * 8) as u32, data))
+}
+
+impl SensorFilters {
+    /// Checks the configuration without touching the kernel.
+    pub fn validate(&self) -> Result<(), FilterError> {
+        for p in self.file_prefixes.iter().chain(&self.file_suffixes) {
+            path_key(p, false)?;
+        }
+        for kind in &self.disabled {
+            wire_kind(*kind).ok_or(FilterError::NotAKernelKind { kind: *kind })?;
+        }
+        for (kind, rate) in &self.rates {
+            wire_kind(*kind).ok_or(FilterError::NotAKernelKind { kind: *kind })?;
+            if rate.max_events > 0 && rate.window < Duration::from_millis(1) {
+                return Err(FilterError::RateWindow { kind: *kind });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the filters to the kernel maps (see the module docs for the
+    /// update order).
+    pub fn apply(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
+        self.validate()?;
+        self.apply_kinds(ebpf)?;
+        apply_trie(ebpf, "FILE_PREFIXES", &self.file_prefixes, false)?;
+        apply_trie(ebpf, "FILE_SUFFIXES", &self.file_suffixes, true)?;
+        self.apply_net(ebpf)?;
+        self.apply_rates(ebpf)?;
+        tracing::info!(
+            disabled = ?self.disabled,
+            file_prefixes = self.file_prefixes.len(),
+            file_suffixes = self.file_suffixes.len(),
+            families = ?self.families,
+            ports = ?self.ports,
+            "in-kernel sensor filters applied"
+        );
+        Ok(())
+    }
+
+    fn apply_kinds(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
+        let name = "KIND_DISABLED";
+        let mut arr: Array<_, u32> =
+            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
+        let off: BTreeSet<u32> = self.disabled.iter().filter_map(|k| wire_kind(*k)).map(|k| k as u32).collect();
+        for slot in 0..EventKind::COUNT {
+            arr.set(slot, u32::from(off.contains(&slot)), 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    fn apply_net(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
+        let (mode, ports) = match &self.ports {
+            PortFilter::All => (port_filter::OFF, BTreeSet::new()),
+            PortFilter::Only(p) => (port_filter::ONLY_LISTED, p.clone()),
+            PortFilter::Exclude(p) => (port_filter::EXCLUDE_LISTED, p.clone()),
+        };
+        {
+            let name = "NET_PORTS";
+            let mut set: HashMap<_, u16, u8> =
+                HashMap::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
+            let old: Vec<u16> = set.keys().filter_map(Result::ok).collect();
+            for p in &ports {
+                set.insert(p, 1, 0).map_err(map_err(name))?;
+            }
+            for p in old.iter().filter(|p| !ports.contains(p)) {
+                let _ = set.remove(p);
+            }
+        }
+        let family_mask = self.families.iter().filter(|f| **f < 64).fold(0u64, |m, f| m | (1u64 << f));
+        let name = "NET_FILTER";
+        let mut arr: Array<_, NetFilter> =
+            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
+        arr.set(0, NetFilter { family_mask, port_mode: mode, _pad: 0 }, 0).map_err(map_err(name))
+    }
+
+    fn apply_rates(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
+        let name = "RATE_LIMITS";
+        let mut arr: Array<_, RateLimit> =
+            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
+        let by_slot: BTreeMap<u32, &Rate> =
+            self.rates.iter().filter_map(|(k, r)| wire_kind(*k).map(|w| (w as u32, r))).collect();
+        for slot in 0..EventKind::COUNT {
+            let lim = match by_slot.get(&slot) {
+                Some(r) => RateLimit {
+                    max_events: r.max_events,
+                    _pad: 0,
+                    window_ns: u64::try_from(r.window.as_nanos()).unwrap_or(u64::MAX),
+                },
+                None => RateLimit::default(),
+            };
+            arr.set(slot, lim, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+}
+
+fn apply_trie(ebpf: &mut Ebpf, name: &'static str, paths: &BTreeSet<String>, reversed: bool) -> Result<(), FilterError> {
+    let mut trie: LpmTrie<_, [u8; FILE_PATH_MAX], u32> =
+        LpmTrie::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
+    let new: Vec<Key<[u8; FILE_PATH_MAX]>> = paths.iter().map(|p| path_key(p, reversed)).collect::<Result<_, _>>()?;
+    let old: Vec<Key<[u8; FILE_PATH_MAX]>> = trie.keys().filter_map(Result::ok).collect();
+    for k in &new {
+        trie.insert(k, 1, 0).map_err(map_err(name))?;
+    }
+    let same = |a: &Key<[u8; FILE_PATH_MAX]>, b: &Key<[u8; FILE_PATH_MAX]>| a.prefix_len() == b.prefix_len() && a.data() == b.data();
+    for k in old.iter().filter(|o| !new.iter().any(|n| same(n, o))) {
+        let _ = trie.remove(k);
+    }
+    Ok(())
+}
+
+/// Records of one kind the kernel counted instead of sending, for a cgroup,
+/// since the previous report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateReport {
+    pub cgroup_id: u64,
+    /// Enriched kind name (`connect`, `file_open`).
+    pub kind: String,
+    pub count: u64,
+    /// The configured window.
+    pub window_ms: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+static SUPPRESSED: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(|| {
+    crate::metrics::register(
+        "events_rate_limited",
+        "Events the kernel counted instead of sending because a cgroup exceeded its rate limit, by kind",
+        Family::default(),
+    )
+});
+
+/// Polls the kernel's per-(cgroup, kind) suppressed counters.
+pub struct RateTracker {
+    map: PerCpuHashMap<MapData, RateKey, u64>,
+    windows: BTreeMap<u32, u64>,
+    last: BTreeMap<RateKey, u64>,
+}
+
+impl RateTracker {
+    /// Takes `RATE_SUPPRESSED` out of the object; `filters` gives the windows.
+    pub fn new(ebpf: &mut Ebpf, filters: &SensorFilters) -> Result<Self, FilterError> {
+        let name = "RATE_SUPPRESSED";
+        let map = PerCpuHashMap::try_from(ebpf.take_map(name).ok_or(FilterError::MissingMap(name))?)
+            .map_err(map_err(name))?;
+        let windows = filters
+            .rates
+            .iter()
+            .filter_map(|(k, r)| wire_kind(*k).map(|w| (w as u32, r.window.as_millis() as u64)))
+            .collect();
+        Ok(Self { map, windows, last: BTreeMap::new() })
+    }
+
+    /// Increases since the previous poll.
+    pub fn poll(&mut self) -> Vec<RateReport> {
+        let mut out = Vec::new();
+        let entries: Vec<_> = self.map.iter().filter_map(Result::ok).collect();
+        for (key, values) in entries {
+            let total: u64 = values.iter().sum();
+            let prev = self.last.insert(key, total).unwrap_or(0);
+            if total > prev {
+                let kind = EventKind::from_u16(key.kind as u16)
+                    .map(|k| k.name().to_string())
+                    .unwrap_or_else(|| format!("kind_{}", key.kind));
+                let count = total - prev;
+                SUPPRESSED.get_or_create(&KindLabel { kind: kind.clone() }).inc_by(count);
+                tracing::info!(kind, count, cgroup_id = key.cgroup_id, "events summarized by the rate limit");
+                out.push(RateReport {
+                    cgroup_id: key.cgroup_id,
+                    kind,
+                    count,
+                    window_ms: self.windows.get(&key.kind).copied().unwrap_or(0),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Polls every `every` and sends non-empty reports until `tx` closes.
+pub async fn run_rate_tracker(mut tracker: RateTracker, every: Duration, tx: tokio::sync::mpsc::Sender<Vec<RateReport>>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let reports = tracker.poll();
+        if !reports.is_empty() && tx.send(reports).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Records submitted to the ring buffer per wire kind by the syscall
+/// sensors (summed over CPUs), by kind name: shows in-kernel filtering at
+/// work.
+pub fn submitted_counts(ebpf: &Ebpf) -> Result<BTreeMap<&'static str, u64>, FilterError> {
+    let name = "SUBMITTED";
+    let arr: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
+    let mut out = BTreeMap::new();
+    for slot in 1..EventKind::COUNT {
+        if let Some(k) = EventKind::from_u16(slot as u16) {
+            let v = arr.get(&slot, 0).map_err(map_err(name))?;
+            out.insert(k.name(), v.iter().sum());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_keys() {
+        let k = path_key("/etc/shadow", false).unwrap();
+        assert_eq!(k.prefix_len(), 88);
+        assert_eq!(&k.data()[..12], b"/etc/shadow\0");
+        let r = path_key("/release_agent", true).unwrap();
+        assert_eq!(&r.data()[..14], b"tnega_esaeler/");
+        assert!(matches!(path_key("", false), Err(FilterError::PathLength { .. })));
+        assert!(path_key(&"a".repeat(255), false).is_ok());
+        assert!(matches!(path_key(&"a".repeat(256), false), Err(FilterError::PathLength { .. })));
+    }
+
+    #[test]
+    fn validation() {
+        assert!(SensorFilters::default().validate().is_ok());
+        let mut f = SensorFilters::default();
+        f.disabled.insert(EventKindName::EventsLost);
+        assert!(matches!(f.validate(), Err(FilterError::NotAKernelKind { .. })));
+        let mut f = SensorFilters::default();
+        f.rates.insert(EventKindName::Connect, Rate { max_events: 1, window: Duration::ZERO });
+        assert!(matches!(f.validate(), Err(FilterError::RateWindow { .. })));
+    }
+}

@@ -1,0 +1,9 @@
+//! Shared helpers for Picket integration tests.
+//!
+//! Real-kernel tests (`tests/kernel_*.rs`) load the real programs into the
+//! running kernel as root. They never skip silently: [`kernel::KernelTest`]
+//! panics when not root, and leaves a marker that `cargo xtask test` checks.
+
+pub mod cgroup;
+pub mod kernel;
+

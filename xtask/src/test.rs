@@ -1,0 +1,80 @@
+//! `cargo xtask test`: the whole suite, as CI runs it.
+//!
+//! Real-kernel tests cannot be skipped: each one records a marker file when it
+//! has run to completion, and this task fails unless every real-kernel test
+//! that the test binaries list left its marker.
+
+use std::{collections::BTreeSet, path::Path, process::Command};
+
+use crate::setup::{Result, SetupArgs, is_root, setup, sh, workspace_root};
+
+/// Test binaries (in the `picket-tests` package) whose tests need the real
+/// kernel. Each of their tests must call `picket_tests::kernel::ran(name)`.
+pub const KERNEL_TEST_BINARIES: &[&str] = &["kernel_process", "kernel_sensors", "kernel_contain"];
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub setup: SetupArgs,
+}
+
+pub fn test(args: &TestArgs) -> Result<()> {
+    if !is_root() {
+        return Err("the real-kernel tests load eBPF programs and need root: run `sudo -E cargo xtask test`".into());
+    }
+    setup(&args.setup)?;
+    let root = workspace_root();
+    let markers = tempdir()?;
+    let cargo = |args: &[&str]| {
+        let mut c = Command::new("cargo");
+        c.current_dir(&root).args(args).env("PICKET_KERNEL_TEST_MARKERS", &markers).env_remove("AYA_BUILD_SKIP");
+        c
+    };
+    sh(&mut cargo(&["build", "--all-targets"]))?;
+    sh(&mut cargo(&["test", "--no-fail-fast"]))?;
+    check_kernel_markers(&root, &markers)?;
+    let _ = std::fs::remove_dir_all(&markers);
+    eprintln!("xtask: all tests passed; every real-kernel test ran");
+    Ok(())
+}
+
+fn tempdir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("picket-kernel-markers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    Ok(d)
+}
+
+/// Lists each kernel test binary's tests and checks that every one left a marker.
+fn check_kernel_markers(root: &Path, markers: &Path) -> Result<()> {
+    let mut expected = BTreeSet::new();
+    for bin in KERNEL_TEST_BINARIES {
+        let out = Command::new("cargo")
+            .current_dir(root)
+            .args(["test", "-q", "-p", "picket-tests", "--test", bin, "--", "--list", "--format", "terse"])
+            .output()
+            .map_err(|e| format!("listing {bin}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("listing the tests of {bin} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(name) = line.strip_suffix(": test") {
+                expected.insert(format!("{bin}::{name}"));
+            }
+        }
+    }
+    if expected.is_empty() {
+        return Err("no real-kernel tests were found".into());
+    }
+    let ran: BTreeSet<String> = std::fs::read_dir(markers)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let missing: Vec<_> = expected.iter().filter(|t| !ran.contains(*t)).collect();
+    if !missing.is_empty() {
+        return Err(format!("real-kernel tests that did not run to completion (skipped?): {missing:?}"));
+    }
+    eprintln!("xtask: {} real-kernel tests ran", expected.len());
+    Ok(())
+}
