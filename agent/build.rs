@@ -46,7 +46,10 @@ fn main() {
 
 /// Fail early with an actionable message instead of a cryptic linker error.
 fn check_prerequisites() {
-    let ok = Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         panic!(
             "bpf-linker was not found on PATH. It links Picket's eBPF programs.\n\
@@ -58,7 +61,9 @@ fn check_prerequisites() {
         .output();
     if let Ok(o) = src
         && o.status.success()
-        && !String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src"))
+        && !String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.starts_with("rust-src"))
     {
         panic!(
             "the nightly toolchain lacks rust-src (needed for -Z build-std=core).\n\

@@ -206,7 +206,11 @@ mod pod {
 /// directory (it ends with the separator NUL).
 pub fn exe_key(path: &[u8], dir: bool, out: &mut [u8; EXE_KEY_LEN]) -> Option<usize> {
     let rest = path.strip_prefix(b"/")?;
-    let rest = if dir { rest.strip_suffix(b"/").unwrap_or(rest) } else { rest };
+    let rest = if dir {
+        rest.strip_suffix(b"/").unwrap_or(rest)
+    } else {
+        rest
+    };
     *out = [0; EXE_KEY_LEN];
     let mut n = 0;
     if rest.is_empty() {

@@ -94,7 +94,12 @@ fn capset_enter(ctx: &TracePointContext) -> Option<()> {
         d = [0; 6];
     }
     let join = |lo: u32, hi: u32| (lo as u64) | ((hi as u64) << 32);
-    cred_enter(cred_op::CAPSET, join(d[0], d[3]), join(d[1], d[4]), join(d[2], d[5]))
+    cred_enter(
+        cred_op::CAPSET,
+        join(d[0], d[3]),
+        join(d[1], d[4]),
+        join(d[2], d[5]),
+    )
 }
 
 #[inline(always)]
@@ -114,7 +119,11 @@ fn cred_exit(ctx: &TracePointContext, op: u32) -> Option<()> {
     if op == cred_op::CAPSET {
         ev.args = [s.args[0] as i64, s.args[1] as i64, s.args[2] as i64];
     } else {
-        ev.args = [s.args[0] as i32 as i64, s.args[1] as i32 as i64, s.args[2] as i32 as i64];
+        ev.args = [
+            s.args[0] as i32 as i64,
+            s.args[1] as i32 as i64,
+            s.args[2] as i32 as i64,
+        ];
     }
     ev.old = s.creds;
     if !read_creds(&mut ev.new) {
@@ -125,21 +134,57 @@ fn cred_exit(ctx: &TracePointContext, op: u32) -> Option<()> {
     Some(())
 }
 
-syscall_pair!(sys_enter_setuid, sys_exit_setuid,
-    |ctx| cred_enter(cred_op::SETUID, arg(ctx, 0), 0, 0), |ctx| cred_exit(ctx, cred_op::SETUID));
-syscall_pair!(sys_enter_setgid, sys_exit_setgid,
-    |ctx| cred_enter(cred_op::SETGID, arg(ctx, 0), 0, 0), |ctx| cred_exit(ctx, cred_op::SETGID));
-syscall_pair!(sys_enter_setreuid, sys_exit_setreuid,
-    |ctx| cred_enter(cred_op::SETREUID, arg(ctx, 0), arg(ctx, 1), 0), |ctx| cred_exit(ctx, cred_op::SETREUID));
-syscall_pair!(sys_enter_setregid, sys_exit_setregid,
-    |ctx| cred_enter(cred_op::SETREGID, arg(ctx, 0), arg(ctx, 1), 0), |ctx| cred_exit(ctx, cred_op::SETREGID));
-syscall_pair!(sys_enter_setresuid, sys_exit_setresuid,
-    |ctx| cred_enter(cred_op::SETRESUID, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2)), |ctx| cred_exit(ctx, cred_op::SETRESUID));
-syscall_pair!(sys_enter_setresgid, sys_exit_setresgid,
-    |ctx| cred_enter(cred_op::SETRESGID, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2)), |ctx| cred_exit(ctx, cred_op::SETRESGID));
-syscall_pair!(sys_enter_setfsuid, sys_exit_setfsuid,
-    |ctx| cred_enter(cred_op::SETFSUID, arg(ctx, 0), 0, 0), |ctx| cred_exit(ctx, cred_op::SETFSUID));
-syscall_pair!(sys_enter_setfsgid, sys_exit_setfsgid,
-    |ctx| cred_enter(cred_op::SETFSGID, arg(ctx, 0), 0, 0), |ctx| cred_exit(ctx, cred_op::SETFSGID));
-syscall_pair!(sys_enter_capset, sys_exit_capset,
-    |ctx| capset_enter(ctx), |ctx| cred_exit(ctx, cred_op::CAPSET));
+syscall_pair!(
+    sys_enter_setuid,
+    sys_exit_setuid,
+    |ctx| cred_enter(cred_op::SETUID, arg(ctx, 0), 0, 0),
+    |ctx| cred_exit(ctx, cred_op::SETUID)
+);
+syscall_pair!(
+    sys_enter_setgid,
+    sys_exit_setgid,
+    |ctx| cred_enter(cred_op::SETGID, arg(ctx, 0), 0, 0),
+    |ctx| cred_exit(ctx, cred_op::SETGID)
+);
+syscall_pair!(
+    sys_enter_setreuid,
+    sys_exit_setreuid,
+    |ctx| cred_enter(cred_op::SETREUID, arg(ctx, 0), arg(ctx, 1), 0),
+    |ctx| cred_exit(ctx, cred_op::SETREUID)
+);
+syscall_pair!(
+    sys_enter_setregid,
+    sys_exit_setregid,
+    |ctx| cred_enter(cred_op::SETREGID, arg(ctx, 0), arg(ctx, 1), 0),
+    |ctx| cred_exit(ctx, cred_op::SETREGID)
+);
+syscall_pair!(
+    sys_enter_setresuid,
+    sys_exit_setresuid,
+    |ctx| cred_enter(cred_op::SETRESUID, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2)),
+    |ctx| cred_exit(ctx, cred_op::SETRESUID)
+);
+syscall_pair!(
+    sys_enter_setresgid,
+    sys_exit_setresgid,
+    |ctx| cred_enter(cred_op::SETRESGID, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2)),
+    |ctx| cred_exit(ctx, cred_op::SETRESGID)
+);
+syscall_pair!(
+    sys_enter_setfsuid,
+    sys_exit_setfsuid,
+    |ctx| cred_enter(cred_op::SETFSUID, arg(ctx, 0), 0, 0),
+    |ctx| cred_exit(ctx, cred_op::SETFSUID)
+);
+syscall_pair!(
+    sys_enter_setfsgid,
+    sys_exit_setfsgid,
+    |ctx| cred_enter(cred_op::SETFSGID, arg(ctx, 0), 0, 0),
+    |ctx| cred_exit(ctx, cred_op::SETFSGID)
+);
+syscall_pair!(
+    sys_enter_capset,
+    sys_exit_capset,
+    |ctx| capset_enter(ctx),
+    |ctx| cred_exit(ctx, cred_op::CAPSET)
+);

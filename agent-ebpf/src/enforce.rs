@@ -100,14 +100,14 @@ fn bump(stat: u32) {
     }
 }
 
-/// Zeroes `words` u64s at `p` (volatile so LLVM cannot turn the loop into a
-/// `memset` call, which BPF does not have).
+/// Zeroes `words` u32s at `p` (4-byte aligned: the key data follows a u32
+/// prefix length). Volatile so LLVM cannot turn the loop into a `memset`
+/// call, which BPF does not have.
 #[inline(always)]
 fn zero(p: *mut u8, words: usize) {
-    let p = p as *mut u64;
+    let p = p as *mut u32;
     for i in 0..words {
-        unsafe { core::ptr::write_unaligned(p.wrapping_add(i), 0) };
-        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        unsafe { core::ptr::write_volatile(p.wrapping_add(i), 0) };
     }
 }
 
@@ -158,7 +158,7 @@ fn try_contain_exec() -> Option<()> {
     let mut flags = 0u32;
 
     // Executable.
-    zero((&raw mut s.exe.data) as *mut u8, EXE_KEY_LEN / 8);
+    zero((&raw mut s.exe.data) as *mut u8, EXE_KEY_LEN / 4);
     let mut exe_len = 0u32;
     if cand & !cfg.no_exe != 0 {
         let mut exe_ok = cfg.no_exe;
@@ -202,7 +202,11 @@ fn try_contain_exec() -> Option<()> {
     let enforcing = cand & !cfg.dry_run;
     let (rule, action, ret) = if enforcing != 0 {
         let ret = unsafe { bpf_send_signal(SIGKILL) };
-        let action = if ret == 0 { enforce_action::KILLED } else { enforce_action::SIGNAL_FAILED };
+        let action = if ret == 0 {
+            enforce_action::KILLED
+        } else {
+            enforce_action::SIGNAL_FAILED
+        };
         (lowest_bit(enforcing), action, ret)
     } else {
         (lowest_bit(cand), enforce_action::DRY_RUN, 0)
@@ -258,7 +262,10 @@ fn lowest_bit(m: u64) -> u32 {
 #[inline(always)]
 fn exe_key(task: *const u8, s: &mut Scratch) -> Option<u32> {
     let file = read_ptr(task, off!(task_mm)).and_then(|mm| read_ptr(mm, off!(mm_exe_file)))?;
-    let w = path::walk(file.wrapping_add(off!(file_f_path) as usize), s.walk.as_mut_ptr())?;
+    let w = path::walk(
+        file.wrapping_add(off!(file_f_path) as usize),
+        s.walk.as_mut_ptr(),
+    )?;
     let len = w.len as usize;
     if w.truncated || len == 0 || len > EXE_KEY_LEN {
         return None;
@@ -285,9 +292,13 @@ fn argv_key(task: *const u8, cfg: &KillConfig, s: &mut Scratch) -> Option<()> {
         return None;
     }
     let dst = (&raw mut s.argv.data) as *mut u8;
-    zero(dst, ARGV_KEY_LEN / 8);
+    zero(dst, ARGV_KEY_LEN / 4);
     let len = end - start;
-    let n = if len > ARGV_KEY_LEN as u64 { ARGV_KEY_LEN as u32 } else { len as u32 };
+    let n = if len > ARGV_KEY_LEN as u64 {
+        ARGV_KEY_LEN as u32
+    } else {
+        len as u32
+    };
     let rc = unsafe { bpf_probe_read_user(dst as *mut _, n, start as *const _) };
     if rc != 0 {
         return None;
@@ -355,7 +366,11 @@ fn egress4(ctx: &SockAddrContext, denied_stat: u32) -> i32 {
     let listed = || {
         let mut key = Key::new(
             agent_common::enforce::EGRESS_FIXED_BITS + 32,
-            Egress4 { cgroup: cg.to_ne_bytes(), port: port.to_ne_bytes(), addr: ip.to_ne_bytes() },
+            Egress4 {
+                cgroup: cg.to_ne_bytes(),
+                port: port.to_ne_bytes(),
+                addr: ip.to_ne_bytes(),
+            },
         );
         if EGRESS_DEST4.get(&key).is_some() {
             return true;
@@ -364,7 +379,11 @@ fn egress4(ctx: &SockAddrContext, denied_stat: u32) -> i32 {
         EGRESS_DEST4.get(&key).is_some()
     };
     let v = verdict(&policy, port, listed);
-    bump(if v == DENY { denied_stat } else { egress_stat::ALLOWED });
+    bump(if v == DENY {
+        denied_stat
+    } else {
+        egress_stat::ALLOWED
+    });
     v
 }
 
@@ -376,7 +395,9 @@ fn egress6(ctx: &SockAddrContext, denied_stat: u32) -> i32 {
     let sa = ctx.sock_addr;
     let mut addr = [0u8; 16];
     for i in 0..4 {
-        let w = unsafe { core::ptr::read_volatile((&raw const (*sa).user_ip6 as *const u32).wrapping_add(i)) };
+        let w = unsafe {
+            core::ptr::read_volatile((&raw const (*sa).user_ip6 as *const u32).wrapping_add(i))
+        };
         let b = w.to_ne_bytes();
         addr[i * 4] = b[0];
         addr[i * 4 + 1] = b[1];
@@ -387,7 +408,11 @@ fn egress6(ctx: &SockAddrContext, denied_stat: u32) -> i32 {
     let listed = || {
         let mut key = Key::new(
             agent_common::enforce::EGRESS_FIXED_BITS + 128,
-            Egress6 { cgroup: cg.to_ne_bytes(), port: port.to_ne_bytes(), addr },
+            Egress6 {
+                cgroup: cg.to_ne_bytes(),
+                port: port.to_ne_bytes(),
+                addr,
+            },
         );
         if EGRESS_DEST6.get(&key).is_some() {
             return true;
@@ -396,7 +421,11 @@ fn egress6(ctx: &SockAddrContext, denied_stat: u32) -> i32 {
         EGRESS_DEST6.get(&key).is_some()
     };
     let v = verdict(&policy, port, listed);
-    bump(if v == DENY { denied_stat } else { egress_stat::ALLOWED });
+    bump(if v == DENY {
+        denied_stat
+    } else {
+        egress_stat::ALLOWED
+    });
     v
 }
 

@@ -55,7 +55,11 @@ fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Opti
     }
     let sc = unsafe { &mut *FILE_SCRATCH.get_ptr_mut(0)? };
     let n = unsafe {
-        bpf_probe_read_user_str(sc.key.data.as_mut_ptr() as *mut _, FILE_PATH_MAX as u32, filename as *const _)
+        bpf_probe_read_user_str(
+            sc.key.data.as_mut_ptr() as *mut _,
+            FILE_PATH_MAX as u32,
+            filename as *const _,
+        )
     };
     if n <= 1 {
         return None;
@@ -133,7 +137,13 @@ fn openat2_enter(ctx: &TracePointContext) -> Option<()> {
 syscall_pair!(
     sys_enter_openat,
     sys_exit_openat,
-    |ctx| open_enter(file_op::OPENAT, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 3)),
+    |ctx| open_enter(
+        file_op::OPENAT,
+        arg(ctx, 0),
+        arg(ctx, 1),
+        arg(ctx, 2),
+        arg(ctx, 3)
+    ),
     |ctx| open_exit(ctx, file_op::OPENAT),
 );
 

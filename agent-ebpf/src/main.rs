@@ -7,8 +7,8 @@
 #![no_std]
 #![no_main]
 
-
 mod creds;
+mod enforce;
 mod file;
 mod kernel;
 mod maps;

@@ -22,7 +22,14 @@ const FSCONFIG_SET_PATH_EMPTY: u64 = 4;
 
 /// Strings: `source` -> s0, `target` -> s1, `fstype` -> s2 (first 64 bytes).
 #[inline(always)]
-fn mount_enter(op: u32, flags: u64, a: [u64; 3], source: u64, target: u64, fstype: u64) -> Option<()> {
+fn mount_enter(
+    op: u32,
+    flags: u64,
+    a: [u64; 3],
+    source: u64,
+    target: u64,
+    fstype: u64,
+) -> Option<()> {
     if !enabled(EventKind::Mount) {
         return None;
     }
@@ -58,7 +65,9 @@ fn mount_exit(ctx: &TracePointContext, op: u32) -> Option<()> {
     copy::<MOUNT_PATH_MAX>(&mut ev.source, &s.s0);
     copy::<MOUNT_PATH_MAX>(&mut ev.target, &s.s1);
     // SAFETY: s2 is larger than fstype.
-    copy::<MOUNT_FSTYPE_MAX>(&mut ev.fstype, unsafe { &*(s.s2.as_ptr() as *const [u8; MOUNT_FSTYPE_MAX]) });
+    copy::<MOUNT_FSTYPE_MAX>(&mut ev.fstype, unsafe {
+        &*(s.s2.as_ptr() as *const [u8; MOUNT_FSTYPE_MAX])
+    });
     ev.fstype[MOUNT_FSTYPE_MAX - 1] = 0;
     stash_done();
     submit(entry, kind);
@@ -77,7 +86,14 @@ fn fsconfig_enter(ctx: &TracePointContext) -> Option<()> {
         FSCONFIG_SET_STRING | FSCONFIG_SET_PATH | FSCONFIG_SET_PATH_EMPTY => arg(ctx, 3),
         _ => 0,
     };
-    mount_enter(mount_op::FSCONFIG, 0, [fd(arg(ctx, 0)), cmd, fd(arg(ctx, 4))], value, 0, arg(ctx, 2))
+    mount_enter(
+        mount_op::FSCONFIG,
+        0,
+        [fd(arg(ctx, 0)), cmd, fd(arg(ctx, 4))],
+        value,
+        0,
+        arg(ctx, 2),
+    )
 }
 
 #[inline(always)]
@@ -87,31 +103,90 @@ fn mount_setattr_enter(ctx: &TracePointContext) -> Option<()> {
     if !user_bytes(attr.as_mut_ptr() as *mut u8, 16, arg(ctx, 3)) {
         attr = [0; 2];
     }
-    mount_enter(mount_op::MOUNT_SETATTR, arg(ctx, 2), [fd(arg(ctx, 0)), attr[0], attr[1]], 0, arg(ctx, 1), 0)
+    mount_enter(
+        mount_op::MOUNT_SETATTR,
+        arg(ctx, 2),
+        [fd(arg(ctx, 0)), attr[0], attr[1]],
+        0,
+        arg(ctx, 1),
+        0,
+    )
 }
 
-syscall_pair!(sys_enter_mount, sys_exit_mount,
-    |ctx| mount_enter(mount_op::MOUNT, arg(ctx, 3), [0; 3], arg(ctx, 0), arg(ctx, 1), arg(ctx, 2)),
-    |ctx| mount_exit(ctx, mount_op::MOUNT));
+syscall_pair!(
+    sys_enter_mount,
+    sys_exit_mount,
+    |ctx| mount_enter(
+        mount_op::MOUNT,
+        arg(ctx, 3),
+        [0; 3],
+        arg(ctx, 0),
+        arg(ctx, 1),
+        arg(ctx, 2)
+    ),
+    |ctx| mount_exit(ctx, mount_op::MOUNT)
+);
 // umount2(2)'s tracepoint is named after its kernel entry point, umount.
-syscall_pair!(sys_enter_umount, sys_exit_umount,
+syscall_pair!(
+    sys_enter_umount,
+    sys_exit_umount,
     |ctx| mount_enter(mount_op::UMOUNT, arg(ctx, 1), [0; 3], 0, arg(ctx, 0), 0),
-    |ctx| mount_exit(ctx, mount_op::UMOUNT));
-syscall_pair!(sys_enter_fsopen, sys_exit_fsopen,
+    |ctx| mount_exit(ctx, mount_op::UMOUNT)
+);
+syscall_pair!(
+    sys_enter_fsopen,
+    sys_exit_fsopen,
     |ctx| mount_enter(mount_op::FSOPEN, arg(ctx, 1), [0; 3], 0, 0, arg(ctx, 0)),
-    |ctx| mount_exit(ctx, mount_op::FSOPEN));
-syscall_pair!(sys_enter_fsconfig, sys_exit_fsconfig,
+    |ctx| mount_exit(ctx, mount_op::FSOPEN)
+);
+syscall_pair!(
+    sys_enter_fsconfig,
+    sys_exit_fsconfig,
     |ctx| fsconfig_enter(ctx),
-    |ctx| mount_exit(ctx, mount_op::FSCONFIG));
-syscall_pair!(sys_enter_fsmount, sys_exit_fsmount,
-    |ctx| mount_enter(mount_op::FSMOUNT, arg(ctx, 1), [fd(arg(ctx, 0)), arg(ctx, 2), 0], 0, 0, 0),
-    |ctx| mount_exit(ctx, mount_op::FSMOUNT));
-syscall_pair!(sys_enter_move_mount, sys_exit_move_mount,
-    |ctx| mount_enter(mount_op::MOVE_MOUNT, arg(ctx, 4), [fd(arg(ctx, 0)), fd(arg(ctx, 2)), 0], arg(ctx, 1), arg(ctx, 3), 0),
-    |ctx| mount_exit(ctx, mount_op::MOVE_MOUNT));
-syscall_pair!(sys_enter_open_tree, sys_exit_open_tree,
-    |ctx| mount_enter(mount_op::OPEN_TREE, arg(ctx, 2), [fd(arg(ctx, 0)), 0, 0], 0, arg(ctx, 1), 0),
-    |ctx| mount_exit(ctx, mount_op::OPEN_TREE));
-syscall_pair!(sys_enter_mount_setattr, sys_exit_mount_setattr,
+    |ctx| mount_exit(ctx, mount_op::FSCONFIG)
+);
+syscall_pair!(
+    sys_enter_fsmount,
+    sys_exit_fsmount,
+    |ctx| mount_enter(
+        mount_op::FSMOUNT,
+        arg(ctx, 1),
+        [fd(arg(ctx, 0)), arg(ctx, 2), 0],
+        0,
+        0,
+        0
+    ),
+    |ctx| mount_exit(ctx, mount_op::FSMOUNT)
+);
+syscall_pair!(
+    sys_enter_move_mount,
+    sys_exit_move_mount,
+    |ctx| mount_enter(
+        mount_op::MOVE_MOUNT,
+        arg(ctx, 4),
+        [fd(arg(ctx, 0)), fd(arg(ctx, 2)), 0],
+        arg(ctx, 1),
+        arg(ctx, 3),
+        0
+    ),
+    |ctx| mount_exit(ctx, mount_op::MOVE_MOUNT)
+);
+syscall_pair!(
+    sys_enter_open_tree,
+    sys_exit_open_tree,
+    |ctx| mount_enter(
+        mount_op::OPEN_TREE,
+        arg(ctx, 2),
+        [fd(arg(ctx, 0)), 0, 0],
+        0,
+        arg(ctx, 1),
+        0
+    ),
+    |ctx| mount_exit(ctx, mount_op::OPEN_TREE)
+);
+syscall_pair!(
+    sys_enter_mount_setattr,
+    sys_exit_mount_setattr,
     |ctx| mount_setattr_enter(ctx),
-    |ctx| mount_exit(ctx, mount_op::MOUNT_SETATTR));
+    |ctx| mount_exit(ctx, mount_op::MOUNT_SETATTR)
+);

@@ -90,7 +90,14 @@ fn stash_sockaddr(s: &mut Stash, addr: u64, addrlen: u64) -> bool {
 
 /// connect/bind/sendto/sendmsg entry: stash when the address passes the filter.
 #[inline(always)]
-fn enter_with_addr(op: u32, kind: EventKind, fd: u64, addr: u64, addrlen: u64, argv: u64) -> Option<()> {
+fn enter_with_addr(
+    op: u32,
+    kind: EventKind,
+    fd: u64,
+    addr: u64,
+    addrlen: u64,
+    argv: u64,
+) -> Option<()> {
     if !enabled(kind) {
         return None;
     }
@@ -147,14 +154,29 @@ fn sock_addr(sk: *const u8, peer: bool, out: &mut [u8; LOCAL_MAX]) -> u32 {
     out[2..4].copy_from_slice(&port_be.to_ne_bytes());
     match family {
         AF_INET => {
-            let a = read::<[u8; 4]>(sk, if peer { off!(sock_daddr) } else { off!(sock_rcv_saddr) }).unwrap_or([0; 4]);
+            let a = read::<[u8; 4]>(
+                sk,
+                if peer {
+                    off!(sock_daddr)
+                } else {
+                    off!(sock_rcv_saddr)
+                },
+            )
+            .unwrap_or([0; 4]);
             out[4..8].copy_from_slice(&a);
             out[8..16].copy_from_slice(&[0; 8]);
             16
         }
         AF_INET6 => {
-            let a = read::<[u8; 16]>(sk, if peer { off!(sock_v6_daddr) } else { off!(sock_v6_rcv_saddr) })
-                .unwrap_or([0; 16]);
+            let a = read::<[u8; 16]>(
+                sk,
+                if peer {
+                    off!(sock_v6_daddr)
+                } else {
+                    off!(sock_v6_rcv_saddr)
+                },
+            )
+            .unwrap_or([0; 16]);
             out[4..8].copy_from_slice(&[0; 4]);
             out[8..24].copy_from_slice(&a);
             out[24..28].copy_from_slice(&[0; 4]);
@@ -173,13 +195,21 @@ fn net_exit(ctx: &TracePointContext, op: u32, kind: EventKind) -> Option<()> {
     let accepting = op == net_op::ACCEPT || op == net_op::ACCEPT4;
     // accept: the new socket (result) has the peer and the local address.
     let sock_fd = if accepting { result } else { s.args[0] as i64 };
-    let sock = if accepting && result < 0 { None } else { fd_socket(sock_fd) };
+    let sock = if accepting && result < 0 {
+        None
+    } else {
+        fd_socket(sock_fd)
+    };
     let sk = sock.and_then(|so| read_ptr(so, off!(socket_sk)));
     let mut local = [0u8; LOCAL_MAX];
     let local_len = sk.map(|k| sock_addr(k, false, &mut local)).unwrap_or(0);
     if op == net_op::LISTEN || accepting {
         // Filtered here: the address is known only now.
-        let (family, port) = if local_len >= 4 { family_port(&local[..4]) } else { (0, None) };
+        let (family, port) = if local_len >= 4 {
+            family_port(&local[..4])
+        } else {
+            (0, None)
+        };
         if local_len >= 2 && !net_allowed(family, port) {
             stash_done();
             return None;
@@ -207,7 +237,9 @@ fn net_exit(ctx: &TracePointContext, op: u32, kind: EventKind) -> Option<()> {
     match sock {
         Some(so) => {
             ev.sock_type = read::<u16>(so, off!(socket_type)).unwrap_or(0);
-            ev.protocol = sk.and_then(|k| read::<u16>(k, off!(sock_protocol))).unwrap_or(0);
+            ev.protocol = sk
+                .and_then(|k| read::<u16>(k, off!(sock_protocol)))
+                .unwrap_or(0);
         }
         None => ev.flags |= net_flags::SOCKET_MISSING,
     }
@@ -240,7 +272,14 @@ fn first<const N: usize, const M: usize>(a: &[u8; M]) -> &[u8; N] {
 syscall_pair!(
     sys_enter_connect,
     sys_exit_connect,
-    |ctx| enter_with_addr(net_op::CONNECT, EventKind::Connect, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), 0),
+    |ctx| enter_with_addr(
+        net_op::CONNECT,
+        EventKind::Connect,
+        arg(ctx, 0),
+        arg(ctx, 1),
+        arg(ctx, 2),
+        0
+    ),
     |ctx| net_exit(ctx, net_op::CONNECT, EventKind::Connect),
 );
 
@@ -248,7 +287,14 @@ syscall_pair!(
     sys_enter_sendto,
     sys_exit_sendto,
     // sendto(fd, buf, len, flags, addr, addrlen): only with a destination.
-    |ctx| enter_with_addr(net_op::SENDTO, EventKind::Send, arg(ctx, 0), arg(ctx, 4), arg(ctx, 5), arg(ctx, 3)),
+    |ctx| enter_with_addr(
+        net_op::SENDTO,
+        EventKind::Send,
+        arg(ctx, 0),
+        arg(ctx, 4),
+        arg(ctx, 5),
+        arg(ctx, 3)
+    ),
     |ctx| net_exit(ctx, net_op::SENDTO, EventKind::Send),
 );
 
@@ -267,13 +313,27 @@ fn sendmsg_enter(ctx: &TracePointContext) -> Option<()> {
     if !user_bytes(hdr.as_mut_ptr() as *mut u8, 16, msg) || hdr[0] == 0 {
         return None;
     }
-    enter_with_addr(net_op::SENDMSG, EventKind::Send, arg(ctx, 0), hdr[0], hdr[1] & 0xffff_ffff, arg(ctx, 2))
+    enter_with_addr(
+        net_op::SENDMSG,
+        EventKind::Send,
+        arg(ctx, 0),
+        hdr[0],
+        hdr[1] & 0xffff_ffff,
+        arg(ctx, 2),
+    )
 }
 
 syscall_pair!(
     sys_enter_bind,
     sys_exit_bind,
-    |ctx| enter_with_addr(net_op::BIND, EventKind::Bind, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), 0),
+    |ctx| enter_with_addr(
+        net_op::BIND,
+        EventKind::Bind,
+        arg(ctx, 0),
+        arg(ctx, 1),
+        arg(ctx, 2),
+        0
+    ),
     |ctx| net_exit(ctx, net_op::BIND, EventKind::Bind),
 );
 

@@ -27,7 +27,10 @@ fn ctl_enter(op: u32, kind: EventKind, a: [u64; 3], name: u64, fd: Option<u64>) 
     s.args[1] = a[1];
     s.args[2] = a[2];
     s.len[2] = user_str(&mut s.s2, name);
-    s.aux = fd.and_then(|f| fd_file(f as i32 as i64)).map(file_mode).unwrap_or(0);
+    s.aux = fd
+        .and_then(|f| fd_file(f as i32 as i64))
+        .map(file_mode)
+        .unwrap_or(0);
     stash_commit(s);
     Some(())
 }
@@ -59,33 +62,108 @@ fn dup_enter(op: u32, old: u64, new: u64, flags: u64) -> Option<()> {
     if new as u32 > 2 {
         return None;
     }
-    ctl_enter(op, EventKind::FdDup, [old as u32 as i32 as u64, new, flags], 0, Some(old))
+    ctl_enter(
+        op,
+        EventKind::FdDup,
+        [old as u32 as i32 as u64, new, flags],
+        0,
+        Some(old),
+    )
 }
 
-syscall_pair!(sys_enter_unshare, sys_exit_unshare,
-    |ctx| ctl_enter(ctl_op::UNSHARE, EventKind::Namespace, [arg(ctx, 0), 0, 0], 0, None),
-    |ctx| ctl_exit(ctx, ctl_op::UNSHARE, EventKind::Namespace));
-syscall_pair!(sys_enter_setns, sys_exit_setns,
-    |ctx| ctl_enter(ctl_op::SETNS, EventKind::Namespace, [arg(ctx, 0) as u32 as i32 as u64, arg(ctx, 1), 0], 0, Some(arg(ctx, 0))),
-    |ctx| ctl_exit(ctx, ctl_op::SETNS, EventKind::Namespace));
-syscall_pair!(sys_enter_ptrace, sys_exit_ptrace,
-    |ctx| ctl_enter(ctl_op::PTRACE, EventKind::Ptrace, [arg(ctx, 0), arg(ctx, 1), 0], 0, None),
-    |ctx| ctl_exit(ctx, ctl_op::PTRACE, EventKind::Ptrace));
-syscall_pair!(sys_enter_memfd_create, sys_exit_memfd_create,
-    |ctx| ctl_enter(ctl_op::MEMFD_CREATE, EventKind::Memfd, [arg(ctx, 1), 0, 0], arg(ctx, 0), None),
-    |ctx| ctl_exit(ctx, ctl_op::MEMFD_CREATE, EventKind::Memfd));
-syscall_pair!(sys_enter_init_module, sys_exit_init_module,
-    |ctx| ctl_enter(ctl_op::INIT_MODULE, EventKind::ModuleLoad, [arg(ctx, 1), 0, 0], arg(ctx, 2), None),
-    |ctx| ctl_exit(ctx, ctl_op::INIT_MODULE, EventKind::ModuleLoad));
-syscall_pair!(sys_enter_finit_module, sys_exit_finit_module,
-    |ctx| ctl_enter(ctl_op::FINIT_MODULE, EventKind::ModuleLoad, [arg(ctx, 0) as u32 as i32 as u64, arg(ctx, 2), 0], arg(ctx, 1), None),
-    |ctx| ctl_exit(ctx, ctl_op::FINIT_MODULE, EventKind::ModuleLoad));
-syscall_pair!(sys_enter_bpf, sys_exit_bpf,
-    |ctx| ctl_enter(ctl_op::BPF, EventKind::Bpf, [arg(ctx, 0), arg(ctx, 2), 0], 0, None),
-    |ctx| ctl_exit(ctx, ctl_op::BPF, EventKind::Bpf));
-syscall_pair!(sys_enter_dup2, sys_exit_dup2,
+syscall_pair!(
+    sys_enter_unshare,
+    sys_exit_unshare,
+    |ctx| ctl_enter(
+        ctl_op::UNSHARE,
+        EventKind::Namespace,
+        [arg(ctx, 0), 0, 0],
+        0,
+        None
+    ),
+    |ctx| ctl_exit(ctx, ctl_op::UNSHARE, EventKind::Namespace)
+);
+syscall_pair!(
+    sys_enter_setns,
+    sys_exit_setns,
+    |ctx| ctl_enter(
+        ctl_op::SETNS,
+        EventKind::Namespace,
+        [arg(ctx, 0) as u32 as i32 as u64, arg(ctx, 1), 0],
+        0,
+        Some(arg(ctx, 0))
+    ),
+    |ctx| ctl_exit(ctx, ctl_op::SETNS, EventKind::Namespace)
+);
+syscall_pair!(
+    sys_enter_ptrace,
+    sys_exit_ptrace,
+    |ctx| ctl_enter(
+        ctl_op::PTRACE,
+        EventKind::Ptrace,
+        [arg(ctx, 0), arg(ctx, 1), 0],
+        0,
+        None
+    ),
+    |ctx| ctl_exit(ctx, ctl_op::PTRACE, EventKind::Ptrace)
+);
+syscall_pair!(
+    sys_enter_memfd_create,
+    sys_exit_memfd_create,
+    |ctx| ctl_enter(
+        ctl_op::MEMFD_CREATE,
+        EventKind::Memfd,
+        [arg(ctx, 1), 0, 0],
+        arg(ctx, 0),
+        None
+    ),
+    |ctx| ctl_exit(ctx, ctl_op::MEMFD_CREATE, EventKind::Memfd)
+);
+syscall_pair!(
+    sys_enter_init_module,
+    sys_exit_init_module,
+    |ctx| ctl_enter(
+        ctl_op::INIT_MODULE,
+        EventKind::ModuleLoad,
+        [arg(ctx, 1), 0, 0],
+        arg(ctx, 2),
+        None
+    ),
+    |ctx| ctl_exit(ctx, ctl_op::INIT_MODULE, EventKind::ModuleLoad)
+);
+syscall_pair!(
+    sys_enter_finit_module,
+    sys_exit_finit_module,
+    |ctx| ctl_enter(
+        ctl_op::FINIT_MODULE,
+        EventKind::ModuleLoad,
+        [arg(ctx, 0) as u32 as i32 as u64, arg(ctx, 2), 0],
+        arg(ctx, 1),
+        None
+    ),
+    |ctx| ctl_exit(ctx, ctl_op::FINIT_MODULE, EventKind::ModuleLoad)
+);
+syscall_pair!(
+    sys_enter_bpf,
+    sys_exit_bpf,
+    |ctx| ctl_enter(
+        ctl_op::BPF,
+        EventKind::Bpf,
+        [arg(ctx, 0), arg(ctx, 2), 0],
+        0,
+        None
+    ),
+    |ctx| ctl_exit(ctx, ctl_op::BPF, EventKind::Bpf)
+);
+syscall_pair!(
+    sys_enter_dup2,
+    sys_exit_dup2,
     |ctx| dup_enter(ctl_op::DUP2, arg(ctx, 0), arg(ctx, 1), 0),
-    |ctx| ctl_exit(ctx, ctl_op::DUP2, EventKind::FdDup));
-syscall_pair!(sys_enter_dup3, sys_exit_dup3,
+    |ctx| ctl_exit(ctx, ctl_op::DUP2, EventKind::FdDup)
+);
+syscall_pair!(
+    sys_enter_dup3,
+    sys_exit_dup3,
     |ctx| dup_enter(ctl_op::DUP3, arg(ctx, 0), arg(ctx, 1), arg(ctx, 2)),
-    |ctx| ctl_exit(ctx, ctl_op::DUP3, EventKind::FdDup));
+    |ctx| ctl_exit(ctx, ctl_op::DUP3, EventKind::FdDup)
+);

@@ -214,7 +214,12 @@ fn try_exec(ctx: &TracePointContext) -> Option<()> {
     // Executable: current->mm->exe_file->f_path.
     ev.exe_len = 0;
     let exe = read_ptr(task, off!(task_mm)).and_then(|mm| read_ptr(mm, off!(mm_exe_file)));
-    match exe.and_then(|f| path::walk(f.wrapping_add(off!(file_f_path) as usize), ev.exe.as_mut_ptr())) {
+    match exe.and_then(|f| {
+        path::walk(
+            f.wrapping_add(off!(file_f_path) as usize),
+            ev.exe.as_mut_ptr(),
+        )
+    }) {
         Some(w) => {
             ev.exe_len = w.len;
             if w.truncated {
@@ -279,11 +284,9 @@ fn read_namespaces(task: *const u8, ns: &mut Namespaces) -> bool {
             ns.ns_pid = read::<u32>(upid, off!(upid_nr)).unwrap_or(0);
             match read_ptr(upid, off!(upid_ns)) {
                 Some(pidns) => {
-                    ns.pidns_inum = read::<u32>(
-                        pidns.wrapping_add(off!(pid_namespace_ns) as usize),
-                        ns_inum,
-                    )
-                    .unwrap_or(0)
+                    ns.pidns_inum =
+                        read::<u32>(pidns.wrapping_add(off!(pid_namespace_ns) as usize), ns_inum)
+                            .unwrap_or(0)
                 }
                 None => ok = false,
             }

@@ -165,7 +165,8 @@ pub fn user_str<const N: usize>(dst: &mut [u8; N], src: u64) -> u32 {
         dst[0] = 0;
         return 0;
     }
-    let n = unsafe { bpf_probe_read_user_str(dst.as_mut_ptr() as *mut _, N as u32, src as *const _) };
+    let n =
+        unsafe { bpf_probe_read_user_str(dst.as_mut_ptr() as *mut _, N as u32, src as *const _) };
     if n <= 0 {
         dst[0] = 0;
         0
@@ -183,7 +184,13 @@ pub fn user_bytes(dst: *mut u8, size: u32, src: u64) -> bool {
 /// Copies `N` bytes of kernel (map) memory.
 #[inline(always)]
 pub fn copy<const N: usize>(dst: &mut [u8; N], src: &[u8; N]) {
-    unsafe { bpf_probe_read_kernel(dst.as_mut_ptr() as *mut _, N as u32, src.as_ptr() as *const _) };
+    unsafe {
+        bpf_probe_read_kernel(
+            dst.as_mut_ptr() as *mut _,
+            N as u32,
+            src.as_ptr() as *const _,
+        )
+    };
 }
 
 /// The record header for the current task.
@@ -234,12 +241,19 @@ pub fn rate_allowed(kind: EventKind) -> bool {
     if lim.max_events == 0 {
         return true;
     }
-    let key = RateKey { cgroup_id: unsafe { bpf_get_current_cgroup_id() }, kind: kind as u32, _pad: 0 };
+    let key = RateKey {
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        kind: kind as u32,
+        _pad: 0,
+    };
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let st = match RATE_STATE.get_ptr_mut(&key) {
         Some(p) => p,
         None => {
-            let init = RateState { window_start_ns: now, in_window: 0 };
+            let init = RateState {
+                window_start_ns: now,
+                in_window: 0,
+            };
             // Another CPU may have created it meanwhile: NOEXIST keeps theirs.
             let _ = RATE_STATE.insert(&key, &init, BPF_NOEXIST as u64);
             match RATE_STATE.get_ptr_mut(&key) {
@@ -265,7 +279,10 @@ pub fn rate_allowed(kind: EventKind) -> bool {
         // Per-CPU slot: no other writer.
         Some(c) => unsafe { *c += 1 },
         None => {
-            if RATE_SUPPRESSED.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
+            if RATE_SUPPRESSED
+                .insert(&key, &1, BPF_NOEXIST as u64)
+                .is_err()
+            {
                 // Counter map full: send instead of dropping uncounted.
                 return true;
             }
@@ -302,7 +319,8 @@ pub fn fd_file(fd: i64) -> Option<*const u8> {
     if fd < 0 {
         return None;
     }
-    let fdt = read_ptr(current_task(), off!(task_files)).and_then(|f| read_ptr(f, off!(files_struct_fdt)))?;
+    let fdt = read_ptr(current_task(), off!(task_files))
+        .and_then(|f| read_ptr(f, off!(files_struct_fdt)))?;
     let max = read::<u32>(fdt, off!(fdtable_max_fds))?;
     if fd as u64 >= max as u64 {
         return None;

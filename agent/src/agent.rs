@@ -86,7 +86,10 @@ impl Agent {
         };
         let mut ids = Vec::new();
         for p in paths {
-            let md = std::fs::metadata(p).map_err(|source| AgentError::Cgroup { path: p.clone(), source })?;
+            let md = std::fs::metadata(p).map_err(|source| AgentError::Cgroup {
+                path: p.clone(),
+                source,
+            })?;
             ids.push(md.ino());
         }
         sensor.set_cgroup_filter(mode, &ids)?;
@@ -98,7 +101,11 @@ impl Agent {
             ..Default::default()
         });
         let seeded = cache.seed_from_proc(&cfg.proc_root);
-        info!(processes = seeded, "process cache seeded from {}", cfg.proc_root.display());
+        info!(
+            processes = seeded,
+            "process cache seeded from {}",
+            cfg.proc_root.display()
+        );
         let cgroups = match CgroupResolver::detect() {
             Ok(r) => Some(r),
             Err(e) => {
@@ -121,8 +128,16 @@ impl Agent {
                 tracing::error!(error = %e, "ring-buffer reader stopped");
             }
         });
-        let poller = tokio::spawn(sensor::lost::run(LossTracker::new(lost), cfg.loss_interval, loss_tx));
-        let rate_poller = tokio::spawn(sensor::filters::run_rate_tracker(rates, cfg.loss_interval, rate_tx));
+        let poller = tokio::spawn(sensor::lost::run(
+            LossTracker::new(lost),
+            cfg.loss_interval,
+            loss_tx,
+        ));
+        let rate_poller = tokio::spawn(sensor::filters::run_rate_tracker(
+            rates,
+            cfg.loss_interval,
+            rate_tx,
+        ));
         let enrich = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -154,7 +169,11 @@ impl Agent {
                 }
             }
         });
-        Ok(Self { sensor, events: ev_rx, tasks: vec![reader, poller, rate_poller, enrich] })
+        Ok(Self {
+            sensor,
+            events: ev_rx,
+            tasks: vec![reader, poller, rate_poller, enrich],
+        })
     }
 
     /// The next enriched event (`None` once the agent stopped).

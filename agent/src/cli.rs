@@ -21,6 +21,16 @@ pub enum Command {
     Run(crate::run::RunArgs),
     /// Report the kernel features Picket needs and which sensors will run.
     Doctor(crate::doctor::DoctorArgs),
+    /// Stream alerts from a running agent's gRPC API to the terminal.
+    Alerts(crate::delivery::AlertsArgs),
+    /// Lint and test detection rules.
+    Rules(crate::rules::cli::RulesArgs),
+    /// Print the Kubernetes manifests (DaemonSet, RBAC, ConfigMaps, Service).
+    Manifests(crate::k8s::manifests::ManifestsArgs),
+    /// Contain a pod through the node agent (isolate, delete, block-egress, kill-container).
+    Contain(crate::contain::cli::ContainArgs),
+    /// Lift block-egress and isolation from a pod through the node agent.
+    Release(crate::contain::cli::ReleaseArgs),
 }
 
 /// Entry point of the binary.
@@ -30,6 +40,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => crate::run::main(args),
         Command::Doctor(args) => crate::doctor::main(args),
+        Command::Alerts(args) => crate::delivery::alerts_main(args),
+        Command::Rules(args) => crate::rules::cli::main(args),
+        Command::Manifests(args) => crate::k8s::manifests::run(args),
+        Command::Contain(args) => crate::contain::cli::contain_main(args),
+        Command::Release(args) => crate::contain::cli::release_main(args),
     }
 }
 

@@ -26,7 +26,11 @@ pub struct Check {
 }
 
 fn check(item: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check {
-    Check { item: item.into(), ok, detail: detail.into() }
+    Check {
+        item: item.into(),
+        ok,
+        detail: detail.into(),
+    }
 }
 
 /// Inspects the system (and, unless `no_load`, loads the programs to learn
@@ -36,14 +40,27 @@ pub fn checks(no_load: bool) -> Vec<Check> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     out.push(check("kernel", true, kernel.trim()));
     let root = unsafe { libc::geteuid() } == 0;
-    out.push(check("running as root", root, if root { "yes" } else { "no: loading programs needs root (or CAP_BPF+CAP_PERFMON+CAP_SYS_RESOURCE)" }));
+    out.push(check(
+        "running as root",
+        root,
+        if root {
+            "yes"
+        } else {
+            "no: loading programs needs root (or CAP_BPF+CAP_PERFMON+CAP_SYS_RESOURCE)"
+        },
+    ));
 
     let btf = Path::new(sensor::offsets::VMLINUX_BTF);
     match sensor::offsets::resolve(btf) {
         Ok(r) => {
             let total = agent_common::KernelOffsets::FIELDS.len();
             let ok = r.missing.is_empty();
-            let mut d = format!("{}: {}/{} kernel fields resolved", btf.display(), total - r.missing.len(), total);
+            let mut d = format!(
+                "{}: {}/{} kernel fields resolved",
+                btf.display(),
+                total - r.missing.len(),
+                total
+            );
             for (f, p, _) in &r.missing {
                 let _ = write!(d, "; missing {f} ({p})");
             }
@@ -52,7 +69,11 @@ pub fn checks(no_load: bool) -> Vec<Check> {
         Err(e) => out.push(check("BTF", false, e.to_string())),
     }
     let rb = is_map_supported(MapType::RingBuf);
-    out.push(check("ring buffer map", matches!(rb, Ok(true)), format!("{rb:?}")));
+    out.push(check(
+        "ring buffer map",
+        matches!(rb, Ok(true)),
+        format!("{rb:?}"),
+    ));
     let tf = tracefs::ensure_mounted();
     out.push(check(
         "tracefs",
@@ -66,11 +87,23 @@ pub fn checks(no_load: bool) -> Vec<Check> {
     for spec in PROGRAMS {
         if let Attach::TracePoint { category, name } = spec.attach {
             let ok = tracefs::tracepoint_exists(category, name);
-            out.push(check(format!("tracepoint {category}:{name}"), ok, if ok { "present".to_string() } else { format!("absent: {}", spec.loss) }));
+            out.push(check(
+                format!("tracepoint {category}:{name}"),
+                ok,
+                if ok {
+                    "present".to_string()
+                } else {
+                    format!("absent: {}", spec.loss)
+                },
+            ));
         }
     }
     match crate::container::CgroupResolver::detect() {
-        Ok(r) => out.push(check("cgroup v2", true, format!("mounted at {}", r.root().display()))),
+        Ok(r) => out.push(check(
+            "cgroup v2",
+            true,
+            format!("mounted at {}", r.root().display()),
+        )),
         Err(e) => out.push(check("cgroup v2", false, e.to_string())),
     }
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
@@ -81,7 +114,15 @@ pub fn checks(no_load: bool) -> Vec<Check> {
         format!("active LSMs: {:?}; program type loads: {lsm_prog:?}; not required (tracepoints are used)", lsm.trim()),
     ));
     let kprobes = Path::new(tracefs::TRACEFS).join("kprobe_events").exists();
-    out.push(check("kprobes (optional)", kprobes, if kprobes { "available; not required" } else { "unavailable (CONFIG_KPROBES off?); not required" }));
+    out.push(check(
+        "kprobes (optional)",
+        kprobes,
+        if kprobes {
+            "available; not required"
+        } else {
+            "unavailable (CONFIG_KPROBES off?); not required"
+        },
+    ));
 
     if no_load || !root {
         return out;
@@ -92,17 +133,28 @@ pub fn checks(no_load: bool) -> Vec<Check> {
                 let spec = PROGRAMS.iter().find(|p| p.program == *prog);
                 let sensor = spec.map(|p| p.sensor).unwrap_or("?");
                 match st {
-                    ProgramStatus::Attached => out.push(check(format!("sensor {sensor}: {prog}"), true, "loads and attaches")),
+                    ProgramStatus::Attached => out.push(check(
+                        format!("sensor {sensor}: {prog}"),
+                        true,
+                        "loads and attaches",
+                    )),
                     ProgramStatus::Disabled(why) => out.push(check(
                         format!("sensor {sensor}: {prog}"),
                         false,
-                        format!("disabled: {why}; lost: {}", spec.map(|p| p.loss).unwrap_or("?")),
+                        format!(
+                            "disabled: {why}; lost: {}",
+                            spec.map(|p| p.loss).unwrap_or("?")
+                        ),
                     )),
                 }
             }
             // Dropping the sensor detaches and unloads everything.
         }
-        Err(e) => out.push(check("load programs", false, crate::sensor::loader::error_chain(&e))),
+        Err(e) => out.push(check(
+            "load programs",
+            false,
+            crate::sensor::loader::error_chain(&e),
+        )),
     }
     out
 }
@@ -112,7 +164,13 @@ pub fn table(checks: &[Check]) -> String {
     let w = checks.iter().map(|c| c.item.len()).max().unwrap_or(0);
     let mut s = format!("{:<w$}  {:<4}  {}\n", "CHECK", "OK", "DETAIL");
     for c in checks {
-        let _ = writeln!(s, "{:<w$}  {:<4}  {}", c.item, if c.ok { "yes" } else { "NO" }, c.detail);
+        let _ = writeln!(
+            s,
+            "{:<w$}  {:<4}  {}",
+            c.item,
+            if c.ok { "yes" } else { "NO" },
+            c.detail
+        );
     }
     s
 }
@@ -123,5 +181,9 @@ pub fn main(args: DoctorArgs) -> ExitCode {
     let essential_failed = checks
         .iter()
         .any(|c| !c.ok && !c.item.contains("optional") && !c.item.starts_with("tracepoint"));
-    if essential_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if essential_failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod btf;
 pub mod cli;
+pub mod config;
 pub mod contain;
 pub mod container;
 pub mod delivery;

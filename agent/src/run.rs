@@ -1,8 +1,8 @@
 //! `picket run`.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     agent::{Agent, AgentConfig, CgroupScope},
@@ -39,11 +39,74 @@ pub struct RunArgs {
     pub only_cgroup: Vec<PathBuf>,
     /// Do not trace tasks in these cgroup v2 directories (repeatable), e.g. the
     /// agent's own pod cgroup on a node.
-    #[arg(long = "exclude-cgroup", value_name = "DIR", conflicts_with = "only_cgroup")]
+    #[arg(
+        long = "exclude-cgroup",
+        value_name = "DIR",
+        conflicts_with = "only_cgroup"
+    )]
     pub exclude_cgroup: Vec<PathBuf>,
     /// Write this file once the programs are attached (for supervisors and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Where the learned egress baseline is kept across restarts.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    #[command(flatten)]
+    pub k8s: crate::k8s::K8sArgs,
+    /// Configuration file (YAML or JSON): `delivery` (spool, gRPC API, OTLP
+    /// export, metrics endpoint; docs/delivery.md) and `containment`.
+    /// Without it alerts go to stdout only.
+    #[arg(long, value_name = "FILE", env = "PICKET_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Loads the rules named on the command line (default `./rules`).
+fn load_rules(args: &RunArgs) -> Result<(Arc<crate::rules::Engine>, Vec<PathBuf>), String> {
+    let paths = if args.rules.is_empty() {
+        vec![PathBuf::from("rules")]
+    } else {
+        args.rules.clone()
+    };
+    let set =
+        crate::rules::RuleSet::load(&paths).map_err(|d| crate::rules::diagnostics::render(&d))?;
+    let opts = crate::rules::EngineOptions {
+        baseline_path: args.baseline.clone(),
+        ..Default::default()
+    };
+    let engine = crate::rules::Engine::with_options(set, opts).map_err(|e| e.to_string())?;
+    Ok((Arc::new(engine), paths))
+}
+
+/// Adds pod, namespace and workload metadata to events from containers.
+/// Waits at most the configured metadata wait for a pod not cached yet.
+async fn enrich_k8s(k8s: &crate::k8s::K8sEnricher, ev: &mut crate::model::Event) {
+    let cid = ev.container.as_ref().map(|c| c.id.clone());
+    let uid = ev.k8s.as_ref().map(|k| k.pod.uid.clone());
+    if cid.is_none() && uid.is_none() {
+        return;
+    }
+    if let Some((meta, container)) = k8s.lookup(cid.as_deref(), uid.as_deref()).await {
+        ev.k8s = Some(meta);
+        if let (Some(found), Some(ours)) = (container, ev.container.as_mut()) {
+            if ours.name.is_empty() {
+                ours.name = found.name;
+            }
+            if ours.image.is_none() {
+                ours.image = found.image;
+            }
+            if ours.runtime.is_empty() {
+                ours.runtime = found.runtime;
+            }
+        }
+    }
+}
+
+async fn start_delivery(
+    cfg: crate::delivery::DeliveryConfig,
+) -> Result<crate::delivery::Delivery, String> {
+    crate::delivery::Delivery::start(cfg, Default::default())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 impl RunArgs {
@@ -54,7 +117,10 @@ impl RunArgs {
         }
         pipeline.max_ancestors = self.max_ancestors;
         AgentConfig {
-            sensor: SensorConfig { ring_buffer_bytes: self.ring_buffer_bytes, ..Default::default() },
+            sensor: SensorConfig {
+                ring_buffer_bytes: self.ring_buffer_bytes,
+                ..Default::default()
+            },
             pipeline,
             loss_interval: Duration::from_secs(self.loss_interval_secs.max(1)),
             cgroups: if !self.only_cgroup.is_empty() {
@@ -70,7 +136,11 @@ impl RunArgs {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");
@@ -81,7 +151,50 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let mut agent = match Agent::start(args.agent_config()).await {
+    // Rules first: a rule error is reported before anything is loaded.
+    let (engine, rule_paths) = match load_rules(&args) {
+        Ok(x) => x,
+        Err(e) => {
+            error!("the rules do not compile:\n{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(rules = engine.rules().rules().len(), "rules loaded");
+    let mut watcher = crate::rules::RuleWatcher::new(engine.clone(), rule_paths);
+    if let Err(e) = watcher.watch(Duration::from_millis(500)) {
+        warn!(error = %e, "rule files are not watched; reload with SIGHUP");
+    }
+    tokio::spawn(watcher.handle().run_sighup());
+    let file = match &args.config {
+        Some(p) => match crate::config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => crate::config::FileConfig::default(),
+    };
+    let delivery = match file.delivery {
+        Some(cfg) => match start_delivery(cfg).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                error!("delivery: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let cfg = args.agent_config();
+    let k8s =
+        match crate::k8s::K8sEnricher::start(args.k8s.to_config(&cfg.pipeline.node_name)).await {
+            Ok(k) => k,
+            Err(e) => {
+                error!(error = %e, "Kubernetes enrichment cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+    let mut agent = match Agent::start(cfg).await {
         Ok(a) => a,
         Err(e) => {
             error!("{}", crate::sensor::loader::error_chain(&e));
@@ -95,7 +208,8 @@ async fn run(args: RunArgs) -> ExitCode {
         error!(path = %p.display(), error = %e, "cannot write the ready file");
     }
     let mut out = Printer::new(std::io::stdout().lock(), args.format);
-    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
         Ok(s) => s,
         Err(e) => {
             error!(error = %e, "cannot install the SIGTERM handler");
@@ -105,10 +219,30 @@ async fn run(args: RunArgs) -> ExitCode {
     loop {
         tokio::select! {
             ev = agent.next() => {
-                let Some(ev) = ev else { break };
+                let Some(mut ev) = ev else { break };
+                enrich_k8s(&k8s, &mut ev).await;
                 let always = ev.kind() == crate::model::EventKindName::EventsLost;
                 if (args.events || always) && out.event(&ev).is_err() {
                     break; // stdout closed
+                }
+                for alert in engine.evaluate(&ev) {
+                    let alert = match &delivery {
+                        Some(d) => {
+                            let mut a = alert.clone();
+                            match d.publish(alert).await {
+                                Ok(seq) => a.seq = seq,
+                                Err(e) => error!(error = %e, rule = %a.rule.id, "alert not spooled"),
+                            }
+                            a
+                        }
+                        None => alert,
+                    };
+                    if out.alert(&alert).is_err() {
+                        break;
+                    }
+                }
+                if let Some(d) = &delivery {
+                    d.publish_event(&ev);
                 }
                 let _ = out.flush();
             }
@@ -118,5 +252,11 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     let _ = out.flush();
     agent.shutdown();
+    if let Err(e) = engine.save_baseline() {
+        warn!(error = %e, "the egress baseline could not be saved");
+    }
+    if let Some(d) = delivery {
+        d.shutdown().await;
+    }
     ExitCode::SUCCESS
 }

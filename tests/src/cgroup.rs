@@ -12,7 +12,9 @@ pub fn v2_root() -> PathBuf {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     for line in info.lines() {
         // ... mountpoint ... - fstype source opts
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         if post.split_whitespace().next() == Some("cgroup2") {
             if let Some(mp) = pre.split_whitespace().nth(4) {
                 return PathBuf::from(mp);
@@ -43,16 +45,25 @@ impl TestCgroup {
         for comp in Path::new(relative).components() {
             cur.push(comp);
             if !cur.exists() {
-                std::fs::create_dir(&cur).unwrap_or_else(|e| panic!("mkdir {}: {e}", cur.display()));
+                std::fs::create_dir(&cur)
+                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", cur.display()));
                 created.push(cur.clone());
             }
         }
-        Self { root, created, path }
+        Self {
+            root,
+            created,
+            path,
+        }
     }
 
     /// A unique test cgroup name.
     pub fn unique(prefix: &str) -> Self {
-        Self::create(&format!("picket-test-{prefix}-{}-{}", std::process::id(), rand_suffix()))
+        Self::create(&format!(
+            "picket-test-{prefix}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ))
     }
 
     /// The cgroup id (inode of the directory), as the kernel reports it.
@@ -64,7 +75,8 @@ impl TestCgroup {
     /// Makes `cmd`'s child move itself into this cgroup before it execs, so
     /// its exec and everything after it happens inside.
     pub fn enter(&self, cmd: &mut Command) {
-        let procs = CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes()).expect("path");
+        let procs =
+            CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes()).expect("path");
         // SAFETY: only async-signal-safe calls (open/write/close) between
         // fork and exec, on memory prepared before the fork.
         unsafe {

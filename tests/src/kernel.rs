@@ -21,7 +21,11 @@ pub struct KernelTest {
 #[macro_export]
 macro_rules! kernel_test {
     ($name:ident) => {
-        $crate::kernel::KernelTest::start(concat!(env!("CARGO_CRATE_NAME"), "::", stringify!($name)))
+        $crate::kernel::KernelTest::start(concat!(
+            env!("CARGO_CRATE_NAME"),
+            "::",
+            stringify!($name)
+        ))
     };
 }
 
@@ -29,7 +33,10 @@ impl KernelTest {
     pub fn start(name: &'static str) -> Self {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
-        assert_eq!(euid, 0, "{name}: real-kernel tests must run as root (they load eBPF programs); run `sudo -E cargo xtask test`");
+        assert_eq!(
+            euid, 0,
+            "{name}: real-kernel tests must run as root (they load eBPF programs); run `sudo -E cargo xtask test`"
+        );
         Self { name }
     }
 
@@ -37,7 +44,8 @@ impl KernelTest {
     pub fn done(self) {
         if let Some(dir) = std::env::var_os("PICKET_KERNEL_TEST_MARKERS") {
             let p = Path::new(&dir).join(self.name);
-            std::fs::write(&p, b"ok").unwrap_or_else(|e| panic!("writing marker {}: {e}", p.display()));
+            std::fs::write(&p, b"ok")
+                .unwrap_or_else(|e| panic!("writing marker {}: {e}", p.display()));
         }
     }
 }
@@ -45,18 +53,30 @@ impl KernelTest {
 /// Starts the real agent tracing only `cgroups` (so concurrent tests and the
 /// rest of the machine do not interfere).
 pub async fn start_agent(cgroups: &[PathBuf], tweak: impl FnOnce(&mut AgentConfig)) -> Agent {
-    let mut cfg = AgentConfig { cgroups: CgroupScope::Only(cgroups.to_vec()), ..Default::default() };
+    let mut cfg = AgentConfig {
+        cgroups: CgroupScope::Only(cgroups.to_vec()),
+        ..Default::default()
+    };
     cfg.pipeline.node_name = "test-node".into();
     tweak(&mut cfg);
     match Agent::start(cfg).await {
         Ok(a) => a,
-        Err(e) => panic!("starting the agent: {}", picket::sensor::loader::error_chain(&e)),
+        Err(e) => panic!(
+            "starting the agent: {}",
+            picket::sensor::loader::error_chain(&e)
+        ),
     }
 }
 
 /// Collects events until `pred` matches one (returned) or `timeout` passes
 /// (panics with everything seen, to make failures readable).
-pub async fn wait_for(agent: &mut Agent, seen: &mut Vec<Event>, timeout: Duration, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+pub async fn wait_for(
+    agent: &mut Agent,
+    seen: &mut Vec<Event>,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
     let deadline = Instant::now() + timeout;
     if let Some(e) = seen.iter().find(|e| pred(e)) {
         return e.clone();
@@ -75,7 +95,10 @@ pub async fn wait_for(agent: &mut Agent, seen: &mut Vec<Event>, timeout: Duratio
             Err(_) => panic!(
                 "timed out waiting for {what}; saw {} events:\n{}",
                 seen.len(),
-                seen.iter().map(|e| serde_json::to_string(e).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+                seen.iter()
+                    .map(|e| serde_json::to_string(e).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n")
             ),
         }
     }
@@ -94,6 +117,11 @@ pub fn exec_id_of(node: &str, pid: u32) -> String {
     // Fields after the last ')' (comm may contain spaces): state is field 3,
     // starttime is field 22.
     let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let start: u64 = rest.split_whitespace().nth(19).expect("starttime").parse().expect("number");
+    let start: u64 = rest
+        .split_whitespace()
+        .nth(19)
+        .expect("starttime")
+        .parse()
+        .expect("number");
     format!("{node}:{start}:{pid}")
 }

@@ -91,7 +91,9 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// A `?watch=true` request.
     pub fn is_watch(&self) -> bool {
-        self.query.get("watch").is_some_and(|v| v == "true" || v == "1")
+        self.query
+            .get("watch")
+            .is_some_and(|v| v == "true" || v == "1")
     }
 }
 
@@ -131,6 +133,8 @@ struct Shared {
     inner: Mutex<Inner>,
     changes: broadcast::Sender<Change>,
     cuts: broadcast::Sender<Cut>,
+    /// While true, watch requests are held (not answered) until released.
+    hold: tokio::sync::watch::Sender<bool>,
     bookmark_interval: Duration,
 }
 
@@ -149,7 +153,9 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { bookmark_interval: Duration::from_millis(500) }
+        Self {
+            bookmark_interval: Duration::from_millis(500),
+        }
     }
 }
 
@@ -189,12 +195,16 @@ impl TestApiServer {
             }),
             changes: broadcast::channel(1 << 16).0,
             cuts: broadcast::channel(16).0,
+            hold: tokio::sync::watch::channel(false).0,
             bookmark_interval: options.bookmark_interval,
         });
         let app = Router::new()
             .route("/api/v1/pods", get(list_or_watch_pods))
             .route("/api/v1/namespaces", get(list_or_watch_namespaces))
-            .route("/apis/apps/v1/namespaces/{ns}/replicasets/{name}", get(get_replicaset))
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/replicasets/{name}",
+                get(get_replicaset),
+            )
             .route("/apis/batch/v1/namespaces/{ns}/jobs/{name}", get(get_job))
             .fallback(not_found)
             .with_state(shared.clone());
@@ -214,7 +224,10 @@ impl TestApiServer {
     /// A kube client configuration for this server. The client's own retry
     /// layer is off so tests see every failure the watcher sees.
     pub fn kube_config(&self) -> kube::Config {
-        let uri = self.url().parse().unwrap_or_else(|e| panic!("URL of the test server: {e}"));
+        let uri = self
+            .url()
+            .parse()
+            .unwrap_or_else(|e| panic!("URL of the test server: {e}"));
         let mut config = kube::Config::new(uri);
         config.default_retry = false;
         config.connect_timeout = Some(Duration::from_secs(2));
@@ -223,7 +236,8 @@ impl TestApiServer {
 
     /// A kube client for this server.
     pub fn client(&self) -> kube::Client {
-        kube::Client::try_from(self.kube_config()).unwrap_or_else(|e| panic!("kube client for the test server: {e}"))
+        kube::Client::try_from(self.kube_config())
+            .unwrap_or_else(|e| panic!("kube client for the test server: {e}"))
     }
 
     /// Starts Picket's enricher against this server with private metrics
@@ -231,8 +245,9 @@ impl TestApiServer {
     /// the enricher against the test server from any test.
     pub fn start_enricher(&self, config: K8sConfig) -> (K8sEnricher, K8sMetrics) {
         let metrics = K8sMetrics::unregistered();
-        let enricher = K8sEnricher::start_with_kube_config(config, self.kube_config(), metrics.clone())
-            .unwrap_or_else(|e| panic!("enricher for the test server: {e}"));
+        let enricher =
+            K8sEnricher::start_with_kube_config(config, self.kube_config(), metrics.clone())
+                .unwrap_or_else(|e| panic!("enricher for the test server: {e}"));
         (enricher, metrics)
     }
 
@@ -251,7 +266,8 @@ impl TestApiServer {
     }
 
     fn store<T: serde::Serialize>(&self, kind: Kind, obj: &T) -> Value {
-        let mut value = serde_json::to_value(obj).unwrap_or_else(|e| panic!("serialize {}: {e}", kind.name()));
+        let mut value =
+            serde_json::to_value(obj).unwrap_or_else(|e| panic!("serialize {}: {e}", kind.name()));
         let mut g = self.shared.lock();
         g.rv += 1;
         let rv = g.rv;
@@ -266,9 +282,22 @@ impl TestApiServer {
                 meta["namespace"].as_str().unwrap_or("default").to_string()
             }
         };
-        let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-        let event = if g.objects.insert((kind, ns, name), value.clone()).is_some() { "MODIFIED" } else { "ADDED" };
-        let change = Change { rv, kind, event, object: value.clone() };
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let event = if g.objects.insert((kind, ns, name), value.clone()).is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let change = Change {
+            rv,
+            kind,
+            event,
+            object: value.clone(),
+        };
         g.history.push_back(change.clone());
         // Sent under the lock so watchers see changes in resourceVersion order.
         let _ = self.shared.changes.send(change);
@@ -277,11 +306,18 @@ impl TestApiServer {
 
     fn remove(&self, kind: Kind, ns: &str, name: &str) -> bool {
         let mut g = self.shared.lock();
-        let Some(mut value) = g.objects.remove(&(kind, ns.to_string(), name.to_string())) else { return false };
+        let Some(mut value) = g.objects.remove(&(kind, ns.to_string(), name.to_string())) else {
+            return false;
+        };
         g.rv += 1;
         let rv = g.rv;
         value["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let change = Change { rv, kind, event: "DELETED", object: value };
+        let change = Change {
+            rv,
+            kind,
+            event: "DELETED",
+            object: value,
+        };
         g.history.push_back(change.clone());
         let _ = self.shared.changes.send(change);
         true
@@ -345,6 +381,13 @@ impl TestApiServer {
         let _ = self.shared.cuts.send(Cut::Close);
     }
 
+    /// Holds new watch requests unanswered until released (with
+    /// [`close_watches`](Self::close_watches) and [`compact`](Self::compact),
+    /// this makes a client fall behind the compaction without any error).
+    pub fn hold_watches(&self, on: bool) {
+        self.shared.hold.send_replace(on);
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
@@ -352,7 +395,12 @@ impl TestApiServer {
 
     /// Requests for `path` (lists and watches separately).
     pub fn count(&self, path: &str, watch: bool) -> usize {
-        self.shared.lock().requests.iter().filter(|r| r.path == path && r.is_watch() == watch).count()
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.path == path && r.is_watch() == watch)
+            .count()
     }
 }
 
@@ -361,12 +409,24 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
     });
-    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn not_found(uri: Uri, State(s): State<Arc<Shared>>) -> Response {
     record(&s, &uri, &HashMap::new());
-    status(StatusCode::NOT_FOUND, "NotFound", &format!("the server could not find the requested resource ({})", uri.path()))
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!(
+            "the server could not find the requested resource ({})",
+            uri.path()
+        ),
+    )
 }
 
 fn record(s: &Shared, uri: &Uri, query: &HashMap<String, String>) -> bool {
@@ -387,27 +447,57 @@ async fn get_replicaset(
     get_one(&s, &uri, Kind::ReplicaSet, "replicasets.apps", ns, name)
 }
 
-async fn get_job(uri: Uri, State(s): State<Arc<Shared>>, UrlPath((ns, name)): UrlPath<(String, String)>) -> Response {
+async fn get_job(
+    uri: Uri,
+    State(s): State<Arc<Shared>>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
     get_one(&s, &uri, Kind::Job, "jobs.batch", ns, name)
 }
 
-fn get_one(s: &Shared, uri: &Uri, kind: Kind, resource: &str, ns: String, name: String) -> Response {
+fn get_one(
+    s: &Shared,
+    uri: &Uri,
+    kind: Kind,
+    resource: &str,
+    ns: String,
+    name: String,
+) -> Response {
     if record(s, uri, &HashMap::new()) {
-        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "the server is currently unable to handle the request");
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        );
     }
     let g = s.lock();
     if g.forbid_owners {
-        let msg = format!("{resource} \"{name}\" is forbidden: User \"system:serviceaccount:picket:picket\" cannot get resource in the namespace \"{ns}\"");
+        let msg = format!(
+            "{resource} \"{name}\" is forbidden: User \"system:serviceaccount:picket:picket\" cannot get resource in the namespace \"{ns}\""
+        );
         return status(StatusCode::FORBIDDEN, "Forbidden", &msg);
     }
     match g.objects.get(&(kind, ns, name.clone())) {
-        Some(v) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
-        None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{resource} \"{name}\" not found")),
+        Some(v) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            v.to_string(),
+        )
+            .into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("{resource} \"{name}\" not found"),
+        ),
     }
 }
 
-async fn list_or_watch_pods(uri: Uri, State(s): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
-    list_or_watch(&s, &uri, Kind::Pod, q)
+async fn list_or_watch_pods(
+    uri: Uri,
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    list_or_watch(&s, &uri, Kind::Pod, q).await
 }
 
 async fn list_or_watch_namespaces(
@@ -415,7 +505,7 @@ async fn list_or_watch_namespaces(
     State(s): State<Arc<Shared>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    list_or_watch(&s, &uri, Kind::Namespace, q)
+    list_or_watch(&s, &uri, Kind::Namespace, q).await
 }
 
 /// Parsed `fieldSelector` + `labelSelector`.
@@ -449,7 +539,10 @@ fn split_top(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 impl Selectors {
@@ -466,7 +559,9 @@ impl Selectors {
                 return Err(format!("invalid selector: '{part}'"));
             };
             let supported = match kind {
-                Kind::Pod => ["metadata.name", "metadata.namespace", "spec.nodeName"].contains(&key),
+                Kind::Pod => {
+                    ["metadata.name", "metadata.namespace", "spec.nodeName"].contains(&key)
+                }
                 _ => ["metadata.name"].contains(&key),
             };
             if !supported {
@@ -477,7 +572,12 @@ impl Selectors {
         let mut labels = Vec::new();
         for part in split_top(q.get("labelSelector").map(String::as_str).unwrap_or("")) {
             let set = |v: &str| -> Vec<String> {
-                v.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|x| x.trim().to_string()).collect()
+                v.trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .split(',')
+                    .map(|x| x.trim().to_string())
+                    .collect()
             };
             let req = if let Some((k, v)) = part.split_once(" notin ") {
                 LabelReq::NotIn(k.trim().into(), set(v))
@@ -524,15 +624,30 @@ impl Selectors {
     }
 }
 
-fn list_or_watch(s: &Arc<Shared>, uri: &Uri, kind: Kind, q: HashMap<String, String>) -> Response {
+async fn list_or_watch(
+    s: &Arc<Shared>,
+    uri: &Uri,
+    kind: Kind,
+    q: HashMap<String, String>,
+) -> Response {
+    let is_watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
+    if is_watch {
+        let mut hold = s.hold.subscribe();
+        // Err only when the server is gone.
+        let _ = hold.wait_for(|held| !*held).await;
+    }
     if record(s, uri, &q) {
-        return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "the server is currently unable to handle the request");
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        );
     }
     let sel = match Selectors::parse(kind, &q) {
         Ok(sel) => sel,
         Err(msg) => return status(StatusCode::BAD_REQUEST, "BadRequest", &msg),
     };
-    if q.get("watch").is_some_and(|v| v == "true" || v == "1") {
+    if is_watch {
         watch(s, kind, &q, sel)
     } else {
         list(s, kind, &q, &sel)
@@ -544,18 +659,38 @@ fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>, sel: &Selectors) ->
     // continue token: "<list resourceVersion>:<offset>"
     let (rv, offset) = match q.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
-            let parsed = token.split_once(':').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<usize>().ok()?)));
+            let parsed = token
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<usize>().ok()?)));
             match parsed {
                 Some(p) => p,
-                None => return status(StatusCode::BAD_REQUEST, "BadRequest", "invalid continue token"),
+                None => {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "invalid continue token",
+                    );
+                }
             }
         }
         None => (g.rv, 0),
     };
-    let matching: Vec<&Value> = g.objects.iter().filter(|((k, _, _), v)| *k == kind && sel.matches(v)).map(|(_, v)| v).collect();
-    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let matching: Vec<&Value> = g
+        .objects
+        .iter()
+        .filter(|((k, _, _), v)| *k == kind && sel.matches(v))
+        .map(|(_, v)| v)
+        .collect();
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
     let end = offset.saturating_add(limit).min(matching.len());
-    let items: Vec<&Value> = matching.get(offset..end).map(<[_]>::to_vec).unwrap_or_default();
+    let items: Vec<&Value> = matching
+        .get(offset..end)
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
     let mut metadata = json!({ "resourceVersion": rv.to_string() });
     if end < matching.len() {
         metadata["continue"] = json!(format!("{rv}:{end}"));
@@ -567,7 +702,12 @@ fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>, sel: &Selectors) ->
         "metadata": metadata,
         "items": items,
     });
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn event_line(event: &str, object: &Value) -> Bytes {
@@ -578,8 +718,15 @@ fn event_line(event: &str, object: &Value) -> Bytes {
 
 fn watch(s: &Arc<Shared>, kind: Kind, q: &HashMap<String, String>, sel: Selectors) -> Response {
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
-    let timeout = Duration::from_secs(q.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(1800));
-    let from: Option<u64> = q.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0").and_then(|v| v.parse().ok());
+    let timeout = Duration::from_secs(
+        q.get("timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1800),
+    );
+    let from: Option<u64> = q
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0")
+        .and_then(|v| v.parse().ok());
     // Subscribe before reading the state so no change falls in between.
     let mut changes = s.changes.subscribe();
     let mut cuts = s.cuts.subscribe();
@@ -588,6 +735,15 @@ fn watch(s: &Arc<Shared>, kind: Kind, q: &HashMap<String, String>, sel: Selector
     let start_rv;
     {
         let g = s.lock();
+        // An outage that started after `record` but before the subscription
+        // above would otherwise leave this watch open.
+        if g.outage {
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            );
+        }
         match from {
             Some(rv) if rv < g.floor => {
                 let msg = format!("too old resource version: {rv} ({})", g.floor);
@@ -602,7 +758,11 @@ fn watch(s: &Arc<Shared>, kind: Kind, q: &HashMap<String, String>, sel: Selector
                 start_rv = u64::MAX;
             }
             Some(rv) => {
-                for c in g.history.iter().filter(|c| c.rv > rv && c.kind == kind && sel.matches(&c.object)) {
+                for c in g
+                    .history
+                    .iter()
+                    .filter(|c| c.rv > rv && c.kind == kind && sel.matches(&c.object))
+                {
                     first.push(event_line(c.event, &c.object));
                 }
                 start_rv = g.rv;
@@ -662,12 +822,20 @@ fn watch(s: &Arc<Shared>, kind: Kind, q: &HashMap<String, String>, sel: Selector
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
-        .unwrap_or_else(|e| status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string()))
+        .unwrap_or_else(|e| {
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                &e.to_string(),
+            )
+        })
 }
 
 /// Enricher settings for tests: enabled, fast back-off (50 ms .. 400 ms).
@@ -713,25 +881,39 @@ pub fn pod(namespace: &str, name: &str, uid: &str, node: &str) -> Pod {
             uid: Some(uid.into()),
             ..Default::default()
         },
-        spec: Some(PodSpec { node_name: Some(node.into()), service_account_name: Some("default".into()), ..Default::default() }),
-        status: Some(PodStatus { phase: Some("Running".into()), ..Default::default() }),
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            service_account_name: Some("default".into()),
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        }),
     }
 }
 
 /// Adds a container to the spec and, with `container_id` (`containerd://<hex>`), a running status.
 pub fn add_container(pod: &mut Pod, name: &str, image: &str, container_id: Option<&str>) {
     let spec = pod.spec.get_or_insert_with(Default::default);
-    spec.containers.push(Container { name: name.into(), image: Some(image.into()), ..Default::default() });
+    spec.containers.push(Container {
+        name: name.into(),
+        image: Some(image.into()),
+        ..Default::default()
+    });
     if let Some(id) = container_id {
         let status = pod.status.get_or_insert_with(Default::default);
-        status.container_statuses.get_or_insert_with(Vec::new).push(ContainerStatus {
-            name: name.into(),
-            image: image.into(),
-            image_id: String::new(),
-            container_id: Some(id.into()),
-            ready: true,
-            ..Default::default()
-        });
+        status
+            .container_statuses
+            .get_or_insert_with(Vec::new)
+            .push(ContainerStatus {
+                name: name.into(),
+                image: image.into(),
+                image_id: String::new(),
+                container_id: Some(id.into()),
+                ready: true,
+                ..Default::default()
+            });
     }
 }
 
@@ -748,7 +930,12 @@ pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> OwnerRefer
 }
 
 /// A ReplicaSet, optionally owned by a Deployment `(name, uid)`.
-pub fn replicaset(namespace: &str, name: &str, uid: &str, deployment: Option<(&str, &str)>) -> ReplicaSet {
+pub fn replicaset(
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    deployment: Option<(&str, &str)>,
+) -> ReplicaSet {
     ReplicaSet {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -781,7 +968,12 @@ pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
             uid: Some(format!("ns-{name}")),
-            labels: Some(labels.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         ..Default::default()

@@ -6,4 +6,4 @@
 
 pub mod cgroup;
 pub mod kernel;
-
+pub mod kube_api;

@@ -17,7 +17,10 @@ use picket_tests::{
 const WAIT: Duration = Duration::from_secs(10);
 
 fn canonical(p: &std::path::Path) -> String {
-    std::fs::canonicalize(p).expect("canonicalize").display().to_string()
+    std::fs::canonicalize(p)
+        .expect("canonicalize")
+        .display()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,23 +46,48 @@ async fn exec_with_known_argv_and_cwd() {
     })
     .await;
     let p = &ev.process;
-    assert_eq!(p.executable.path, canonical(std::path::Path::new("/bin/echo")));
+    assert_eq!(
+        p.executable.path,
+        canonical(std::path::Path::new("/bin/echo"))
+    );
     assert_eq!(p.executable.name, "echo");
-    assert_eq!(p.command_args, vec!["/bin/echo", "picket-test", "arg with space", "--flag=1"]);
-    assert_eq!(p.command_line, "/bin/echo picket-test arg with space --flag=1");
+    assert_eq!(
+        p.command_args,
+        vec!["/bin/echo", "picket-test", "arg with space", "--flag=1"]
+    );
+    assert_eq!(
+        p.command_line,
+        "/bin/echo picket-test arg with space --flag=1"
+    );
     assert!(!p.args_truncated);
     assert_eq!(p.working_directory, canonical(dir.path()));
     assert_eq!(p.parent_pid, std::process::id());
-    assert_eq!(p.parent_exec_id, exec_id_of("test-node", std::process::id()));
-    assert_eq!((p.user.id, p.real_user.id, p.group.id, p.real_group.id), (0, 0, 0, 0));
+    assert_eq!(
+        p.parent_exec_id,
+        exec_id_of("test-node", std::process::id())
+    );
+    assert_eq!(
+        (p.user.id, p.real_user.id, p.group.id, p.real_group.id),
+        (0, 0, 0, 0)
+    );
     assert_eq!(p.vpid, pid, "host pid namespace: vpid == pid");
     assert_eq!(p.linux.pid_ns_level, 0);
     assert_eq!(p.linux.cgroup_id, cg.id());
     assert_eq!(p.stdio.stdin, FdType::CharDevice, "stdin is /dev/null");
     assert_eq!(p.stdio.stdout, FdType::Pipe);
     assert!(!p.interactive);
-    assert!(p.capabilities.effective.iter().any(|c| c == "CAP_SYS_ADMIN"), "root has CAP_SYS_ADMIN: {:?}", p.capabilities.effective);
-    assert!(ev.container.is_none(), "a plain test cgroup is not a container");
+    assert!(
+        p.capabilities
+            .effective
+            .iter()
+            .any(|c| c == "CAP_SYS_ADMIN"),
+        "root has CAP_SYS_ADMIN: {:?}",
+        p.capabilities.effective
+    );
+    assert!(
+        ev.container.is_none(),
+        "a plain test cgroup is not a container"
+    );
     assert_eq!(ev.host.name, "test-node");
     // The echo exits with 0.
     let exit = wait_for(&mut agent, &mut seen, WAIT, "exit of echo", |e| {
@@ -79,7 +107,8 @@ async fn fork_without_exec_and_exit_code() {
     let mut agent = start_agent(std::slice::from_ref(&cg.path), |_| {}).await;
     // The subshell is a fork of sh that never execs and exits with 3.
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", "( exit 3 ) & echo $!; wait $!; echo $?"]).stdout(Stdio::piped());
+    cmd.args(["-c", "( exit 3 ) & echo $!; wait $!; echo $?"])
+        .stdout(Stdio::piped());
     cg.enter(&mut cmd);
     let child = cmd.spawn().expect("spawn sh");
     let sh_pid = child.id();
@@ -98,7 +127,10 @@ async fn fork_without_exec_and_exit_code() {
     let sh_path = canonical(std::path::Path::new("/bin/sh"));
     assert_eq!(fork.process.executable.path, sh_path);
     let child_exec_id = fork.child.as_ref().expect("child").exec_id.clone();
-    assert!(child_exec_id.starts_with("test-node:") && child_exec_id.ends_with(&format!(":{sub_pid}")), "{child_exec_id}");
+    assert!(
+        child_exec_id.starts_with("test-node:") && child_exec_id.ends_with(&format!(":{sub_pid}")),
+        "{child_exec_id}"
+    );
 
     let exit = wait_for(&mut agent, &mut seen, WAIT, "exit of the subshell", |e| {
         e.kind() == EventKindName::Exit && e.process.pid == sub_pid
@@ -110,7 +142,12 @@ async fn fork_without_exec_and_exit_code() {
     assert_eq!(exit.process.executable.path, sh_path);
     assert_eq!(exit.process.parent_pid, sh_pid);
     assert_eq!(exit.process.exec_id, child_exec_id);
-    assert!(!seen.iter().any(|e| e.kind() == EventKindName::Exec && e.process.pid == sub_pid), "the subshell never execs");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.kind() == EventKindName::Exec && e.process.pid == sub_pid),
+        "the subshell never execs"
+    );
     t.done();
 }
 
@@ -125,10 +162,16 @@ async fn exit_by_signal() {
     let mut child = cmd.spawn().expect("spawn sleep");
     let pid = child.id();
     let mut seen = Vec::new();
-    wait_for(&mut agent, &mut seen, WAIT, "exec of sleep", |e| e.kind() == EventKindName::Exec && e.process.pid == pid).await;
+    wait_for(&mut agent, &mut seen, WAIT, "exec of sleep", |e| {
+        e.kind() == EventKindName::Exec && e.process.pid == pid
+    })
+    .await;
     child.kill().expect("kill");
     child.wait().expect("wait");
-    let exit = wait_for(&mut agent, &mut seen, WAIT, "exit of sleep", |e| e.kind() == EventKindName::Exit && e.process.pid == pid).await;
+    let exit = wait_for(&mut agent, &mut seen, WAIT, "exit of sleep", |e| {
+        e.kind() == EventKindName::Exit && e.process.pid == pid
+    })
+    .await;
     let x = exit.process.exit.expect("exit status");
     assert_eq!((x.code, x.signal, x.core_dumped), (0, libc::SIGKILL, false));
     assert_eq!(exit.process.command_args, vec!["/bin/sleep", "30"]);
@@ -148,16 +191,36 @@ async fn container_process_is_attributed() {
     // A "container": own pid, mount, uts and ipc namespaces; its init execs
     // a marker program that therefore runs as pid 1 of the new namespace.
     let mut cmd = Command::new("unshare");
-    cmd.args(["--fork", "--pid", "--mount", "--uts", "--ipc", "/bin/sh", "-c", "exec /bin/echo in-container"])
-        .stdout(Stdio::piped());
+    cmd.args([
+        "--fork",
+        "--pid",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "/bin/sh",
+        "-c",
+        "exec /bin/echo in-container",
+    ])
+    .stdout(Stdio::piped());
     cg.enter(&mut cmd);
     let out = cmd.output().expect("unshare");
-    assert!(out.status.success(), "unshare failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "unshare failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"in-container\n");
     let mut seen = Vec::new();
-    let ev = wait_for(&mut agent, &mut seen, WAIT, "exec of echo in the container", |e| {
-        e.kind() == EventKindName::Exec && e.process.command_args == ["/bin/echo", "in-container"]
-    })
+    let ev = wait_for(
+        &mut agent,
+        &mut seen,
+        WAIT,
+        "exec of echo in the container",
+        |e| {
+            e.kind() == EventKindName::Exec
+                && e.process.command_args == ["/bin/echo", "in-container"]
+        },
+    )
     .await;
     let c = ev.container.as_ref().expect("container section");
     assert_eq!(c.id, ctr);
@@ -169,7 +232,14 @@ async fn container_process_is_attributed() {
     assert_eq!(ev.process.linux.pid_ns_level, 1);
     assert_ne!(ev.process.linux.pid_ns, host_pidns());
     assert_eq!(ev.process.in_init_tree, Some(true));
-    assert!(ev.process.linux.cgroup.ends_with(&format!("/pod{pod_uid}/cri-containerd-{ctr}.scope")), "{}", ev.process.linux.cgroup);
+    assert!(
+        ev.process
+            .linux
+            .cgroup
+            .ends_with(&format!("/pod{pod_uid}/cri-containerd-{ctr}.scope")),
+        "{}",
+        ev.process.linux.cgroup
+    );
     t.done();
 }
 
@@ -228,18 +298,31 @@ async fn processes_started_before_the_agent_have_ancestry() {
     // SAFETY: kill(2) of our own grandchild.
     unsafe { libc::kill(sleep_pid as i32, libc::SIGTERM) };
     let mut seen = Vec::new();
-    let exit = wait_for(&mut agent, &mut seen, WAIT, "exit of the pre-existing sleep", |e| {
-        e.kind() == EventKindName::Exit && e.process.pid == sleep_pid
-    })
+    let exit = wait_for(
+        &mut agent,
+        &mut seen,
+        WAIT,
+        "exit of the pre-existing sleep",
+        |e| e.kind() == EventKindName::Exit && e.process.pid == sleep_pid,
+    )
     .await;
     sh.wait().expect("wait sh");
     let p = &exit.process;
-    assert_eq!(p.executable.path, canonical(std::path::Path::new("/bin/sleep")));
+    assert_eq!(
+        p.executable.path,
+        canonical(std::path::Path::new("/bin/sleep"))
+    );
     assert_eq!(p.command_args, vec!["/bin/sleep", "30"]);
     assert_eq!(p.parent_pid, sh_pid);
-    assert_eq!(p.exec_id, format!("test-node:{}:{sleep_pid}", start_ticks(&exit)));
+    assert_eq!(
+        p.exec_id,
+        format!("test-node:{}:{sleep_pid}", start_ticks(&exit))
+    );
     assert_eq!(p.ancestors[0].pid, sh_pid);
-    assert_eq!(p.ancestors[0].command_line, "/bin/sh -c /bin/sleep 30; true");
+    assert_eq!(
+        p.ancestors[0].command_line,
+        "/bin/sh -c /bin/sleep 30; true"
+    );
     assert_eq!(p.ancestors[1].pid, std::process::id());
     assert_eq!(p.exit.expect("status").signal, libc::SIGTERM);
     t.done();
@@ -247,7 +330,13 @@ async fn processes_started_before_the_agent_have_ancestry() {
 
 /// The start-ticks part of the event's exec id (checked against its format).
 fn start_ticks(ev: &picket::model::Event) -> u64 {
-    ev.process.exec_id.split(':').nth(1).expect("ticks").parse().expect("number")
+    ev.process
+        .exec_id
+        .split(':')
+        .nth(1)
+        .expect("ticks")
+        .parse()
+        .expect("number")
 }
 
 /// Waits until `pid` has exactly one child and returns it.
@@ -258,7 +347,9 @@ fn wait_child(pid: u32) -> u32 {
         {
             let child: u32 = first.parse().expect("pid");
             // Wait for the exec to have happened.
-            if std::fs::read_to_string(format!("/proc/{child}/cmdline")).is_ok_and(|s| s.starts_with("/bin/sleep")) {
+            if std::fs::read_to_string(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|s| s.starts_with("/bin/sleep"))
+            {
                 return child;
             }
         }
@@ -291,11 +382,29 @@ async fn small_ring_buffer_reports_exact_losses() {
     drain(&mut agent, &mut seen, Duration::from_millis(1500)).await;
     let delivered = |k: EventKindName| seen.iter().filter(|e| e.kind() == k).count() as u64;
     let lost = |k: &str| -> u64 {
-        seen.iter().filter_map(|e| e.lost.as_ref()).filter(|l| l.kind == k).map(|l| l.count).sum()
+        seen.iter()
+            .filter_map(|e| e.lost.as_ref())
+            .filter(|l| l.kind == k)
+            .map(|l| l.count)
+            .sum()
     };
     let forks = N as u64;
-    assert!(lost("fork") > 0, "the burst should overflow a one-page ring buffer");
-    assert_eq!(delivered(EventKindName::Fork) + lost("fork"), forks, "every fork is delivered or counted as lost");
+    assert!(
+        lost("fork") > 0,
+        "the burst should overflow a one-page ring buffer"
+    );
+    let pids: std::collections::BTreeSet<u32> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::Fork)
+        .map(|e| e.process.pid)
+        .collect();
+    assert_eq!(
+        delivered(EventKindName::Fork) + lost("fork"),
+        forks,
+        "every fork is delivered or counted as lost (delivered {}, lost {}, forking pids {pids:?})",
+        delivered(EventKindName::Fork),
+        lost("fork")
+    );
     // Every forked child and perl itself exit.
     assert_eq!(delivered(EventKindName::Exit) + lost("exit"), forks + 1);
     // Only perl itself execs.

@@ -23,6 +23,7 @@ const PROTOS: &[&str] = &[
     "picket/v1/events.proto",
     "picket/v1/rules.proto",
     "picket/v1/agent.proto",
+    "picket/v1/containment.proto",
 ];
 
 /// The generated file (prost names it after the package).
@@ -74,12 +75,15 @@ pub fn check() -> Result<(), String> {
         let fresh = std::fs::read_to_string(tmp.join(GENERATED))
             .map_err(|e| format!("read generated code: {e}"))?;
         let path = checked_in_dir().join(GENERATED);
-        let current = std::fs::read_to_string(&path)
-            .map_err(|e| format!("read {}: {e}", path.display()))?;
+        let current =
+            std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
         if fresh == current {
             Ok(())
         } else {
-            Err(format!("{} is stale: run `cargo xtask codegen`", path.display()))
+            Err(format!(
+                "{} is stale: run `cargo xtask codegen`",
+                path.display()
+            ))
         }
     });
     let _ = std::fs::remove_dir_all(&tmp);
@@ -95,6 +99,9 @@ mod tests {
         let fresh = std::fs::read_to_string(tmp.path().join(super::GENERATED)).expect("fresh");
         let current = std::fs::read_to_string(super::checked_in_dir().join(super::GENERATED))
             .expect("checked-in code");
-        assert!(fresh == current, "agent/src/delivery/gen is stale: run `cargo xtask codegen`");
+        assert!(
+            fresh == current,
+            "agent/src/delivery/gen is stale: run `cargo xtask codegen`"
+        );
     }
 }

@@ -32,7 +32,7 @@ enum Cmd {
     /// Regenerate the checked-in gRPC code (agent/src/delivery/gen) from proto/.
     Codegen(codegen::CodegenArgs),
     /// Measure overhead, throughput, latency and memory vs auditd and libbpf-tools.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {

@@ -9,7 +9,13 @@ use std::{
 /// Debian packages the tests and `picket run` use: unshare/nsenter
 /// (util-linux), ip (iproute2), mount helpers, python3 + pip for manifest
 /// validation, and the side-by-side peers of the benchmarks.
-const APT_PACKAGES: &[&str] = &["util-linux", "iproute2", "procps", "python3-pip", "python3-venv"];
+const APT_PACKAGES: &[&str] = &[
+    "util-linux",
+    "iproute2",
+    "procps",
+    "python3-pip",
+    "python3-venv",
+];
 
 #[derive(clap::Args, Default)]
 pub struct SetupArgs {
@@ -34,7 +40,11 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     eprintln!("xtask: $ {shown}");
     let st = cmd.status().map_err(|e| format!("{shown}: {e}"))?;
-    if st.success() { Ok(()) } else { Err(format!("{shown} failed with {st}")) }
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed with {st}"))
+    }
 }
 
 fn ok(cmd: &mut Command) -> bool {
@@ -42,7 +52,10 @@ fn ok(cmd: &mut Command) -> bool {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn cargo_bin() -> PathBuf {
@@ -59,14 +72,29 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
     }
     // nightly + rust-src: -Z build-std=core for bpfel-unknown-none.
     if !ok(Command::new("rustc").args(["+nightly", "--version"])) {
-        sh(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
     let comps = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
         .map_err(|e| format!("rustup: {e}"))?;
-    if !String::from_utf8_lossy(&comps.stdout).lines().any(|l| l.starts_with("rust-src")) {
-        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    if !String::from_utf8_lossy(&comps.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        sh(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     bpf_linker()?;
     eprintln!("xtask: setup complete");
@@ -83,7 +111,9 @@ fn apt() -> Result<()> {
         return Ok(());
     }
     if !ok(Command::new("apt-get").arg("--version")) {
-        return Err(format!("missing OS packages {missing:?} and no apt-get to install them"));
+        return Err(format!(
+            "missing OS packages {missing:?} and no apt-get to install them"
+        ));
     }
     sh(Command::new("apt-get").arg("update").arg("-qq"))?;
     sh(Command::new("apt-get")
@@ -121,7 +151,12 @@ fn bpf_linker() -> Result<()> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so."))
-        .ok_or_else(|| format!("no libLLVM.so.* in {} (is the nightly toolchain complete?)", lib.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "no libLLVM.so.* in {} (is the nightly toolchain complete?)",
+                lib.display()
+            )
+        })?;
     let major = llvm
         .trim_start_matches("libLLVM.so.")
         .split('.')
@@ -135,10 +170,20 @@ fn bpf_linker() -> Result<()> {
     std::os::unix::fs::symlink(lib.join(&llvm), &link).map_err(|e| e.to_string())?;
     eprintln!("xtask: building bpf-linker against {llvm} (about 2 minutes)");
     sh(Command::new("cargo")
-        .args(["install", "--locked", "--force", "bpf-linker", "--no-default-features", "--features"])
+        .args([
+            "install",
+            "--locked",
+            "--force",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix)
-        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", lib.display())))?;
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
+        ))?;
     if !ok(Command::new(cargo_bin().join("bpf-linker")).arg("--version")) {
         return Err("bpf-linker was installed but does not run".into());
     }
@@ -148,7 +193,9 @@ fn bpf_linker() -> Result<()> {
 pub fn run(args: &RunArgs) -> Result<()> {
     setup(&args.setup)?;
     let root = workspace_root();
-    sh(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "picket"]))?;
+    sh(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "picket"]))?;
     let bin = root.join("target/release/picket");
     let rules = root.join("rules");
     let mut cmd = if is_root() {

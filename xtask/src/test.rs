@@ -27,12 +27,38 @@ pub fn test(args: &TestArgs) -> Result<()> {
     let markers = tempdir()?;
     let cargo = |args: &[&str]| {
         let mut c = Command::new("cargo");
-        c.current_dir(&root).args(args).env("PICKET_KERNEL_TEST_MARKERS", &markers).env_remove("AYA_BUILD_SKIP");
+        c.current_dir(&root)
+            .args(args)
+            .env("PICKET_KERNEL_TEST_MARKERS", &markers)
+            .env_remove("AYA_BUILD_SKIP");
         c
     };
     sh(&mut cargo(&["build", "--all-targets"]))?;
     sh(&mut cargo(&["test", "--no-fail-fast"]))?;
     check_kernel_markers(&root, &markers)?;
+    // The default rules: lint, and replay every rule's fixtures through the CLI.
+    sh(&mut cargo(&[
+        "run", "-q", "-p", "picket", "--", "rules", "lint", "rules",
+    ]))?;
+    sh(&mut cargo(&[
+        "run", "-q", "-p", "picket", "--", "rules", "test", "rules",
+    ]))?;
+    // The Kubernetes manifests against the OpenAPI schemas (offline package).
+    if !Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        sh(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "kubernetes-validate",
+        ]))?;
+    }
+    sh(Command::new("sh").arg(root.join("deploy/validate.sh")))?;
     let _ = std::fs::remove_dir_all(&markers);
     eprintln!("xtask: all tests passed; every real-kernel test ran");
     Ok(())
@@ -51,11 +77,25 @@ fn check_kernel_markers(root: &Path, markers: &Path) -> Result<()> {
     for bin in KERNEL_TEST_BINARIES {
         let out = Command::new("cargo")
             .current_dir(root)
-            .args(["test", "-q", "-p", "picket-tests", "--test", bin, "--", "--list", "--format", "terse"])
+            .args([
+                "test",
+                "-q",
+                "-p",
+                "picket-tests",
+                "--test",
+                bin,
+                "--",
+                "--list",
+                "--format",
+                "terse",
+            ])
             .output()
             .map_err(|e| format!("listing {bin}: {e}"))?;
         if !out.status.success() {
-            return Err(format!("listing the tests of {bin} failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "listing the tests of {bin} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Some(name) = line.strip_suffix(": test") {
@@ -73,7 +113,9 @@ fn check_kernel_markers(root: &Path, markers: &Path) -> Result<()> {
         .collect();
     let missing: Vec<_> = expected.iter().filter(|t| !ran.contains(*t)).collect();
     if !missing.is_empty() {
-        return Err(format!("real-kernel tests that did not run to completion (skipped?): {missing:?}"));
+        return Err(format!(
+            "real-kernel tests that did not run to completion (skipped?): {missing:?}"
+        ));
     }
     eprintln!("xtask: {} real-kernel tests ran", expected.len());
     Ok(())

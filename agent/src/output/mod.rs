@@ -19,7 +19,11 @@ impl Format {
     pub fn resolve(self) -> Self {
         match self {
             Self::Auto => {
-                if io::IsTerminal::is_terminal(&io::stdout()) { Self::Text } else { Self::Json }
+                if io::IsTerminal::is_terminal(&io::stdout()) {
+                    Self::Text
+                } else {
+                    Self::Json
+                }
             }
             f => f,
         }
@@ -34,7 +38,10 @@ pub struct Printer<W: Write> {
 
 impl<W: Write> Printer<W> {
     pub fn new(out: W, format: Format) -> Self {
-        Self { out, format: format.resolve() }
+        Self {
+            out,
+            format: format.resolve(),
+        }
     }
 
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
@@ -96,14 +103,19 @@ pub fn event_line(ev: &Event) -> String {
         p.user.id
     );
     let detail = match ev.event.kind {
-        EventKindName::Exec => format!("{} [{}] cwd={}", p.executable.path, p.command_line, p.working_directory),
+        EventKindName::Exec => format!(
+            "{} [{}] cwd={}",
+            p.executable.path, p.command_line, p.working_directory
+        ),
         EventKindName::Fork => format!(
             "{} -> child pid={}",
             p.executable.path,
             ev.child.as_ref().map(|c| c.pid).unwrap_or(0)
         ),
         EventKindName::Exit => match p.exit {
-            Some(x) if x.signal != 0 => format!("{} killed by signal {}", p.executable.path, x.signal),
+            Some(x) if x.signal != 0 => {
+                format!("{} killed by signal {}", p.executable.path, x.signal)
+            }
             Some(x) => format!("{} exited with {}", p.executable.path, x.code),
             None => p.executable.path.clone(),
         },

@@ -41,25 +41,64 @@ pub fn ctl_syscall_name(op: u32) -> &'static str {
 }
 
 pub fn fill_control(ev: &mut Event, e: &ControlEvent) {
-    ev.syscall = Some(Syscall { name: ctl_syscall_name(e.op).into(), result: e.result });
+    ev.syscall = Some(Syscall {
+        name: ctl_syscall_name(e.op).into(),
+        result: e.result,
+    });
     let [a0, a1, a2] = e.args;
     match e.op {
         ctl_op::UNSHARE => {
-            ev.namespace = Some(NamespaceOp { flags: a0 as u64, types: names::namespace_types(a0 as u64), fd: None })
+            ev.namespace = Some(NamespaceOp {
+                flags: a0 as u64,
+                types: names::namespace_types(a0 as u64),
+                fd: None,
+            })
         }
         ctl_op::SETNS => {
-            ev.namespace = Some(NamespaceOp { flags: a1 as u64, types: names::namespace_types(a1 as u64), fd: Some(a0 as i32) })
+            ev.namespace = Some(NamespaceOp {
+                flags: a1 as u64,
+                types: names::namespace_types(a1 as u64),
+                fd: Some(a0 as i32),
+            })
         }
         ctl_op::PTRACE => {
-            ev.ptrace = Some(PtraceOp { request: names::ptrace_request(a0), request_id: a0, target_pid: a1 as u32 })
+            ev.ptrace = Some(PtraceOp {
+                request: names::ptrace_request(a0),
+                request_id: a0,
+                target_pid: a1 as u32,
+            })
         }
-        ctl_op::MEMFD_CREATE => ev.memfd = Some(MemfdOp { name: text(&e.name, e.name_len), flags: a0 as u32 }),
-        ctl_op::INIT_MODULE => ev.module = Some(ModuleOp { fd: None, params: text(&e.name, e.name_len) }),
-        ctl_op::FINIT_MODULE => ev.module = Some(ModuleOp { fd: Some(a0 as i32), params: text(&e.name, e.name_len) }),
-        ctl_op::BPF => ev.bpf = Some(BpfOp { command: names::bpf_command(a0 as u32), command_id: a0 as u32 }),
+        ctl_op::MEMFD_CREATE => {
+            ev.memfd = Some(MemfdOp {
+                name: text(&e.name, e.name_len),
+                flags: a0 as u32,
+            })
+        }
+        ctl_op::INIT_MODULE => {
+            ev.module = Some(ModuleOp {
+                fd: None,
+                params: text(&e.name, e.name_len),
+            })
+        }
+        ctl_op::FINIT_MODULE => {
+            ev.module = Some(ModuleOp {
+                fd: Some(a0 as i32),
+                params: text(&e.name, e.name_len),
+            })
+        }
+        ctl_op::BPF => {
+            ev.bpf = Some(BpfOp {
+                command: names::bpf_command(a0 as u32),
+                command_id: a0 as u32,
+            })
+        }
         ctl_op::DUP2 | ctl_op::DUP3 => {
             let _ = a2;
-            ev.fd = Some(FdDup { old: a0 as i32, new: a1 as i32, old_type: fd_type(e.fd_mode) })
+            ev.fd = Some(FdDup {
+                old: a0 as i32,
+                new: a1 as i32,
+                old_type: fd_type(e.fd_mode),
+            })
         }
         _ => {}
     }
@@ -80,7 +119,10 @@ pub fn mount_syscall_name(op: u32) -> &'static str {
 }
 
 pub fn fill_mount(ev: &mut Event, e: &MountEvent) {
-    ev.syscall = Some(Syscall { name: mount_syscall_name(e.op).into(), result: e.result });
+    ev.syscall = Some(Syscall {
+        name: mount_syscall_name(e.op).into(),
+        result: e.result,
+    });
     let flag_names = match e.op {
         mount_op::MOUNT => names::mount_flags(e.flags),
         mount_op::UMOUNT => names::umount_flags(e.flags),

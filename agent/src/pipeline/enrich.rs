@@ -26,7 +26,10 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { node_name: hostname(), max_ancestors: 5 }
+        Self {
+            node_name: hostname(),
+            max_ancestors: 5,
+        }
     }
 }
 
@@ -47,7 +50,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(cfg: PipelineConfig, cache: ProcessCache, cgroups: Option<CgroupResolver>) -> Self {
-        Self { cfg, cache, cgroups, clock: BootClock }
+        Self {
+            cfg,
+            cache,
+            cgroups,
+            clock: BootClock,
+        }
     }
 
     /// Handles one record: updates the cache and returns the event.
@@ -77,9 +85,15 @@ impl Pipeline {
     pub fn summary(&mut self, s: &crate::sensor::filters::RateReport) -> Event {
         let mut ev = Event::new(EventKindName::RateSummary, jiff::Timestamp::now());
         ev.event.ktime_ns = self.clock.boot_ns();
-        ev.host = Host { name: self.cfg.node_name.clone() };
+        ev.host = Host {
+            name: self.cfg.node_name.clone(),
+        };
         self.attribute(&mut ev, 0, 0, s.cgroup_id);
-        ev.summary = Some(model::RateSummary { kind: s.kind.clone(), count: s.count, window_ms: s.window_ms });
+        ev.summary = Some(model::RateSummary {
+            kind: s.kind.clone(),
+            count: s.count,
+            window_ms: s.window_ms,
+        });
         ev
     }
 
@@ -87,15 +101,23 @@ impl Pipeline {
     pub fn lost(&self, loss: &Loss) -> Event {
         let mut ev = Event::new(EventKindName::EventsLost, jiff::Timestamp::now());
         ev.event.ktime_ns = self.clock.boot_ns();
-        ev.host = Host { name: self.cfg.node_name.clone() };
-        ev.lost = Some(model::EventsLost { kind: loss.kind.clone(), count: loss.count, reason: loss.reason.to_string() });
+        ev.host = Host {
+            name: self.cfg.node_name.clone(),
+        };
+        ev.lost = Some(model::EventsLost {
+            kind: loss.kind.clone(),
+            count: loss.count,
+            reason: loss.reason.to_string(),
+        });
         ev
     }
 
     fn base(&self, kind: EventKindName, h: &agent_common::EventHeader) -> Event {
         let mut ev = Event::new(kind, self.clock.wall(h.ktime_ns));
         ev.event.ktime_ns = h.ktime_ns;
-        ev.host = Host { name: self.cfg.node_name.clone() };
+        ev.host = Host {
+            name: self.cfg.node_name.clone(),
+        };
         if h.tid != h.pid {
             ev.thread = Some(Thread { id: h.tid });
         }
@@ -109,14 +131,20 @@ impl Pipeline {
         } else {
             ev.process.pid = pid;
         }
-        let path = self.cgroups.as_mut().and_then(|r| r.resolve(cgroup_id).map(str::to_owned));
+        let path = self
+            .cgroups
+            .as_mut()
+            .and_then(|r| r.resolve(cgroup_id).map(str::to_owned));
         ev.process.linux.cgroup_id = cgroup_id;
         if let Some(path) = path {
             if let Some(c) = container::parse_cgroup_path(&path) {
                 ev.container = c.container_model();
                 if let Some(uid) = c.pod_uid() {
                     ev.k8s = Some(model::K8s {
-                        pod: model::Pod { uid: uid.to_owned(), ..Default::default() },
+                        pod: model::Pod {
+                            uid: uid.to_owned(),
+                            ..Default::default()
+                        },
                         metadata: model::MetadataStatus::Unresolved,
                         ..Default::default()
                     });
@@ -171,7 +199,12 @@ impl Pipeline {
 
     fn fork(&mut self, e: &ForkEvent) -> Event {
         let h = &e.header;
-        self.cache.on_fork(h.pid, h.start_boottime_ns, e.child_pid, e.child_start_boottime_ns);
+        self.cache.on_fork(
+            h.pid,
+            h.start_boottime_ns,
+            e.child_pid,
+            e.child_start_boottime_ns,
+        );
         let mut ev = self.base(EventKindName::Fork, h);
         self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
         ev.child = Some(ChildProcess {
@@ -195,7 +228,15 @@ impl Pipeline {
 /// Splits a kernel wait status (`task->exit_code`) into code and signal.
 pub fn decode_wait_status(raw: u32) -> ExitStatus {
     let signal = (raw & 0x7f) as i32;
-    ExitStatus { code: if signal == 0 { ((raw >> 8) & 0xff) as i32 } else { 0 }, signal, core_dumped: raw & 0x80 != 0 }
+    ExitStatus {
+        code: if signal == 0 {
+            ((raw >> 8) & 0xff) as i32
+        } else {
+            0
+        },
+        signal,
+        core_dumped: raw & 0x80 != 0,
+    }
 }
 
 #[cfg(test)]
@@ -204,9 +245,37 @@ mod tests {
 
     #[test]
     fn wait_status() {
-        assert_eq!(decode_wait_status(3 << 8), ExitStatus { code: 3, signal: 0, core_dumped: false });
-        assert_eq!(decode_wait_status(9), ExitStatus { code: 0, signal: 9, core_dumped: false });
-        assert_eq!(decode_wait_status(0x80 | 11), ExitStatus { code: 0, signal: 11, core_dumped: true });
-        assert_eq!(decode_wait_status(0), ExitStatus { code: 0, signal: 0, core_dumped: false });
+        assert_eq!(
+            decode_wait_status(3 << 8),
+            ExitStatus {
+                code: 3,
+                signal: 0,
+                core_dumped: false
+            }
+        );
+        assert_eq!(
+            decode_wait_status(9),
+            ExitStatus {
+                code: 0,
+                signal: 9,
+                core_dumped: false
+            }
+        );
+        assert_eq!(
+            decode_wait_status(0x80 | 11),
+            ExitStatus {
+                code: 0,
+                signal: 11,
+                core_dumped: true
+            }
+        );
+        assert_eq!(
+            decode_wait_status(0),
+            ExitStatus {
+                code: 0,
+                signal: 0,
+                core_dumped: false
+            }
+        );
     }
 }

@@ -18,7 +18,10 @@ pub fn syscall_name(op: u32) -> &'static str {
 }
 
 pub fn fill(ev: &mut Event, e: &FileOpenEvent) {
-    ev.syscall = Some(Syscall { name: syscall_name(e.op).into(), result: e.result });
+    ev.syscall = Some(Syscall {
+        name: syscall_name(e.op).into(),
+        result: e.result,
+    });
     let len = (e.path_len as usize).min(e.path.len());
     let acc = e.flags & O_ACCMODE;
     ev.file = Some(FileAccess {

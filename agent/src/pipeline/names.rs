@@ -49,12 +49,17 @@ const CAPS: &[&str] = &[
 
 /// `CAP_SYS_ADMIN` for 21; `CAP_<n>` for numbers this table does not know.
 pub fn capability(id: u32) -> String {
-    CAPS.get(id as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("CAP_{id}"))
+    CAPS.get(id as usize)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("CAP_{id}"))
 }
 
 /// Names of the bits set in a capability mask.
 pub fn capability_set(mask: u64) -> Vec<String> {
-    (0..64).filter(|b| mask & (1u64 << b) != 0).map(capability).collect()
+    (0..64)
+        .filter(|b| mask & (1u64 << b) != 0)
+        .map(capability)
+        .collect()
 }
 
 /// `PTRACE_*` request names.
@@ -126,7 +131,9 @@ pub fn bpf_command(cmd: u32) -> String {
         "BPF_PROG_BIND_MAP",
         "BPF_TOKEN_CREATE",
     ];
-    CMDS.get(cmd as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("BPF_{cmd}"))
+    CMDS.get(cmd as usize)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("BPF_{cmd}"))
 }
 
 /// Namespace types in a `CLONE_NEW*` mask (unshare flags, setns nstype).
@@ -141,7 +148,11 @@ pub fn namespace_types(flags: u64) -> Vec<String> {
         (0x0200_0000, "cgroup"),
         (0x0000_0080, "time"),
     ];
-    TYPES.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| n.to_string()).collect()
+    TYPES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
 }
 
 /// `MS_*` flag names of mount(2).
@@ -174,17 +185,33 @@ pub fn mount_flags(flags: u64) -> Vec<String> {
         (1 << 25, "MS_LAZYTIME"),
     ];
     // MS_MGC_VAL (0xC0ED in the top 16 bits of 32) is a legacy magic, not a flag.
-    let flags = if flags & 0xffff_0000 == 0xc0ed_0000 { flags & 0xffff } else { flags };
+    let flags = if flags & 0xffff_0000 == 0xc0ed_0000 {
+        flags & 0xffff
+    } else {
+        flags
+    };
     named_bits(flags, FLAGS)
 }
 
 /// `MNT_*` flag names of umount2(2).
 pub fn umount_flags(flags: u64) -> Vec<String> {
-    named_bits(flags, &[(1, "MNT_FORCE"), (2, "MNT_DETACH"), (4, "MNT_EXPIRE"), (8, "UMOUNT_NOFOLLOW")])
+    named_bits(
+        flags,
+        &[
+            (1, "MNT_FORCE"),
+            (2, "MNT_DETACH"),
+            (4, "MNT_EXPIRE"),
+            (8, "UMOUNT_NOFOLLOW"),
+        ],
+    )
 }
 
 fn named_bits(flags: u64, table: &[(u64, &str)]) -> Vec<String> {
-    let mut out: Vec<String> = table.iter().filter(|(b, _)| flags & b != 0).map(|(_, n)| n.to_string()).collect();
+    let mut out: Vec<String> = table
+        .iter()
+        .filter(|(b, _)| flags & b != 0)
+        .map(|(_, n)| n.to_string())
+        .collect();
     let known: u64 = table.iter().map(|(b, _)| b).fold(0, |a, b| a | b);
     if flags & !known != 0 {
         out.push(format!("{:#x}", flags & !known));
@@ -201,7 +228,10 @@ mod tests {
         assert_eq!(capability(21), "CAP_SYS_ADMIN");
         assert_eq!(capability(40), "CAP_CHECKPOINT_RESTORE");
         assert_eq!(capability(63), "CAP_63");
-        assert_eq!(capability_set((1 << 7) | (1 << 6)), vec!["CAP_SETGID", "CAP_SETUID"]);
+        assert_eq!(
+            capability_set((1 << 7) | (1 << 6)),
+            vec!["CAP_SETGID", "CAP_SETUID"]
+        );
         assert_eq!(ptrace_request(16), "PTRACE_ATTACH");
         assert_eq!(ptrace_request(0x4206), "PTRACE_SEIZE");
         assert_eq!(ptrace_request(-1), "PTRACE_-1");

@@ -31,11 +31,23 @@ pub fn parse_sockaddr(raw: &[u8]) -> Option<(u16, Endpoint)> {
     match family {
         AF_INET => {
             let a: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
-            Some((family, Endpoint { address: Ipv4Addr::from(a).to_string(), port: port()? }))
+            Some((
+                family,
+                Endpoint {
+                    address: Ipv4Addr::from(a).to_string(),
+                    port: port()?,
+                },
+            ))
         }
         AF_INET6 => {
             let a: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
-            Some((family, Endpoint { address: Ipv6Addr::from(a).to_string(), port: port()? }))
+            Some((
+                family,
+                Endpoint {
+                    address: Ipv6Addr::from(a).to_string(),
+                    port: port()?,
+                },
+            ))
         }
         AF_UNIX => {
             let path = raw.get(2..).unwrap_or(&[]);
@@ -49,7 +61,13 @@ pub fn parse_sockaddr(raw: &[u8]) -> Option<(u16, Endpoint)> {
             };
             Some((family, Endpoint { address, port: 0 }))
         }
-        _ => Some((family, Endpoint { address: String::new(), port: 0 })),
+        _ => Some((
+            family,
+            Endpoint {
+                address: String::new(),
+                port: 0,
+            },
+        )),
     }
 }
 
@@ -82,19 +100,34 @@ fn transport(family: u16, sock_type: u16, protocol: u16) -> String {
 }
 
 pub fn fill(ev: &mut Event, e: &NetEvent) {
-    ev.syscall = Some(Syscall { name: syscall_name(e.op).into(), result: e.result });
+    ev.syscall = Some(Syscall {
+        name: syscall_name(e.op).into(),
+        result: e.result,
+    });
     let addr = &e.addr[..(e.addr_len as usize).min(e.addr.len())];
     let local = &e.local[..(e.local_len as usize).min(e.local.len())];
     let target = parse_sockaddr(addr);
     let mine = parse_sockaddr(local);
-    let family = target.as_ref().or(mine.as_ref()).map(|(f, _)| *f).unwrap_or(0);
-    let keep = |p: Option<(u16, Endpoint)>| p.filter(|(f, _)| *f == AF_INET || *f == AF_INET6 || *f == AF_UNIX).map(|(_, e)| e);
+    let family = target
+        .as_ref()
+        .or(mine.as_ref())
+        .map(|(f, _)| *f)
+        .unwrap_or(0);
+    let keep = |p: Option<(u16, Endpoint)>| {
+        p.filter(|(f, _)| *f == AF_INET || *f == AF_INET6 || *f == AF_UNIX)
+            .map(|(_, e)| e)
+    };
     let (peer, local) = match e.op {
         // bind's address is the local one.
         net_op::BIND => (None, keep(target)),
         _ => (keep(target), keep(mine)),
     };
-    ev.network = Some(Network { transport: transport(family, e.sock_type, e.protocol), r#type: family_name(family), peer, local });
+    ev.network = Some(Network {
+        transport: transport(family, e.sock_type, e.protocol),
+        r#type: family_name(family),
+        peer,
+        local,
+    });
 }
 
 #[cfg(test)]
@@ -105,15 +138,55 @@ mod tests {
     fn sockaddrs() {
         let mut v4 = vec![2, 0, 0x1f, 0x90, 127, 0, 0, 1];
         v4.extend([0; 8]);
-        assert_eq!(parse_sockaddr(&v4), Some((2, Endpoint { address: "127.0.0.1".into(), port: 8080 })));
+        assert_eq!(
+            parse_sockaddr(&v4),
+            Some((
+                2,
+                Endpoint {
+                    address: "127.0.0.1".into(),
+                    port: 8080
+                }
+            ))
+        );
         let mut v6 = vec![10, 0, 0, 53, 0, 0, 0, 0];
         v6.extend(Ipv6Addr::LOCALHOST.octets());
         v6.extend([0; 4]);
-        assert_eq!(parse_sockaddr(&v6), Some((10, Endpoint { address: "::1".into(), port: 53 })));
-        assert_eq!(parse_sockaddr(b"\x01\x00/run/x.sock\0junk"), Some((1, Endpoint { address: "/run/x.sock".into(), port: 0 })));
-        assert_eq!(parse_sockaddr(b"\x01\x00\0abs\0"), Some((1, Endpoint { address: "@abs".into(), port: 0 })));
+        assert_eq!(
+            parse_sockaddr(&v6),
+            Some((
+                10,
+                Endpoint {
+                    address: "::1".into(),
+                    port: 53
+                }
+            ))
+        );
+        assert_eq!(
+            parse_sockaddr(b"\x01\x00/run/x.sock\0junk"),
+            Some((
+                1,
+                Endpoint {
+                    address: "/run/x.sock".into(),
+                    port: 0
+                }
+            ))
+        );
+        assert_eq!(
+            parse_sockaddr(b"\x01\x00\0abs\0"),
+            Some((
+                1,
+                Endpoint {
+                    address: "@abs".into(),
+                    port: 0
+                }
+            ))
+        );
         assert_eq!(parse_sockaddr(&[2]), None);
-        assert_eq!(parse_sockaddr(&[2, 0, 1, 2]), None, "truncated inet address");
+        assert_eq!(
+            parse_sockaddr(&[2, 0, 1, 2]),
+            None,
+            "truncated inet address"
+        );
         assert_eq!(transport(2, 1, 6), "tcp");
         assert_eq!(transport(10, 2, 17), "udp");
         assert_eq!(transport(1, 1, 0), "unix");

@@ -51,7 +51,10 @@ fn cred_set(c: &Creds, caps: bool) -> CredSet {
 }
 
 pub fn fill_privilege(ev: &mut Event, e: &CredEvent) {
-    ev.syscall = Some(Syscall { name: syscall_name(e.op).into(), result: e.result });
+    ev.syscall = Some(Syscall {
+        name: syscall_name(e.op).into(),
+        result: e.result,
+    });
     let capset = e.op == cred_op::CAPSET;
     let nargs = match e.op {
         cred_op::SETRESUID | cred_op::SETRESGID | cred_op::CAPSET => 3,

@@ -39,7 +39,9 @@ pub fn kind_name(kind: u16) -> EventKindName {
 /// The wire kind of an enriched kind (for filters); `None` for kinds the
 /// kernel does not produce as records (`events_lost`).
 pub fn wire_kind(kind: EventKindName) -> Option<EventKind> {
-    (1..EventKind::COUNT as u16).filter_map(EventKind::from_u16).find(|k| kind_name(*k as u16) == kind)
+    (1..EventKind::COUNT as u16)
+        .filter_map(EventKind::from_u16)
+        .find(|k| kind_name(*k as u16) == kind)
 }
 
 /// Fills the kind-specific sections of a sensor record.
@@ -67,5 +69,48 @@ mod tests {
             assert_eq!(wire_kind(name), Some(k));
         }
         assert_eq!(wire_kind(EventKindName::EventsLost), None);
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test-only view of a POD value's bytes.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn connect_record_decodes_and_fills_exactly() {
+        use agent_common::net::{NetEvent, net_op};
+
+        use crate::{model::Endpoint, sensor::decode};
+        // SAFETY: NetEvent is plain old data; all-zero is valid.
+        let mut e: NetEvent = unsafe { std::mem::zeroed() };
+        e.header.kind = EventKind::Connect as u16;
+        e.header.size = size_of::<NetEvent>() as u32;
+        e.result = -111;
+        e.op = net_op::CONNECT;
+        e.sock_type = 1;
+        e.protocol = 6;
+        e.addr[..8].copy_from_slice(&[2, 0, 0x01, 0xbb, 10, 1, 2, 3]);
+        e.addr_len = 16;
+        let bytes = bytes_of(&e);
+        let raw = decode(&bytes).expect("decodes");
+        assert!(
+            decode(&bytes[..bytes.len() - 1]).is_err(),
+            "size is checked"
+        );
+        let mut ev = Event::new(kind_name(raw.header().kind), jiff::Timestamp::UNIX_EPOCH);
+        fill(&mut ev, &raw);
+        assert_eq!(ev.kind(), EventKindName::Connect);
+        let s = ev.syscall.expect("syscall");
+        assert_eq!((s.name.as_str(), s.result), ("connect", -111));
+        let n = ev.network.expect("network");
+        assert_eq!((n.transport.as_str(), n.r#type.as_str()), ("tcp", "ipv4"));
+        assert_eq!(
+            n.peer,
+            Some(Endpoint {
+                address: "10.1.2.3".into(),
+                port: 443
+            })
+        );
+        assert_eq!(n.local, None, "no local address recorded");
     }
 }

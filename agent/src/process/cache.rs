@@ -69,7 +69,10 @@ pub struct CacheStats {
 /// Wall-clock time of boot: CLOCK_REALTIME - CLOCK_BOOTTIME.
 fn boot_time_now() -> jiff::Timestamp {
     fn ns(clock: libc::clockid_t) -> i128 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: a valid timespec pointer; both clocks exist on Linux.
         unsafe { libc::clock_gettime(clock, &mut ts) };
         i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -132,8 +135,13 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
-static SIZE: LazyLock<Gauge> =
-    LazyLock::new(|| crate::metrics::register("process_cache_entries", "Processes in the cache", Gauge::default()));
+static SIZE: LazyLock<Gauge> = LazyLock::new(|| {
+    crate::metrics::register(
+        "process_cache_entries",
+        "Processes in the cache",
+        Gauge::default(),
+    )
+});
 static EVICTIONS: LazyLock<Family<ReasonLabel, Counter>> = LazyLock::new(|| {
     crate::metrics::register(
         "process_cache_evictions",
@@ -142,7 +150,11 @@ static EVICTIONS: LazyLock<Family<ReasonLabel, Counter>> = LazyLock::new(|| {
     )
 });
 static MISSES: LazyLock<Counter> = LazyLock::new(|| {
-    crate::metrics::register("process_cache_misses", "Events whose process was not in the cache", Counter::default())
+    crate::metrics::register(
+        "process_cache_misses",
+        "Events whose process was not in the cache",
+        Counter::default(),
+    )
 });
 static EXPIRED: LazyLock<Counter> = LazyLock::new(|| {
     crate::metrics::register(
@@ -173,7 +185,14 @@ pub struct ProcessCache {
 impl ProcessCache {
     pub fn new(cfg: CacheConfig) -> Self {
         let boot_time = cfg.boot_time.unwrap_or_else(boot_time_now);
-        Self { cfg, entries: HashMap::new(), tick: 0, last_gc: Instant::now(), boot_time, stats: CacheStats::default() }
+        Self {
+            cfg,
+            entries: HashMap::new(),
+            tick: 0,
+            last_gc: Instant::now(),
+            boot_time,
+            stats: CacheStats::default(),
+        }
     }
 
     /// Counters since creation.
@@ -227,26 +246,41 @@ impl ProcessCache {
     /// exit first) before live ones (least recently used first).
     fn evict(&mut self) {
         let want = (self.cfg.max_entries / 16).max(1);
-        let mut exited: Vec<(Instant, Key)> =
-            self.entries.iter().filter_map(|(k, e)| e.exited_at.map(|t| (t, *k))).collect();
+        let mut exited: Vec<(Instant, Key)> = self
+            .entries
+            .iter()
+            .filter_map(|(k, e)| e.exited_at.map(|t| (t, *k)))
+            .collect();
         exited.sort_unstable();
         let mut n = 0;
         for (_, k) in exited.into_iter().take(want) {
             self.entries.remove(&k);
             n += 1;
         }
-        EVICTIONS.get_or_create(&ReasonLabel { reason: "exited" }).inc_by(n as u64);
+        EVICTIONS
+            .get_or_create(&ReasonLabel { reason: "exited" })
+            .inc_by(n as u64);
         self.stats.evicted_exited += n as u64;
         if n < want {
-            let mut live: Vec<(u64, Key)> = self.entries.iter().map(|(k, e)| (e.last_used, *k)).collect();
+            let mut live: Vec<(u64, Key)> = self
+                .entries
+                .iter()
+                .map(|(k, e)| (e.last_used, *k))
+                .collect();
             live.sort_unstable();
             let m = want - n;
             for (_, k) in live.into_iter().take(m) {
                 self.entries.remove(&k);
             }
-            EVICTIONS.get_or_create(&ReasonLabel { reason: "live" }).inc_by(m as u64);
+            EVICTIONS
+                .get_or_create(&ReasonLabel { reason: "live" })
+                .inc_by(m as u64);
             self.stats.evicted_live += m as u64;
-            tracing::warn!(evicted = m, capacity = self.cfg.max_entries, "process cache full: evicted live processes");
+            tracing::warn!(
+                evicted = m,
+                capacity = self.cfg.max_entries,
+                "process cache full: evicted live processes"
+            );
         }
     }
 
@@ -258,7 +292,11 @@ impl ProcessCache {
             start_ticks: t,
             parent_ticks: pt,
             exec_id: exec_id(node, info.pid, t),
-            parent_exec_id: if info.ppid == 0 { String::new() } else { exec_id(node, info.ppid, pt) },
+            parent_exec_id: if info.ppid == 0 {
+                String::new()
+            } else {
+                exec_id(node, info.ppid, pt)
+            },
             exec_seen,
             exited_at: None,
             exit: None,
@@ -287,7 +325,10 @@ impl ProcessCache {
 
     /// A new process: it inherits its parent's image until it execs.
     pub fn on_fork(&mut self, ppid: u32, parent_start_ns: u64, pid: u32, start_ns: u64) {
-        let parent = self.entries.get(&(ppid, start_ticks(parent_start_ns))).map(|p| p.info.clone());
+        let parent = self
+            .entries
+            .get(&(ppid, start_ticks(parent_start_ns)))
+            .map(|p| p.info.clone());
         let mut info = parent.unwrap_or_default();
         info.pid = pid;
         info.start_ns = start_ns;
@@ -324,7 +365,10 @@ impl ProcessCache {
     pub fn gc(&mut self, now: Instant) {
         let grace = self.cfg.exit_grace;
         let before = self.entries.len();
-        self.entries.retain(|_, e| e.exited_at.is_none_or(|t| now.saturating_duration_since(t) < grace));
+        self.entries.retain(|_, e| {
+            e.exited_at
+                .is_none_or(|t| now.saturating_duration_since(t) < grace)
+        });
         let expired = (before - self.entries.len()) as u64;
         self.stats.expired += expired;
         EXPIRED.inc_by(expired);
@@ -344,7 +388,12 @@ impl ProcessCache {
 
     /// The schema's `process` section for `(pid, start)`, with up to
     /// `max_ancestors` ancestors (nearest first).
-    pub fn to_model(&mut self, pid: u32, start_ns: u64, max_ancestors: usize) -> Option<model::Process> {
+    pub fn to_model(
+        &mut self,
+        pid: u32,
+        start_ns: u64,
+        max_ancestors: usize,
+    ) -> Option<model::Process> {
         let key = (pid, start_ticks(start_ns));
         let tick = self.touch();
         let Some(e) = self.entries.get_mut(&key) else {
@@ -386,7 +435,10 @@ impl ProcessCache {
             real_group: Id { id: i.gid },
             saved_group: Id { id: i.sgid },
             login_user: (i.loginuid != u32::MAX).then_some(Id { id: i.loginuid }),
-            capabilities: Capabilities { effective: caps::names(i.cap_effective), permitted: caps::names(i.cap_permitted) },
+            capabilities: Capabilities {
+                effective: caps::names(i.cap_effective),
+                permitted: caps::names(i.cap_permitted),
+            },
             interactive: stdio.stdin == model::FdType::Tty,
             stdio,
             in_init_tree: self.in_init_tree(key),
@@ -404,7 +456,10 @@ impl ProcessCache {
 
     /// Wall-clock start of a process from its boot-time start.
     fn start_time(&self, start_ns: u64) -> Option<jiff::Timestamp> {
-        let ns = self.boot_time.as_nanosecond().checked_add(i128::from(start_ns))?;
+        let ns = self
+            .boot_time
+            .as_nanosecond()
+            .checked_add(i128::from(start_ns))?;
         jiff::Timestamp::from_nanosecond(ns).ok()
     }
 
@@ -428,7 +483,9 @@ impl ProcessCache {
             if !seen.insert(pk) {
                 break;
             }
-            let Some(p) = self.entries.get(&pk) else { break };
+            let Some(p) = self.entries.get(&pk) else {
+                break;
+            };
             out.push(Ancestor {
                 exec_id: p.exec_id.clone(),
                 pid: p.info.pid,
@@ -469,7 +526,10 @@ impl ProcessCache {
 }
 
 fn executable(path: &str) -> Executable {
-    Executable { path: path.to_string(), name: path.rsplit('/').next().unwrap_or(path).to_string() }
+    Executable {
+        path: path.to_string(),
+        name: path.rsplit('/').next().unwrap_or(path).to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -510,18 +570,56 @@ mod tests {
         c.on_exec(exec(10, 5, 1, 1, "/bin/bash"));
         c.on_fork(10, 5 * T, 11, 7 * T);
         let forked = c.to_model(11, 7 * T, 5).expect("forked child");
-        assert_eq!(forked.executable.path, "/bin/bash", "inherits the image until exec");
+        assert_eq!(
+            forked.executable.path, "/bin/bash",
+            "inherits the image until exec"
+        );
         assert_eq!(forked.exec_id, "n:7:11");
         assert_eq!(forked.parent_exec_id, "n:5:10");
         c.on_exec(exec(11, 7, 10, 5, "/usr/bin/ls"));
-        let p = c.to_model(11, 7 * T + 123, 5).expect("same process, sub-tick start");
-        assert_eq!(p.executable, Executable { path: "/usr/bin/ls".into(), name: "ls".into() });
-        let anc: Vec<_> = p.ancestors.iter().map(|a| (a.pid, a.exec_id.as_str(), a.executable.path.as_str())).collect();
-        assert_eq!(anc, vec![(10, "n:5:10", "/bin/bash"), (1, "n:1:1", "/sbin/init")]);
-        assert_eq!(c.to_model(11, 7 * T, 1).expect("p").ancestors.len(), 1, "bounded");
+        let p = c
+            .to_model(11, 7 * T + 123, 5)
+            .expect("same process, sub-tick start");
+        assert_eq!(
+            p.executable,
+            Executable {
+                path: "/usr/bin/ls".into(),
+                name: "ls".into()
+            }
+        );
+        let anc: Vec<_> = p
+            .ancestors
+            .iter()
+            .map(|a| (a.pid, a.exec_id.as_str(), a.executable.path.as_str()))
+            .collect();
+        assert_eq!(
+            anc,
+            vec![(10, "n:5:10", "/bin/bash"), (1, "n:1:1", "/sbin/init")]
+        );
+        assert_eq!(
+            c.to_model(11, 7 * T, 1).expect("p").ancestors.len(),
+            1,
+            "bounded"
+        );
         let now = Instant::now();
-        c.on_exit_at(11, 7 * T, ExitStatus { code: 2, signal: 0, core_dumped: false }, now);
-        assert_eq!(c.to_model(11, 7 * T, 0).expect("in grace").exit.expect("status").code, 2);
+        c.on_exit_at(
+            11,
+            7 * T,
+            ExitStatus {
+                code: 2,
+                signal: 0,
+                core_dumped: false,
+            },
+            now,
+        );
+        assert_eq!(
+            c.to_model(11, 7 * T, 0)
+                .expect("in grace")
+                .exit
+                .expect("status")
+                .code,
+            2
+        );
         c.gc(now + Duration::from_secs(29));
         assert!(c.get(11, 7 * T).is_some());
         c.gc(now + Duration::from_secs(30));
@@ -534,9 +632,18 @@ mod tests {
         let mut c = cache(100);
         c.on_exec(exec(50, 10, 0, 0, "/bin/a"));
         c.on_exec(exec(50, 99, 0, 0, "/bin/b"));
-        assert_eq!(c.to_model(50, 10 * T, 0).expect("a").executable.path, "/bin/a");
-        assert_eq!(c.to_model(50, 99 * T, 0).expect("b").executable.path, "/bin/b");
-        assert_eq!(c.get_by_exec_id("n:99:50").expect("by id").info.exe, "/bin/b");
+        assert_eq!(
+            c.to_model(50, 10 * T, 0).expect("a").executable.path,
+            "/bin/a"
+        );
+        assert_eq!(
+            c.to_model(50, 99 * T, 0).expect("b").executable.path,
+            "/bin/b"
+        );
+        assert_eq!(
+            c.get_by_exec_id("n:99:50").expect("by id").info.exe,
+            "/bin/b"
+        );
         assert!(c.get_by_exec_id("n:98:50").is_none());
     }
 
@@ -553,7 +660,10 @@ mod tests {
         assert!(c.get(5, 5 * T).is_none(), "the exited process goes first");
         assert_eq!(c.len(), 16);
         c.on_exec(exec(18, 18, 0, 0, "/bin/z"));
-        assert!(c.get(2, 2 * T).is_none(), "then the least recently used live one");
+        assert!(
+            c.get(2, 2 * T).is_none(),
+            "then the least recently used live one"
+        );
         assert!(c.get(1, T).is_some());
     }
 

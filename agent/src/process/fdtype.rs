@@ -23,7 +23,11 @@ pub fn fd_type(mode: u16, rdev: u32) -> FdType {
         S_IFDIR => FdType::Directory,
         S_IFCHR => {
             let major = rdev >> 20;
-            if major == 4 || major == 5 || (136..=143).contains(&major) { FdType::Tty } else { FdType::CharDevice }
+            if major == 4 || major == 5 || (136..=143).contains(&major) {
+                FdType::Tty
+            } else {
+                FdType::CharDevice
+            }
         }
         _ => FdType::Other,
     }
@@ -45,9 +49,24 @@ mod tests {
         assert_eq!(fd_type(S_IFSOCK | 0o777, 0), FdType::Socket);
         assert_eq!(fd_type(S_IFIFO | 0o600, 0), FdType::Pipe);
         assert_eq!(fd_type(S_IFREG | 0o644, 0), FdType::File);
-        assert_eq!(fd_type(S_IFCHR | 0o620, 136 << 20 | 3), FdType::Tty, "/dev/pts/3");
-        assert_eq!(fd_type(S_IFCHR | 0o666, 1 << 20 | 3), FdType::CharDevice, "/dev/null");
-        assert_eq!(fd_type(S_IFCHR | 0o620, 4 << 20 | 1), FdType::Tty, "/dev/tty1");
-        assert_eq!(fd_type_user(S_IFCHR as u32 | 0o620, (136 << 8) | 3), FdType::Tty);
+        assert_eq!(
+            fd_type(S_IFCHR | 0o620, 136 << 20 | 3),
+            FdType::Tty,
+            "/dev/pts/3"
+        );
+        assert_eq!(
+            fd_type(S_IFCHR | 0o666, 1 << 20 | 3),
+            FdType::CharDevice,
+            "/dev/null"
+        );
+        assert_eq!(
+            fd_type(S_IFCHR | 0o620, 4 << 20 | 1),
+            FdType::Tty,
+            "/dev/tty1"
+        );
+        assert_eq!(
+            fd_type_user(S_IFCHR as u32 | 0o620, (136 << 8) | 3),
+            FdType::Tty
+        );
     }
 }

@@ -12,7 +12,9 @@ pub mod caps;
 pub mod fdtype;
 mod procfs;
 
-pub use cache::{CacheConfig, CacheStats, ExecInfo, ProcessCache, ProcessEntry, exec_id, start_ticks};
+pub use cache::{
+    CacheConfig, CacheStats, ExecInfo, ProcessCache, ProcessEntry, exec_id, start_ticks,
+};
 
 #[cfg(test)]
 mod tests;

@@ -31,7 +31,9 @@ pub struct Status {
 pub fn parse_status(text: &str) -> Status {
     let mut s = Status::default();
     for line in text.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         let ids = |v: &str| -> [u32; 4] {
             let mut out = [0; 4];
@@ -45,7 +47,12 @@ pub fn parse_status(text: &str) -> Status {
             "Gid" => s.gid = ids(v),
             "CapEff" => s.cap_eff = u64::from_str_radix(v, 16).unwrap_or(0),
             "CapPrm" => s.cap_prm = u64::from_str_radix(v, 16).unwrap_or(0),
-            "NSpid" => s.nspid = v.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
+            "NSpid" => {
+                s.nspid = v
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            }
             _ => {}
         }
     }
@@ -77,11 +84,15 @@ pub fn bounded_args(raw: &[u8]) -> (Vec<String>, bool) {
 }
 
 fn ns_inode(dir: &Path, ns: &str) -> u32 {
-    std::fs::metadata(dir.join("ns").join(ns)).map(|m| m.ino() as u32).unwrap_or(0)
+    std::fs::metadata(dir.join("ns").join(ns))
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
 }
 
 fn link(dir: &Path, name: &str) -> String {
-    std::fs::read_link(dir.join(name)).map(|p| p.display().to_string()).unwrap_or_default()
+    std::fs::read_link(dir.join(name))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// Every process in `proc_root`. Processes that exit while being read are
@@ -91,27 +102,39 @@ pub fn read_all(proc_root: &Path) -> Vec<ExecInfo> {
         tracing::warn!(path = %proc_root.display(), "cannot read procfs: process cache not seeded");
         return Vec::new();
     };
-    let pids: Vec<u32> = rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    let pids: Vec<u32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
     let mut stats: HashMap<u32, (u32, u64)> = HashMap::new();
     for &pid in &pids {
-        if let Some(s) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok().and_then(|t| parse_stat(&t)) {
+        if let Some(s) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))
+            .ok()
+            .and_then(|t| parse_stat(&t))
+        {
             stats.insert(pid, s);
         }
     }
-    let cgroup_root: Option<PathBuf> =
-        std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| crate::container::find_cgroup2_mount(&m));
+    let cgroup_root: Option<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| crate::container::find_cgroup2_mount(&m));
     let mut out = Vec::with_capacity(stats.len());
     for (&pid, &(ppid, ticks)) in &stats {
         let dir = proc_root.join(pid.to_string());
-        let Ok(status) = std::fs::read_to_string(dir.join("status")) else { continue };
+        let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
+            continue;
+        };
         let st = parse_status(&status);
-        let (args, args_truncated) = std::fs::read(dir.join("cmdline")).map(|b| bounded_args(&b)).unwrap_or_default();
+        let (args, args_truncated) = std::fs::read(dir.join("cmdline"))
+            .map(|b| bounded_args(&b))
+            .unwrap_or_default();
         let mut stdio_modes = [0u16; 3];
         let mut stdin_rdev = 0u32;
         for (i, m) in stdio_modes.iter_mut().enumerate() {
             if let Ok(md) = std::fs::metadata(dir.join("fd").join(i.to_string())) {
                 *m = md.mode() as u16;
-                if i == 0 && fdtype::fd_type_user(md.mode(), md.rdev()) == crate::model::FdType::Tty {
+                if i == 0 && fdtype::fd_type_user(md.mode(), md.rdev()) == crate::model::FdType::Tty
+                {
                     // Re-encode as the kernel does (major << 20 | minor).
                     let r = md.rdev();
                     let major = ((r >> 32) & 0xffff_f000) | ((r >> 8) & 0xfff);
@@ -145,7 +168,10 @@ pub fn read_all(proc_root: &Path) -> Vec<ExecInfo> {
             gid: st.gid[0],
             egid: st.gid[1],
             sgid: st.gid[2],
-            loginuid: std::fs::read_to_string(dir.join("loginuid")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(u32::MAX),
+            loginuid: std::fs::read_to_string(dir.join("loginuid"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(u32::MAX),
             cap_effective: st.cap_eff,
             cap_permitted: st.cap_prm,
             pidns: ns_inode(&dir, "pid"),
@@ -165,7 +191,8 @@ mod tests {
 
     #[test]
     fn stat_with_hostile_comm() {
-        let s = "1234 (a) b) (c) S 99 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let s =
+            "1234 (a) b) (c) S 99 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_stat(s), Some((99, 987654)));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S"), None);

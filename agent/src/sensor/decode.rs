@@ -58,7 +58,11 @@ pub enum DecodeError {
     #[error("unknown event kind {0}")]
     UnknownKind(u16),
     #[error("{kind} record is {got} bytes, expected {expected}")]
-    SizeMismatch { kind: &'static str, expected: usize, got: usize },
+    SizeMismatch {
+        kind: &'static str,
+        expected: usize,
+        got: usize,
+    },
 }
 
 impl DecodeError {
@@ -87,7 +91,9 @@ static DECODE_ERRORS: LazyLock<Family<ReasonLabel, Counter>> = LazyLock::new(|| 
 
 /// Counts a decode error (metric + log).
 pub fn record_error(e: &DecodeError) {
-    DECODE_ERRORS.get_or_create(&ReasonLabel { reason: e.reason() }).inc();
+    DECODE_ERRORS
+        .get_or_create(&ReasonLabel { reason: e.reason() })
+        .inc();
     tracing::warn!(error = %e, reason = e.reason(), "skipped undecodable ring-buffer record");
 }
 
@@ -95,7 +101,11 @@ pub fn record_error(e: &DecodeError) {
 fn read_exact<T: Copy>(buf: &[u8], kind: EventKind) -> Result<T, DecodeError> {
     let expected = size_of::<T>();
     if buf.len() != expected {
-        return Err(DecodeError::SizeMismatch { kind: kind.name(), expected, got: buf.len() });
+        return Err(DecodeError::SizeMismatch {
+            kind: kind.name(),
+            expected,
+            got: buf.len(),
+        });
     }
     // SAFETY: length checked; T is a #[repr(C)] plain-old-data type from
     // agent-common for which every bit pattern is valid; read_unaligned
@@ -106,19 +116,34 @@ fn read_exact<T: Copy>(buf: &[u8], kind: EventKind) -> Result<T, DecodeError> {
 /// Decodes one ring-buffer record.
 pub fn decode(buf: &[u8]) -> Result<RawEvent, DecodeError> {
     if buf.len() < EventHeader::SIZE {
-        return Err(DecodeError::Short { len: buf.len(), min: EventHeader::SIZE });
+        return Err(DecodeError::Short {
+            len: buf.len(),
+            min: EventHeader::SIZE,
+        });
     }
     let kind = u16::from_ne_bytes([buf[0], buf[1]]);
     match EventKind::from_u16(kind) {
         Some(k @ EventKind::Exec) => Ok(RawEvent::Exec(Box::new(read_exact::<ExecEvent>(buf, k)?))),
         Some(k @ EventKind::Fork) => Ok(RawEvent::Fork(read_exact::<ForkEvent>(buf, k)?)),
         Some(k @ EventKind::Exit) => Ok(RawEvent::Exit(read_exact::<ExitEvent>(buf, k)?)),
-        Some(k @ (EventKind::Connect | EventKind::Send | EventKind::Bind | EventKind::Listen | EventKind::Accept)) => {
-            Ok(RawEvent::Net(Box::new(read_exact::<NetEvent>(buf, k)?)))
+        Some(
+            k @ (EventKind::Connect
+            | EventKind::Send
+            | EventKind::Bind
+            | EventKind::Listen
+            | EventKind::Accept),
+        ) => Ok(RawEvent::Net(Box::new(read_exact::<NetEvent>(buf, k)?))),
+        Some(k @ EventKind::FileOpen) => Ok(RawEvent::FileOpen(Box::new(read_exact::<
+            FileOpenEvent,
+        >(buf, k)?))),
+        Some(k @ EventKind::Capability) => {
+            Ok(RawEvent::Capability(read_exact::<CapEvent>(buf, k)?))
         }
-        Some(k @ EventKind::FileOpen) => Ok(RawEvent::FileOpen(Box::new(read_exact::<FileOpenEvent>(buf, k)?))),
-        Some(k @ EventKind::Capability) => Ok(RawEvent::Capability(read_exact::<CapEvent>(buf, k)?)),
-        Some(k @ EventKind::PrivilegeChange) => Ok(RawEvent::Privilege(Box::new(read_exact::<CredEvent>(buf, k)?))),
+        Some(k @ EventKind::PrivilegeChange) => {
+            Ok(RawEvent::Privilege(Box::new(read_exact::<CredEvent>(
+                buf, k,
+            )?)))
+        }
         Some(
             k @ (EventKind::Namespace
             | EventKind::Ptrace
@@ -126,8 +151,12 @@ pub fn decode(buf: &[u8]) -> Result<RawEvent, DecodeError> {
             | EventKind::ModuleLoad
             | EventKind::Bpf
             | EventKind::FdDup),
-        ) => Ok(RawEvent::Control(Box::new(read_exact::<ControlEvent>(buf, k)?))),
-        Some(k @ EventKind::Mount) => Ok(RawEvent::Mount(Box::new(read_exact::<MountEvent>(buf, k)?))),
+        ) => Ok(RawEvent::Control(Box::new(read_exact::<ControlEvent>(
+            buf, k,
+        )?))),
+        Some(k @ EventKind::Mount) => {
+            Ok(RawEvent::Mount(Box::new(read_exact::<MountEvent>(buf, k)?)))
+        }
         // Summaries are built by the agent from counters, never sent by the kernel.
         Some(EventKind::RateSummary) => Err(DecodeError::UnknownKind(kind)),
         None => Err(DecodeError::UnknownKind(kind)),
@@ -148,7 +177,9 @@ pub fn split_args(buf: &[u8], len: u32) -> Vec<String> {
     if data.is_empty() {
         return Vec::new();
     }
-    data.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+    data.split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// A path from the kernel's leaf-first component list (`ls\0bin\0usr\0` ->
@@ -184,22 +215,40 @@ mod tests {
         ev.header.pid = 42;
         ev.child_pid = 43;
         ev.child_start_boottime_ns = 7;
-        let RawEvent::Fork(got) = decode(&bytes_of(&ev)).unwrap() else { panic!("not a fork") };
-        assert_eq!((got.header.pid, got.child_pid, got.child_start_boottime_ns), (42, 43, 7));
+        let RawEvent::Fork(got) = decode(&bytes_of(&ev)).unwrap() else {
+            panic!("not a fork")
+        };
+        assert_eq!(
+            (got.header.pid, got.child_pid, got.child_start_boottime_ns),
+            (42, 43, 7)
+        );
     }
 
     #[test]
     fn short_unknown_and_truncated_records_are_errors() {
-        assert_eq!(decode(&[1, 0, 0]).err(), Some(DecodeError::Short { len: 3, min: EventHeader::SIZE }));
+        assert_eq!(
+            decode(&[1, 0, 0]).err(),
+            Some(DecodeError::Short {
+                len: 3,
+                min: EventHeader::SIZE
+            })
+        );
         let mut h = EventHeader::default();
         h.kind = 999;
-        assert_eq!(decode(&bytes_of(&h)).err(), Some(DecodeError::UnknownKind(999)));
+        assert_eq!(
+            decode(&bytes_of(&h)).err(),
+            Some(DecodeError::UnknownKind(999))
+        );
         let mut ev = ExitEvent::default();
         ev.header.kind = EventKind::Exit as u16;
         let b = bytes_of(&ev);
         assert_eq!(
             decode(&b[..b.len() - 1]).err(),
-            Some(DecodeError::SizeMismatch { kind: "exit", expected: b.len(), got: b.len() - 1 })
+            Some(DecodeError::SizeMismatch {
+                kind: "exit",
+                expected: b.len(),
+                got: b.len() - 1
+            })
         );
     }
 
@@ -218,7 +267,10 @@ mod tests {
 
     #[test]
     fn args_and_paths() {
-        assert_eq!(split_args(b"ls\0-la\0/tmp\0", 12), vec!["ls", "-la", "/tmp"]);
+        assert_eq!(
+            split_args(b"ls\0-la\0/tmp\0", 12),
+            vec!["ls", "-la", "/tmp"]
+        );
         assert_eq!(split_args(b"ls\0-la\0/tmp\0", 5), vec!["ls", "-l"]);
         assert_eq!(split_args(b"", 0), Vec::<String>::new());
         assert_eq!(split_args(b"a\0", 99), vec!["a"]);

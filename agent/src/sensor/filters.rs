@@ -24,7 +24,10 @@ use agent_common::{
 };
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::{Key, LpmTrie}},
+    maps::{
+        Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -55,8 +58,13 @@ pub const DEFAULT_FILE_PREFIXES: &[&str] = &[
 
 /// Path suffixes monitored by default: cgroup v1 escape knobs and SSH keys
 /// anywhere.
-pub const DEFAULT_FILE_SUFFIXES: &[&str] =
-    &["/release_agent", "/notify_on_release", "/.ssh/authorized_keys", "/.ssh/id_rsa", "/.ssh/id_ed25519"];
+pub const DEFAULT_FILE_SUFFIXES: &[&str] = &[
+    "/release_agent",
+    "/notify_on_release",
+    "/.ssh/authorized_keys",
+    "/.ssh/id_rsa",
+    "/.ssh/id_ed25519",
+];
 
 /// Which ports are reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,14 +101,27 @@ pub struct SensorFilters {
 
 impl Default for SensorFilters {
     fn default() -> Self {
-        let per_second = Rate { max_events: 2000, window: Duration::from_secs(1) };
+        let per_second = Rate {
+            max_events: 2000,
+            window: Duration::from_secs(1),
+        };
         Self {
             disabled: BTreeSet::new(),
-            file_prefixes: DEFAULT_FILE_PREFIXES.iter().map(|s| s.to_string()).collect(),
-            file_suffixes: DEFAULT_FILE_SUFFIXES.iter().map(|s| s.to_string()).collect(),
+            file_prefixes: DEFAULT_FILE_PREFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            file_suffixes: DEFAULT_FILE_SUFFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             families: BTreeSet::new(),
             ports: PortFilter::All,
-            rates: [(EventKindName::Connect, per_second), (EventKindName::FileOpen, per_second)].into(),
+            rates: [
+                (EventKindName::Connect, per_second),
+                (EventKindName::FileOpen, per_second),
+            ]
+            .into(),
         }
     }
 }
@@ -131,7 +152,9 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> FilterError {
 pub fn path_key(path: &str, reversed: bool) -> Result<Key<[u8; FILE_PATH_MAX]>, FilterError> {
     let b = path.as_bytes();
     if b.is_empty() || b.len() >= FILE_PATH_MAX {
-        return Err(FilterError::PathLength { path: path.to_string() });
+        return Err(FilterError::PathLength {
+            path: path.to_string(),
+        });
     }
     let mut data = [0u8; FILE_PATH_MAX];
     data[..b.len()].copy_from_slice(b);
@@ -182,10 +205,17 @@ impl SensorFilters {
     fn apply_kinds(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
         let name = "KIND_DISABLED";
         let mut arr: Array<_, u32> =
-            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
-        let off: BTreeSet<u32> = self.disabled.iter().filter_map(|k| wire_kind(*k)).map(|k| k as u32).collect();
+            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
+                .map_err(map_err(name))?;
+        let off: BTreeSet<u32> = self
+            .disabled
+            .iter()
+            .filter_map(|k| wire_kind(*k))
+            .map(|k| k as u32)
+            .collect();
         for slot in 0..EventKind::COUNT {
-            arr.set(slot, u32::from(off.contains(&slot)), 0).map_err(map_err(name))?;
+            arr.set(slot, u32::from(off.contains(&slot)), 0)
+                .map_err(map_err(name))?;
         }
         Ok(())
     }
@@ -199,7 +229,8 @@ impl SensorFilters {
         {
             let name = "NET_PORTS";
             let mut set: HashMap<_, u16, u8> =
-                HashMap::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
+                HashMap::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
+                    .map_err(map_err(name))?;
             let old: Vec<u16> = set.keys().filter_map(Result::ok).collect();
             for p in &ports {
                 set.insert(p, 1, 0).map_err(map_err(name))?;
@@ -208,19 +239,37 @@ impl SensorFilters {
                 let _ = set.remove(p);
             }
         }
-        let family_mask = self.families.iter().filter(|f| **f < 64).fold(0u64, |m, f| m | (1u64 << f));
+        let family_mask = self
+            .families
+            .iter()
+            .filter(|f| **f < 64)
+            .fold(0u64, |m, f| m | (1u64 << f));
         let name = "NET_FILTER";
         let mut arr: Array<_, NetFilter> =
-            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
-        arr.set(0, NetFilter { family_mask, port_mode: mode, _pad: 0 }, 0).map_err(map_err(name))
+            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
+                .map_err(map_err(name))?;
+        arr.set(
+            0,
+            NetFilter {
+                family_mask,
+                port_mode: mode,
+                _pad: 0,
+            },
+            0,
+        )
+        .map_err(map_err(name))
     }
 
     fn apply_rates(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
         let name = "RATE_LIMITS";
         let mut arr: Array<_, RateLimit> =
-            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
-        let by_slot: BTreeMap<u32, &Rate> =
-            self.rates.iter().filter_map(|(k, r)| wire_kind(*k).map(|w| (w as u32, r))).collect();
+            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
+                .map_err(map_err(name))?;
+        let by_slot: BTreeMap<u32, &Rate> = self
+            .rates
+            .iter()
+            .filter_map(|(k, r)| wire_kind(*k).map(|w| (w as u32, r)))
+            .collect();
         for slot in 0..EventKind::COUNT {
             let lim = match by_slot.get(&slot) {
                 Some(r) => RateLimit {
@@ -236,15 +285,26 @@ impl SensorFilters {
     }
 }
 
-fn apply_trie(ebpf: &mut Ebpf, name: &'static str, paths: &BTreeSet<String>, reversed: bool) -> Result<(), FilterError> {
+fn apply_trie(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    paths: &BTreeSet<String>,
+    reversed: bool,
+) -> Result<(), FilterError> {
     let mut trie: LpmTrie<_, [u8; FILE_PATH_MAX], u32> =
-        LpmTrie::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
-    let new: Vec<Key<[u8; FILE_PATH_MAX]>> = paths.iter().map(|p| path_key(p, reversed)).collect::<Result<_, _>>()?;
+        LpmTrie::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
+            .map_err(map_err(name))?;
+    let new: Vec<Key<[u8; FILE_PATH_MAX]>> = paths
+        .iter()
+        .map(|p| path_key(p, reversed))
+        .collect::<Result<_, _>>()?;
     let old: Vec<Key<[u8; FILE_PATH_MAX]>> = trie.keys().filter_map(Result::ok).collect();
     for k in &new {
         trie.insert(k, 1, 0).map_err(map_err(name))?;
     }
-    let same = |a: &Key<[u8; FILE_PATH_MAX]>, b: &Key<[u8; FILE_PATH_MAX]>| a.prefix_len() == b.prefix_len() && a.data() == b.data();
+    let same = |a: &Key<[u8; FILE_PATH_MAX]>, b: &Key<[u8; FILE_PATH_MAX]>| {
+        a.prefix_len() == b.prefix_len() && a.data() == b.data()
+    };
     for k in old.iter().filter(|o| !new.iter().any(|n| same(n, o))) {
         let _ = trie.remove(k);
     }
@@ -287,14 +347,19 @@ impl RateTracker {
     /// Takes `RATE_SUPPRESSED` out of the object; `filters` gives the windows.
     pub fn new(ebpf: &mut Ebpf, filters: &SensorFilters) -> Result<Self, FilterError> {
         let name = "RATE_SUPPRESSED";
-        let map = PerCpuHashMap::try_from(ebpf.take_map(name).ok_or(FilterError::MissingMap(name))?)
-            .map_err(map_err(name))?;
+        let map =
+            PerCpuHashMap::try_from(ebpf.take_map(name).ok_or(FilterError::MissingMap(name))?)
+                .map_err(map_err(name))?;
         let windows = filters
             .rates
             .iter()
             .filter_map(|(k, r)| wire_kind(*k).map(|w| (w as u32, r.window.as_millis() as u64)))
             .collect();
-        Ok(Self { map, windows, last: BTreeMap::new() })
+        Ok(Self {
+            map,
+            windows,
+            last: BTreeMap::new(),
+        })
     }
 
     /// Increases since the previous poll.
@@ -309,8 +374,15 @@ impl RateTracker {
                     .map(|k| k.name().to_string())
                     .unwrap_or_else(|| format!("kind_{}", key.kind));
                 let count = total - prev;
-                SUPPRESSED.get_or_create(&KindLabel { kind: kind.clone() }).inc_by(count);
-                tracing::info!(kind, count, cgroup_id = key.cgroup_id, "events summarized by the rate limit");
+                SUPPRESSED
+                    .get_or_create(&KindLabel { kind: kind.clone() })
+                    .inc_by(count);
+                tracing::info!(
+                    kind,
+                    count,
+                    cgroup_id = key.cgroup_id,
+                    "events summarized by the rate limit"
+                );
                 out.push(RateReport {
                     cgroup_id: key.cgroup_id,
                     kind,
@@ -324,7 +396,11 @@ impl RateTracker {
 }
 
 /// Polls every `every` and sends non-empty reports until `tx` closes.
-pub async fn run_rate_tracker(mut tracker: RateTracker, every: Duration, tx: tokio::sync::mpsc::Sender<Vec<RateReport>>) {
+pub async fn run_rate_tracker(
+    mut tracker: RateTracker,
+    every: Duration,
+    tx: tokio::sync::mpsc::Sender<Vec<RateReport>>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -342,7 +418,8 @@ pub async fn run_rate_tracker(mut tracker: RateTracker, every: Duration, tx: tok
 pub fn submitted_counts(ebpf: &Ebpf) -> Result<BTreeMap<&'static str, u64>, FilterError> {
     let name = "SUBMITTED";
     let arr: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(ebpf.map(name).ok_or(FilterError::MissingMap(name))?).map_err(map_err(name))?;
+        PerCpuArray::try_from(ebpf.map(name).ok_or(FilterError::MissingMap(name))?)
+            .map_err(map_err(name))?;
     let mut out = BTreeMap::new();
     for slot in 1..EventKind::COUNT {
         if let Some(k) = EventKind::from_u16(slot as u16) {
@@ -364,9 +441,15 @@ mod tests {
         assert_eq!(&k.data()[..12], b"/etc/shadow\0");
         let r = path_key("/release_agent", true).unwrap();
         assert_eq!(&r.data()[..14], b"tnega_esaeler/");
-        assert!(matches!(path_key("", false), Err(FilterError::PathLength { .. })));
+        assert!(matches!(
+            path_key("", false),
+            Err(FilterError::PathLength { .. })
+        ));
         assert!(path_key(&"a".repeat(255), false).is_ok());
-        assert!(matches!(path_key(&"a".repeat(256), false), Err(FilterError::PathLength { .. })));
+        assert!(matches!(
+            path_key(&"a".repeat(256), false),
+            Err(FilterError::PathLength { .. })
+        ));
     }
 
     #[test]
@@ -374,9 +457,18 @@ mod tests {
         assert!(SensorFilters::default().validate().is_ok());
         let mut f = SensorFilters::default();
         f.disabled.insert(EventKindName::EventsLost);
-        assert!(matches!(f.validate(), Err(FilterError::NotAKernelKind { .. })));
+        assert!(matches!(
+            f.validate(),
+            Err(FilterError::NotAKernelKind { .. })
+        ));
         let mut f = SensorFilters::default();
-        f.rates.insert(EventKindName::Connect, Rate { max_events: 1, window: Duration::ZERO });
+        f.rates.insert(
+            EventKindName::Connect,
+            Rate {
+                max_events: 1,
+                window: Duration::ZERO,
+            },
+        );
         assert!(matches!(f.validate(), Err(FilterError::RateWindow { .. })));
     }
 }

@@ -16,7 +16,10 @@ use super::{EBPF_OBJECT, offsets, tracefs};
 #[derive(Debug, Clone, Copy)]
 pub enum Attach {
     /// `tracepoint/<category>/<name>` (regular, through tracefs).
-    TracePoint { category: &'static str, name: &'static str },
+    TracePoint {
+        category: &'static str,
+        name: &'static str,
+    },
     /// `raw_tp/<name>`: gets the tracepoint's TP_PROTO arguments.
     RawTracePoint { name: &'static str },
     /// `cgroup_sock_addr` program (attach type from its ELF section): only
@@ -44,43 +47,77 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         program: "sys_enter_execve",
         sensor: "process",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_execve" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_execve",
+        },
         required_offsets: &[],
         loss: "argv of execve(2) calls (exec events keep the path, flagged args missing)",
     },
     ProgramSpec {
         program: "sys_enter_execveat",
         sensor: "process",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_execveat" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_execveat",
+        },
         required_offsets: &[],
         loss: "argv of execveat(2) calls",
     },
     ProgramSpec {
         program: "sched_process_exec",
         sensor: "process",
-        attach: Attach::TracePoint { category: "sched", name: "sched_process_exec" },
-        required_offsets: &["task_tgid", "task_real_parent", "task_group_leader", "task_start_boottime"],
+        attach: Attach::TracePoint {
+            category: "sched",
+            name: "sched_process_exec",
+        },
+        required_offsets: &[
+            "task_tgid",
+            "task_real_parent",
+            "task_group_leader",
+            "task_start_boottime",
+        ],
         loss: "exec events (no program starts are seen)",
     },
     ProgramSpec {
         program: "sched_process_fork",
         sensor: "process",
-        attach: Attach::RawTracePoint { name: "sched_process_fork" },
-        required_offsets: &["task_pid", "task_tgid", "task_group_leader", "task_start_boottime"],
+        attach: Attach::RawTracePoint {
+            name: "sched_process_fork",
+        },
+        required_offsets: &[
+            "task_pid",
+            "task_tgid",
+            "task_group_leader",
+            "task_start_boottime",
+        ],
         loss: "fork events (ancestry of processes that fork without exec)",
     },
     ProgramSpec {
         program: "sched_process_exit",
         sensor: "process",
-        attach: Attach::TracePoint { category: "sched", name: "sched_process_exit" },
+        attach: Attach::TracePoint {
+            category: "sched",
+            name: "sched_process_exit",
+        },
         required_offsets: &["task_tgid", "task_group_leader", "task_start_boottime"],
         loss: "exit events (processes stay in the cache until evicted)",
     },
     ProgramSpec {
         program: "contain_exec",
         sensor: "containment",
-        attach: Attach::TracePoint { category: "sched", name: "sched_process_exec" },
-        required_offsets: &["task_tgid", "task_mm", "mm_exe_file", "file_f_path", "path_dentry", "path_mnt"],
+        attach: Attach::TracePoint {
+            category: "sched",
+            name: "sched_process_exec",
+        },
+        required_offsets: &[
+            "task_tgid",
+            "task_mm",
+            "mm_exe_file",
+            "file_f_path",
+            "path_dentry",
+            "path_mnt",
+        ],
         loss: "in-kernel kill-process rules (kills fall back to userspace, after the program started)",
     },
     ProgramSpec {
@@ -110,515 +147,860 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         attach: Attach::CgroupSockAddrOnDemand,
         required_offsets: &[],
         loss: "block-egress for IPv6 UDP sendmsg(2)",
-    },    // Syscall sensors (issue 3): agent-ebpf/src/{net,file,creds,nsctl,mount}.rs.
+    }, // Syscall sensors (issue 3): agent-ebpf/src/{net,file,creds,nsctl,mount}.rs.
     ProgramSpec {
         program: "sys_enter_connect",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_connect" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_connect",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "connect events (outbound connections, with result)",
     },
     ProgramSpec {
         program: "sys_exit_connect",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_connect" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_connect",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "connect events (outbound connections, with result)",
     },
     ProgramSpec {
         program: "sys_enter_sendto",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_sendto" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_sendto",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "send events for sendto(2) with a destination (UDP egress, DNS)",
     },
     ProgramSpec {
         program: "sys_exit_sendto",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_sendto" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_sendto",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "send events for sendto(2) with a destination (UDP egress, DNS)",
     },
     ProgramSpec {
         program: "sys_enter_sendmsg",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_sendmsg" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_sendmsg",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "send events for sendmsg(2) with a destination",
     },
     ProgramSpec {
         program: "sys_exit_sendmsg",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_sendmsg" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_sendmsg",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "send events for sendmsg(2) with a destination",
     },
     ProgramSpec {
         program: "sys_enter_bind",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_bind" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_bind",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "bind events",
     },
     ProgramSpec {
         program: "sys_exit_bind",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_bind" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_bind",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "bind events",
     },
     ProgramSpec {
         program: "sys_enter_listen",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_listen" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_listen",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "listen events (listening sockets)",
     },
     ProgramSpec {
         program: "sys_exit_listen",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_listen" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_listen",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "listen events (listening sockets)",
     },
     ProgramSpec {
         program: "sys_enter_accept",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_accept" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_accept",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "accept events from accept(2)",
     },
     ProgramSpec {
         program: "sys_exit_accept",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_accept" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_accept",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "accept events from accept(2)",
     },
     ProgramSpec {
         program: "sys_enter_accept4",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_accept4" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_accept4",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "accept events from accept4(2)",
     },
     ProgramSpec {
         program: "sys_exit_accept4",
         sensor: "network",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_accept4" },
-        required_offsets: &["task_files", "files_struct_fdt", "fdtable_fd", "fdtable_max_fds", "file_f_inode", "inode_i_mode", "file_private_data", "socket_sk"],
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_accept4",
+        },
+        required_offsets: &[
+            "task_files",
+            "files_struct_fdt",
+            "fdtable_fd",
+            "fdtable_max_fds",
+            "file_f_inode",
+            "inode_i_mode",
+            "file_private_data",
+            "socket_sk",
+        ],
         loss: "accept events from accept4(2)",
     },
     ProgramSpec {
         program: "sys_enter_openat",
         sensor: "file",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_openat" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_openat",
+        },
         required_offsets: &[],
         loss: "file_open events from openat(2)",
     },
     ProgramSpec {
         program: "sys_exit_openat",
         sensor: "file",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_openat" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_openat",
+        },
         required_offsets: &[],
         loss: "file_open events from openat(2)",
     },
     ProgramSpec {
         program: "sys_enter_openat2",
         sensor: "file",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_openat2" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_openat2",
+        },
         required_offsets: &[],
         loss: "file_open events from openat2(2)",
     },
     ProgramSpec {
         program: "sys_exit_openat2",
         sensor: "file",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_openat2" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_openat2",
+        },
         required_offsets: &[],
         loss: "file_open events from openat2(2)",
     },
     ProgramSpec {
         program: "sys_enter_open",
         sensor: "file",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_open" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_open",
+        },
         required_offsets: &[],
         loss: "file_open events from open(2) (x86_64 only)",
     },
     ProgramSpec {
         program: "sys_exit_open",
         sensor: "file",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_open" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_open",
+        },
         required_offsets: &[],
         loss: "file_open events from open(2) (x86_64 only)",
     },
     ProgramSpec {
         program: "cap_capable",
         sensor: "capability",
-        attach: Attach::TracePoint { category: "capability", name: "cap_capable" },
+        attach: Attach::TracePoint {
+            category: "capability",
+            name: "cap_capable",
+        },
         required_offsets: &["task_group_leader", "task_start_boottime"],
         loss: "capability events (capability checks)",
     },
     ProgramSpec {
         program: "sys_enter_setuid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_setuid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_setuid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setuid(2)",
     },
     ProgramSpec {
         program: "sys_exit_setuid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_setuid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_setuid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setuid(2)",
     },
     ProgramSpec {
         program: "sys_enter_setgid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_setgid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_setgid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setgid(2)",
     },
     ProgramSpec {
         program: "sys_exit_setgid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_setgid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_setgid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setgid(2)",
     },
     ProgramSpec {
         program: "sys_enter_setreuid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_setreuid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_setreuid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setreuid(2)",
     },
     ProgramSpec {
         program: "sys_exit_setreuid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_setreuid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_setreuid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setreuid(2)",
     },
     ProgramSpec {
         program: "sys_enter_setregid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_setregid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_setregid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setregid(2)",
     },
     ProgramSpec {
         program: "sys_exit_setregid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_setregid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_setregid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setregid(2)",
     },
     ProgramSpec {
         program: "sys_enter_setresuid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_setresuid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_setresuid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setresuid(2)",
     },
     ProgramSpec {
         program: "sys_exit_setresuid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_setresuid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_setresuid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setresuid(2)",
     },
     ProgramSpec {
         program: "sys_enter_setresgid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_setresgid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_setresgid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setresgid(2)",
     },
     ProgramSpec {
         program: "sys_exit_setresgid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_setresgid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_setresgid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setresgid(2)",
     },
     ProgramSpec {
         program: "sys_enter_setfsuid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_setfsuid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_setfsuid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setfsuid(2)",
     },
     ProgramSpec {
         program: "sys_exit_setfsuid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_setfsuid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_setfsuid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setfsuid(2)",
     },
     ProgramSpec {
         program: "sys_enter_setfsgid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_setfsgid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_setfsgid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setfsgid(2)",
     },
     ProgramSpec {
         program: "sys_exit_setfsgid",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_setfsgid" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_setfsgid",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from setfsgid(2)",
     },
     ProgramSpec {
         program: "sys_enter_capset",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_capset" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_capset",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from capset(2)",
     },
     ProgramSpec {
         program: "sys_exit_capset",
         sensor: "privilege",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_capset" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_capset",
+        },
         required_offsets: &["task_cred", "cred_uid", "cred_euid"],
         loss: "privilege_change events from capset(2)",
     },
     ProgramSpec {
         program: "sys_enter_unshare",
         sensor: "namespace",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_unshare" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_unshare",
+        },
         required_offsets: &[],
         loss: "namespace events from unshare(2)",
     },
     ProgramSpec {
         program: "sys_exit_unshare",
         sensor: "namespace",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_unshare" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_unshare",
+        },
         required_offsets: &[],
         loss: "namespace events from unshare(2)",
     },
     ProgramSpec {
         program: "sys_enter_setns",
         sensor: "namespace",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_setns" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_setns",
+        },
         required_offsets: &[],
         loss: "namespace events from setns(2)",
     },
     ProgramSpec {
         program: "sys_exit_setns",
         sensor: "namespace",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_setns" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_setns",
+        },
         required_offsets: &[],
         loss: "namespace events from setns(2)",
     },
     ProgramSpec {
         program: "sys_enter_ptrace",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_ptrace" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_ptrace",
+        },
         required_offsets: &[],
         loss: "ptrace events",
     },
     ProgramSpec {
         program: "sys_exit_ptrace",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_ptrace" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_ptrace",
+        },
         required_offsets: &[],
         loss: "ptrace events",
     },
     ProgramSpec {
         program: "sys_enter_memfd_create",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_memfd_create" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_memfd_create",
+        },
         required_offsets: &[],
         loss: "memfd events (fileless execution precursor)",
     },
     ProgramSpec {
         program: "sys_exit_memfd_create",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_memfd_create" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_memfd_create",
+        },
         required_offsets: &[],
         loss: "memfd events (fileless execution precursor)",
     },
     ProgramSpec {
         program: "sys_enter_init_module",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_init_module" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_init_module",
+        },
         required_offsets: &[],
         loss: "module_load events from init_module(2)",
     },
     ProgramSpec {
         program: "sys_exit_init_module",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_init_module" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_init_module",
+        },
         required_offsets: &[],
         loss: "module_load events from init_module(2)",
     },
     ProgramSpec {
         program: "sys_enter_finit_module",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_finit_module" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_finit_module",
+        },
         required_offsets: &[],
         loss: "module_load events from finit_module(2)",
     },
     ProgramSpec {
         program: "sys_exit_finit_module",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_finit_module" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_finit_module",
+        },
         required_offsets: &[],
         loss: "module_load events from finit_module(2)",
     },
     ProgramSpec {
         program: "sys_enter_bpf",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_bpf" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_bpf",
+        },
         required_offsets: &[],
         loss: "bpf events (bpf(2) commands)",
     },
     ProgramSpec {
         program: "sys_exit_bpf",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_bpf" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_bpf",
+        },
         required_offsets: &[],
         loss: "bpf events (bpf(2) commands)",
     },
     ProgramSpec {
         program: "sys_enter_dup2",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_dup2" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_dup2",
+        },
         required_offsets: &[],
         loss: "fd_dup events from dup2(2) (reverse shells)",
     },
     ProgramSpec {
         program: "sys_exit_dup2",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_dup2" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_dup2",
+        },
         required_offsets: &[],
         loss: "fd_dup events from dup2(2) (reverse shells)",
     },
     ProgramSpec {
         program: "sys_enter_dup3",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_dup3" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_dup3",
+        },
         required_offsets: &[],
         loss: "fd_dup events from dup3(2)",
     },
     ProgramSpec {
         program: "sys_exit_dup3",
         sensor: "process_control",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_dup3" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_dup3",
+        },
         required_offsets: &[],
         loss: "fd_dup events from dup3(2)",
     },
     ProgramSpec {
         program: "sys_enter_mount",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_mount" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_mount",
+        },
         required_offsets: &[],
         loss: "mount events from mount(2)",
     },
     ProgramSpec {
         program: "sys_exit_mount",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_mount" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_mount",
+        },
         required_offsets: &[],
         loss: "mount events from mount(2)",
     },
     ProgramSpec {
         program: "sys_enter_umount",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_umount" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_umount",
+        },
         required_offsets: &[],
         loss: "mount events from umount2(2)",
     },
     ProgramSpec {
         program: "sys_exit_umount",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_umount" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_umount",
+        },
         required_offsets: &[],
         loss: "mount events from umount2(2)",
     },
     ProgramSpec {
         program: "sys_enter_fsopen",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_fsopen" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_fsopen",
+        },
         required_offsets: &[],
         loss: "mount events from fsopen(2)",
     },
     ProgramSpec {
         program: "sys_exit_fsopen",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_fsopen" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_fsopen",
+        },
         required_offsets: &[],
         loss: "mount events from fsopen(2)",
     },
     ProgramSpec {
         program: "sys_enter_fsconfig",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_fsconfig" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_fsconfig",
+        },
         required_offsets: &[],
         loss: "mount events from fsconfig(2)",
     },
     ProgramSpec {
         program: "sys_exit_fsconfig",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_fsconfig" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_fsconfig",
+        },
         required_offsets: &[],
         loss: "mount events from fsconfig(2)",
     },
     ProgramSpec {
         program: "sys_enter_fsmount",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_fsmount" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_fsmount",
+        },
         required_offsets: &[],
         loss: "mount events from fsmount(2)",
     },
     ProgramSpec {
         program: "sys_exit_fsmount",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_fsmount" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_fsmount",
+        },
         required_offsets: &[],
         loss: "mount events from fsmount(2)",
     },
     ProgramSpec {
         program: "sys_enter_move_mount",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_move_mount" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_move_mount",
+        },
         required_offsets: &[],
         loss: "mount events from move_mount(2)",
     },
     ProgramSpec {
         program: "sys_exit_move_mount",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_move_mount" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_move_mount",
+        },
         required_offsets: &[],
         loss: "mount events from move_mount(2)",
     },
     ProgramSpec {
         program: "sys_enter_open_tree",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_open_tree" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_open_tree",
+        },
         required_offsets: &[],
         loss: "mount events from open_tree(2)",
     },
     ProgramSpec {
         program: "sys_exit_open_tree",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_open_tree" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_open_tree",
+        },
         required_offsets: &[],
         loss: "mount events from open_tree(2)",
     },
     ProgramSpec {
         program: "sys_enter_mount_setattr",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_enter_mount_setattr" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_mount_setattr",
+        },
         required_offsets: &[],
         loss: "mount events from mount_setattr(2)",
     },
     ProgramSpec {
         program: "sys_exit_mount_setattr",
         sensor: "mount",
-        attach: Attach::TracePoint { category: "syscalls", name: "sys_exit_mount_setattr" },
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_mount_setattr",
+        },
         required_offsets: &[],
         loss: "mount events from mount_setattr(2)",
     },
@@ -699,7 +1081,12 @@ impl Sensor {
         }
         let resolved = offsets::resolve(&cfg.btf_path)?;
         for (field, path, why) in &resolved.missing {
-            warn!(field, btf_path = path, reason = why, "kernel field not found; dependent data will be missing");
+            warn!(
+                field,
+                btf_path = path,
+                reason = why,
+                "kernel field not found; dependent data will be missing"
+            );
         }
         let tracefs_error = match tracefs::ensure_mounted() {
             Ok(_) => None,
@@ -720,7 +1107,9 @@ impl Sensor {
         for spec in PROGRAMS {
             let st = attach_one(&mut ebpf, spec, &resolved, tracefs_error.as_deref());
             match &st {
-                ProgramStatus::Attached => info!(program = spec.program, sensor = spec.sensor, "attached"),
+                ProgramStatus::Attached => {
+                    info!(program = spec.program, sensor = spec.sensor, "attached")
+                }
                 ProgramStatus::Disabled(why) => warn!(
                     program = spec.program,
                     sensor = spec.sensor,
@@ -734,19 +1123,35 @@ impl Sensor {
         if !status.values().any(|s| *s == ProgramStatus::Attached) {
             return Err(LoadError::NothingAttached);
         }
-        Ok(Self { ebpf, status, offsets: resolved })
+        Ok(Self {
+            ebpf,
+            status,
+            offsets: resolved,
+        })
     }
 
     /// Takes the ring buffer (once).
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| LoadError::Map { name: "EVENTS", source })
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map {
+            name: "EVENTS",
+            source,
+        })
     }
 
     /// Takes the per-CPU loss counters (once).
     pub fn take_lost(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
-        let map = self.ebpf.take_map("LOST").ok_or(LoadError::MissingMap("LOST"))?;
-        PerCpuArray::try_from(map).map_err(|source| LoadError::Map { name: "LOST", source })
+        let map = self
+            .ebpf
+            .take_map("LOST")
+            .ok_or(LoadError::MissingMap("LOST"))?;
+        PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
+            name: "LOST",
+            source,
+        })
     }
 
     /// Sets the in-kernel cgroup filter: `mode` is one of
@@ -755,23 +1160,41 @@ impl Sensor {
     /// applies a new mode to an old set.
     pub fn set_cgroup_filter(&mut self, mode: u32, ids: &[u64]) -> Result<(), LoadError> {
         {
-            let map = self.ebpf.map_mut("CGROUP_FILTER").ok_or(LoadError::MissingMap("CGROUP_FILTER"))?;
+            let map = self
+                .ebpf
+                .map_mut("CGROUP_FILTER")
+                .ok_or(LoadError::MissingMap("CGROUP_FILTER"))?;
             let mut set: HashMap<_, u64, u8> =
-                HashMap::try_from(map).map_err(|source| LoadError::Map { name: "CGROUP_FILTER", source })?;
+                HashMap::try_from(map).map_err(|source| LoadError::Map {
+                    name: "CGROUP_FILTER",
+                    source,
+                })?;
             let old: Vec<u64> = set.keys().filter_map(Result::ok).collect();
             for id in ids {
-                set.insert(id, 1, 0).map_err(|source| LoadError::Map { name: "CGROUP_FILTER", source })?;
+                set.insert(id, 1, 0).map_err(|source| LoadError::Map {
+                    name: "CGROUP_FILTER",
+                    source,
+                })?;
             }
             for id in old.iter().filter(|id| !ids.contains(id)) {
                 let _ = set.remove(id);
             }
         }
-        let map = self.ebpf.map_mut("SETTINGS").ok_or(LoadError::MissingMap("SETTINGS"))?;
+        let map = self
+            .ebpf
+            .map_mut("SETTINGS")
+            .ok_or(LoadError::MissingMap("SETTINGS"))?;
         let mut settings: Array<_, Settings> =
-            Array::try_from(map).map_err(|source| LoadError::Map { name: "SETTINGS", source })?;
+            Array::try_from(map).map_err(|source| LoadError::Map {
+                name: "SETTINGS",
+                source,
+            })?;
         let mut cur = settings.get(&0, 0).unwrap_or_default();
         cur.cgroup_filter_mode = mode;
-        settings.set(0, cur, 0).map_err(|source| LoadError::Map { name: "SETTINGS", source })?;
+        settings.set(0, cur, 0).map_err(|source| LoadError::Map {
+            name: "SETTINGS",
+            source,
+        })?;
         Ok(())
     }
 
@@ -782,7 +1205,10 @@ impl Sensor {
     }
 
     /// Replaces the in-kernel filters while the programs run.
-    pub fn apply_filters(&mut self, filters: &super::filters::SensorFilters) -> Result<(), LoadError> {
+    pub fn apply_filters(
+        &mut self,
+        filters: &super::filters::SensorFilters,
+    ) -> Result<(), LoadError> {
         Ok(filters.apply(&mut self.ebpf)?)
     }
 
@@ -795,9 +1221,7 @@ impl Sensor {
     }
 
     /// Records submitted to the ring buffer per kind by the syscall sensors.
-    pub fn submitted_counts(
-        &self,
-    ) -> Result<BTreeMap<&'static str, u64>, LoadError> {
+    pub fn submitted_counts(&self) -> Result<BTreeMap<&'static str, u64>, LoadError> {
         Ok(super::filters::submitted_counts(&self.ebpf)?)
     }
 
@@ -829,7 +1253,9 @@ fn attach_one(
                 return ProgramStatus::Disabled(format!("tracefs unavailable: {e}"));
             }
             if !tracefs::tracepoint_exists(category, name) {
-                return ProgramStatus::Disabled(format!("tracepoint {category}:{name} does not exist on this kernel"));
+                return ProgramStatus::Disabled(format!(
+                    "tracepoint {category}:{name} does not exist on this kernel"
+                ));
             }
             let tp: &mut TracePoint = match prog.try_into() {
                 Ok(tp) => tp,

@@ -35,7 +35,9 @@ pub struct Loss {
 
 /// Name of a loss-counter slot.
 pub fn kind_name(slot: u32) -> String {
-    EventKind::from_u16(slot as u16).map(|k| k.name().to_string()).unwrap_or_else(|| format!("kind_{slot}"))
+    EventKind::from_u16(slot as u16)
+        .map(|k| k.name().to_string())
+        .unwrap_or_else(|| format!("kind_{slot}"))
 }
 
 /// Tracks counter totals between polls.
@@ -46,7 +48,10 @@ pub struct LossTracker {
 
 impl LossTracker {
     pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
-        Self { map, last: BTreeMap::new() }
+        Self {
+            map,
+            last: BTreeMap::new(),
+        }
     }
 
     /// Reads all counters and returns the increases since the last call.
@@ -64,9 +69,17 @@ impl LossTracker {
             if total > prev {
                 let kind = kind_name(slot);
                 let count = total - prev;
-                LOST.get_or_create(&LostLabel { kind: kind.clone(), reason: "ringbuf_full" }).inc_by(count);
+                LOST.get_or_create(&LostLabel {
+                    kind: kind.clone(),
+                    reason: "ringbuf_full",
+                })
+                .inc_by(count);
                 tracing::warn!(kind, count, reason = "ringbuf_full", "kernel events lost");
-                out.push(Loss { kind, count, reason: "ringbuf_full" });
+                out.push(Loss {
+                    kind,
+                    count,
+                    reason: "ringbuf_full",
+                });
             }
         }
         out

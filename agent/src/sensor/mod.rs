@@ -14,8 +14,9 @@ pub mod ring;
 pub mod tracefs;
 
 pub use decode::{DecodeError, RawEvent, decode};
-pub use loader::{LoadError, ProgramSpec, ProgramStatus, Sensor, SensorConfig, PROGRAMS};
+pub use loader::{LoadError, PROGRAMS, ProgramSpec, ProgramStatus, Sensor, SensorConfig};
 
 /// The kernel programs, built by `build.rs` from `agent-ebpf` and embedded so
 /// the agent is a single file. Empty when built with `AYA_BUILD_SKIP=1`.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));

@@ -16,7 +16,13 @@ pub fn ensure_mounted() -> io::Result<bool> {
     let target = c"/sys/kernel/tracing";
     // SAFETY: plain mount(2) with valid NUL-terminated strings.
     let rc = unsafe {
-        libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());

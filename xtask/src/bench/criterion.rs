@@ -121,8 +121,10 @@ pub fn run(root: &Path) -> Result<Option<Vec<BenchFigure>>, BenchError> {
     eprintln!("xtask: bench: running the rule-engine criterion benchmark");
     let out = Command::new("cargo")
         .current_dir(root)
-        // The rule engine needs no kernel object.
-        .env("AYA_BUILD_SKIP", "1")
+        // Not AYA_BUILD_SKIP: cargo also rebuilds the package's binary for a
+        // bench, and a picket without its kernel object must not replace
+        // the real one in the shared target directory.
+        .env_remove("AYA_BUILD_SKIP")
         .args([
             "bench", "-p", "picket", "--bench", "rules", "--", "--noplot",
         ])

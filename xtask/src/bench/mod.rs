@@ -126,18 +126,25 @@ pub struct BenchArgs {
     /// Extra arguments for `picket run` (repeatable, e.g. `--picket-arg=--ring-buffer-bytes=4194304`).
     #[arg(long = "picket-arg", allow_hyphen_values = true)]
     pub picket_args: Vec<String>,
-    /// What triggers the latency alerts: a monitored path to open, or `exec`.
-    #[arg(long, default_value = "/etc/shadow")]
+    /// What triggers the latency alerts: a monitored path to open (`{i}` is
+    /// replaced by a counter, so every open is a new path and the rule's
+    /// de-duplication does not swallow the alerts; the file need not exist),
+    /// or `exec`. The default matches the default rule `read-sensitive-file`.
+    #[arg(long, default_value = "/root/.ssh/picket-bench-latency-{i}")]
     pub latency_trigger: String,
     /// Trigger operations per second for the latency measurement.
     #[arg(long, default_value_t = 100)]
     pub latency_rate: u64,
+    /// Execs in the exec storm (default 5,000; 1,000 with --quick).
     #[arg(long)]
     pub exec_n: Option<u64>,
+    /// Connects in the connect storm (default 40,000; 5,000 with --quick).
     #[arg(long)]
     pub connect_n: Option<u64>,
+    /// Opens in the file-open storm (default 200,000; 20,000 with --quick).
     #[arg(long)]
     pub open_n: Option<u64>,
+    /// Size factor of the mixed workload (default 4; 1 with --quick).
     #[arg(long)]
     pub mixed_scale: Option<u64>,
     /// Number of processes for the memory measurement.
@@ -226,6 +233,8 @@ fn picket_binary(args: &BenchArgs, root: &Path) -> Result<PathBuf, BenchError> {
     let st = Command::new("cargo")
         .current_dir(root)
         .args(["build", "--release", "-p", "picket"])
+        // The kernel object must be built in.
+        .env_remove("AYA_BUILD_SKIP")
         .status()
         .map_err(|e| BenchError::Tool {
             tool: "cargo build".into(),
@@ -310,12 +319,17 @@ fn run(args: &BenchArgs) -> Result<(), BenchError> {
     });
 
     let mut machine = sys::machine(&root);
+    let tmp = TempDir::new()?;
     let picket_bin = if needs_picket {
-        picket_binary(args, &root)?
+        // Run a private copy: a later cargo build (e.g. of the rule bench)
+        // may replace the file in the target directory.
+        let built = picket_binary(args, &root)?;
+        let copy = tmp.0.join("picket");
+        std::fs::copy(&built, &copy).map_err(|e| BenchError::io(&built, e))?;
+        copy
     } else {
         PathBuf::from("picket")
     };
-    let tmp = TempDir::new()?;
     let rules = args.rules.clone().unwrap_or_else(|| root.join("rules"));
     // A monitored file inside the temp dir too (Picket watches `*/.ssh/authorized_keys`).
     let ssh_keys = tmp.0.join("home/.ssh/authorized_keys");

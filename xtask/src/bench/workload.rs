@@ -157,8 +157,19 @@ pub fn run_child(kind: ChildKind, a: &ChildArgs) -> Result<(), BenchError> {
                 .paths
                 .first()
                 .ok_or_else(|| BenchError::Child("paced-open needs --child-path".into()))?;
+            // `{i}` in the path becomes the operation's number: distinct paths
+            // defeat the rules' de-duplication (one alert per path).
+            let pattern = path.to_string_lossy().into_owned();
+            let unique = pattern.contains("{i}");
+            let mut i = 0u64;
             paced(a.rate, a.secs, || {
-                let _ = File::open(path);
+                // Failing opens (missing files) are reported by Picket too.
+                if unique {
+                    let _ = File::open(pattern.replace("{i}", &i.to_string()));
+                } else {
+                    let _ = File::open(path);
+                }
+                i += 1;
                 Ok(())
             })?
         }

@@ -1,0 +1,716 @@
+//! The containment engine: one entry point ([`Containment::execute`]) for
+//! actions requested by rules (from alerts) and by incident responders (the
+//! gRPC API / `picket contain`), with the safety checks in front and an
+//! audit record (plus a Kubernetes Event on the pod) behind every action.
+
+use std::{
+    collections::{BTreeSet, VecDeque},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use agent_common::enforce::enforce_action;
+use aya::maps::{MapData, RingBuf};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{
+    action::{ActionKind, ActionRecord, ActionRequest, Outcome, Target, Trigger},
+    cgroups,
+    kernel::{KernelEnforcer, KernelKill, decode_record},
+    kill_rules::{KillRuleSpec, KillScope},
+    kube::KubeActions,
+    metrics::{ACTIONS, ActionLabels, LOSSES, LossLabels, REFUSALS, RefusalLabels},
+    procs,
+    safety::{self, RateLimiter, Refusal, SafetyConfig},
+};
+
+/// Engine configuration.
+#[derive(Debug, Clone)]
+pub struct ContainmentConfig {
+    pub safety: SafetyConfig,
+    /// This node (record ids, Event source).
+    pub node_name: String,
+    pub proc_root: PathBuf,
+    /// cgroup v2 mount point (pod cgroups are searched below it).
+    pub cgroup_root: PathBuf,
+    /// Grace period of delete-pod when the request gives none.
+    pub delete_grace_period_seconds: u32,
+    /// How long kill-container waits for the cgroup to be empty.
+    pub kill_wait: Duration,
+    /// Records kept for `ListActions`.
+    pub history: usize,
+}
+
+impl Default for ContainmentConfig {
+    fn default() -> Self {
+        Self {
+            safety: SafetyConfig::default(),
+            node_name: String::new(),
+            proc_root: PathBuf::from("/proc"),
+            cgroup_root: cgroups::cgroup_v2_root(),
+            delete_grace_period_seconds: 30,
+            kill_wait: Duration::from_secs(5),
+            history: 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainError {
+    #[error("no Kubernetes API access (host mode): {0} is not possible")]
+    NoKube(ActionKind),
+    #[error("the containment programs are not loaded: {0} is not possible")]
+    NoKernel(ActionKind),
+    #[error("pod {0} not found")]
+    PodNotFound(String),
+    #[error(transparent)]
+    Kube(#[from] super::kube::KubeError),
+    #[error(transparent)]
+    Kernel(#[from] super::kernel::KernelError),
+    #[error(transparent)]
+    Kill(#[from] procs::KillError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The containment engine. Cheap to share (`Arc`); every method takes `&self`.
+pub struct Containment {
+    cfg: ContainmentConfig,
+    limiter: Mutex<RateLimiter>,
+    kernel: Option<Mutex<KernelEnforcer>>,
+    kube: Option<KubeActions>,
+    audit: Option<mpsc::Sender<ActionRecord>>,
+    history: Mutex<VecDeque<ActionRecord>>,
+    /// Pods this agent isolated (for release).
+    isolated: Mutex<BTreeSet<(String, String)>>,
+    seq: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Containment {
+    pub fn new(cfg: ContainmentConfig) -> Self {
+        Self {
+            limiter: Mutex::new(RateLimiter::new(&cfg.safety)),
+            cfg,
+            kernel: None,
+            kube: None,
+            audit: None,
+            history: Mutex::new(VecDeque::new()),
+            isolated: Mutex::new(BTreeSet::new()),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Enables the kernel actions (kill rules, block-egress). Marks the
+    /// `kubepods` cgroups as container roots and the agent's own cgroup as
+    /// protected in the kernel.
+    pub fn with_kernel(mut self, mut k: KernelEnforcer) -> Result<Self, ContainError> {
+        let roots: Vec<u64> = cgroups::find_dirs(&self.cfg.cgroup_root, cgroups::is_container_root)
+            .iter()
+            .filter_map(|p| cgroups::cgroup_id(p).ok())
+            .collect();
+        let protected: Vec<u64> = self
+            .cfg
+            .safety
+            .own_cgroup
+            .iter()
+            .filter_map(|p| cgroups::cgroup_id(p).ok())
+            .collect();
+        k.set_cgroup_facts(roots, protected)?;
+        self.kernel = Some(Mutex::new(k));
+        Ok(self)
+    }
+
+    /// Replaces the container roots and protected cgroups the kernel uses
+    /// (tests and non-Kubernetes layouts).
+    pub fn set_kernel_cgroups(
+        &self,
+        container_roots: Vec<u64>,
+        protected: Vec<u64>,
+    ) -> Result<(), ContainError> {
+        let k = self
+            .kernel
+            .as_ref()
+            .ok_or(ContainError::NoKernel(ActionKind::KillProcess))?;
+        lock(k).set_cgroup_facts(container_roots, protected)?;
+        Ok(())
+    }
+
+    /// Enables the pod actions (isolate, delete) and Events.
+    pub fn with_kube(mut self, k: KubeActions) -> Self {
+        self.kube = Some(k);
+        self
+    }
+
+    /// Every record is also sent here (the alert stream / spool).
+    pub fn with_audit(mut self, tx: mpsc::Sender<ActionRecord>) -> Self {
+        self.audit = Some(tx);
+        self
+    }
+
+    pub fn config(&self) -> &ContainmentConfig {
+        &self.cfg
+    }
+
+    /// Installs the in-kernel kill-process rules. The safety layer applies:
+    /// global dry-run makes every rule dry-run, and rules scoped `Anywhere`
+    /// (host processes included) are refused unless `allow_host`.
+    pub fn install_kill_rules(&self, rules: &[KillRuleSpec]) -> Result<(), ContainError> {
+        let k = self
+            .kernel
+            .as_ref()
+            .ok_or(ContainError::NoKernel(ActionKind::KillProcess))?;
+        let mut rules = rules.to_vec();
+        for r in &mut rules {
+            if r.scope == KillScope::Anywhere && !self.cfg.safety.allow_host {
+                REFUSALS
+                    .get_or_create(&RefusalLabels {
+                        action: "kill-process",
+                        reason: "host",
+                    })
+                    .inc();
+                warn!(rule = %r.id, "kill rule scoped to every process refused: acting on host processes is not allowed");
+                return Err(ContainError::Other(format!(
+                    "rule {}: {}",
+                    r.id,
+                    Refusal::Host
+                )));
+            }
+            r.dry_run |= self.cfg.safety.dry_run;
+        }
+        lock(k).install_kill_rules(&rules)?;
+        info!(rules = rules.len(), "in-kernel kill rules installed");
+        Ok(())
+    }
+
+    /// Executes one action and returns its audit record (also sent to the
+    /// audit channel, kept for `ListActions` and posted as an Event).
+    pub async fn execute(&self, mut req: ActionRequest) -> ActionRecord {
+        let dry_run = self.cfg.safety.dry_run || req.dry_run;
+        if let Err(e) = self.resolve_target(&mut req).await {
+            return self
+                .finish(
+                    &req,
+                    dry_run,
+                    Outcome::Failed,
+                    e.to_string(),
+                    None,
+                    false,
+                    false,
+                )
+                .await;
+        }
+        let checks = safety::validate(&req)
+            .and_then(|()| safety::check_protection(&self.cfg.safety, &req))
+            .and_then(|()| {
+                lock(&self.limiter).acquire(
+                    req.trigger.rule(),
+                    req.target.namespace.as_deref(),
+                    Instant::now(),
+                    dry_run,
+                )
+            });
+        if let Err(r) = checks {
+            return self
+                .finish(
+                    &req,
+                    dry_run,
+                    Outcome::Refused,
+                    r.to_string(),
+                    Some(r),
+                    false,
+                    false,
+                )
+                .await;
+        }
+        if dry_run {
+            let msg = format!("dry run: would {} {}", req.action, req.target.describe());
+            return self
+                .finish(&req, dry_run, Outcome::DryRun, msg, None, false, false)
+                .await;
+        }
+        match self.perform(&req).await {
+            Ok(msg) => {
+                self.finish(&req, dry_run, Outcome::Succeeded, msg, None, false, true)
+                    .await
+            }
+            Err(e) => {
+                self.finish(
+                    &req,
+                    dry_run,
+                    Outcome::Failed,
+                    e.to_string(),
+                    None,
+                    false,
+                    true,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Lifts block-egress and isolation on `target` (only `action` when
+    /// given). Lifting is never rate limited nor refused for protection.
+    pub async fn release(
+        &self,
+        mut target: Target,
+        action: Option<ActionKind>,
+        trigger: Trigger,
+        reason: String,
+        dry_run: bool,
+    ) -> Vec<ActionRecord> {
+        let dry_run = self.cfg.safety.dry_run || dry_run;
+        let mut out = Vec::new();
+        let kinds: Vec<ActionKind> = match action {
+            Some(a) => vec![a],
+            None => vec![ActionKind::BlockEgress, ActionKind::IsolatePod],
+        };
+        for kind in kinds {
+            let mut req = ActionRequest::new(kind, target.clone(), trigger.clone());
+            req.reason = reason.clone();
+            if let Err(e) = self.resolve_target(&mut req).await {
+                // Releasing everything: a kind whose target part cannot be
+                // found (no cgroup on this node) has nothing to lift.
+                if action.is_some() {
+                    out.push(
+                        self.finish(
+                            &req,
+                            dry_run,
+                            Outcome::Failed,
+                            e.to_string(),
+                            None,
+                            true,
+                            false,
+                        )
+                        .await,
+                    );
+                }
+                continue;
+            }
+            target = req.target.clone();
+            let rec = match self.lift(&req, dry_run).await {
+                Ok(None) => continue, // nothing of this kind to lift
+                Ok(Some(msg)) if dry_run => {
+                    self.finish(&req, true, Outcome::DryRun, msg, None, true, false)
+                        .await
+                }
+                Ok(Some(msg)) => {
+                    self.finish(&req, false, Outcome::Succeeded, msg, None, true, true)
+                        .await
+                }
+                Err(e) => {
+                    self.finish(
+                        &req,
+                        dry_run,
+                        Outcome::Failed,
+                        e.to_string(),
+                        None,
+                        true,
+                        true,
+                    )
+                    .await
+                }
+            };
+            out.push(rec);
+        }
+        out
+    }
+
+    /// The most recent records, newest last (at most `limit`).
+    pub fn list_actions(&self, limit: usize) -> Vec<ActionRecord> {
+        let h = lock(&self.history);
+        h.iter()
+            .skip(h.len().saturating_sub(limit))
+            .cloned()
+            .collect()
+    }
+
+    /// Turns a kernel kill record into an audit record.
+    pub async fn kernel_kill(&self, k: KernelKill) -> ActionRecord {
+        let rule = k
+            .rule_id
+            .clone()
+            .unwrap_or_else(|| format!("kernel-rule-{}", k.rule_index));
+        let mut req = ActionRequest::new(
+            ActionKind::KillProcess,
+            Target {
+                process: procs::start_ticks(&self.cfg.proc_root, k.pid)
+                    .map(|t| super::action::ProcessRef {
+                        pid: k.pid,
+                        start_ticks: t,
+                    })
+                    .or(Some(super::action::ProcessRef {
+                        pid: k.pid,
+                        start_ticks: 0,
+                    })),
+                ..Default::default()
+            },
+            Trigger::Kernel { rule },
+        );
+        req.reason = format!("executable {} ({})", k.executable, k.comm);
+        let cgroup = format!("cgroup id {}", k.cgroup_id);
+        let (outcome, msg, dry) = match k.action {
+            enforce_action::KILLED => (
+                Outcome::Succeeded,
+                format!(
+                    "killed pid {} at exec of {} in {cgroup}",
+                    k.pid, k.executable
+                ),
+                false,
+            ),
+            enforce_action::DRY_RUN => (
+                Outcome::DryRun,
+                format!(
+                    "dry run: would kill pid {} at exec of {} in {cgroup}",
+                    k.pid, k.executable
+                ),
+                true,
+            ),
+            _ => (
+                Outcome::Failed,
+                format!(
+                    "bpf_send_signal failed ({}) for pid {} at exec of {}",
+                    k.signal_ret, k.pid, k.executable
+                ),
+                false,
+            ),
+        };
+        self.finish(&req, dry, outcome, msg, None, false, !dry)
+            .await
+    }
+
+    /// Reads kernel kill records until the ring's fd fails. Spawn it with the
+    /// ring from [`KernelEnforcer::take_records`].
+    pub async fn run_kernel_records(
+        self: Arc<Self>,
+        ring: RingBuf<MapData>,
+    ) -> std::io::Result<()> {
+        // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
+        // owns the ring, and `as_raw_fd` always returns that fd.
+        let mut fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+        }
+        .map_err(std::io::Error::from)?;
+        loop {
+            let mut guard = fd.readable_mut().await?;
+            let mut kills = Vec::new();
+            {
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    let rule_id = |i: u32| {
+                        self.kernel
+                            .as_ref()
+                            .and_then(|k| lock(k).rule_id(i).map(str::to_string))
+                    };
+                    match decode_record(&item, rule_id) {
+                        Some(k) => kills.push(k),
+                        None => {
+                            LOSSES
+                                .get_or_create(&LossLabels {
+                                    what: "undecodable_kernel_record",
+                                })
+                                .inc();
+                            warn!(len = item.len(), "undecodable containment record skipped");
+                        }
+                    }
+                }
+            }
+            guard.clear_ready();
+            for k in kills {
+                self.kernel_kill(k).await;
+            }
+        }
+    }
+
+    /// Fills in the pod's UID and labels from the API server (for the
+    /// protected-label check and conditional deletes) and the cgroup of the
+    /// pod from its UID when the action needs one.
+    async fn resolve_target(&self, req: &mut ActionRequest) -> Result<(), ContainError> {
+        let t = &mut req.target;
+        if let (Some(kube), Some((ns, pod))) = (&self.kube, t.pod_ref())
+            && (t.pod_uid.is_none() || t.labels.is_empty())
+        {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            match kube.pod_info(&ns, &pod).await? {
+                Some((uid, labels)) => {
+                    if t.pod_uid.as_ref().is_some_and(|u| *u != uid) {
+                        return Err(ContainError::PodNotFound(format!(
+                            "{ns}/{pod} with uid {}",
+                            t.pod_uid.as_deref().unwrap_or("")
+                        )));
+                    }
+                    t.pod_uid = Some(uid);
+                    t.labels = labels;
+                }
+                None => return Err(ContainError::PodNotFound(format!("{ns}/{pod}"))),
+            }
+        }
+        let needs_cgroup = matches!(
+            req.action,
+            ActionKind::BlockEgress | ActionKind::KillContainer
+        );
+        if needs_cgroup
+            && t.cgroup.is_none()
+            && let Some(uid) = &t.pod_uid
+        {
+            t.cgroup = cgroups::find_pod_cgroup(&self.cfg.cgroup_root, uid);
+            if t.cgroup.is_none() {
+                return Err(ContainError::Other(format!(
+                    "pod uid {uid} has no cgroup on this node"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn perform(&self, req: &ActionRequest) -> Result<String, ContainError> {
+        let t = &req.target;
+        match req.action {
+            ActionKind::KillProcess => {
+                let p = t
+                    .process
+                    .as_ref()
+                    .ok_or_else(|| ContainError::Other("no process".into()))?;
+                procs::kill_process(&self.cfg.proc_root, p)?;
+                Ok(format!("killed pid {} (SIGKILL through a pidfd)", p.pid))
+            }
+            ActionKind::KillContainer => {
+                let cg = t
+                    .cgroup
+                    .clone()
+                    .ok_or_else(|| ContainError::Other("no cgroup".into()))?;
+                let wait = self.cfg.kill_wait;
+                let cg2 = cg.clone();
+                let (method, n) =
+                    tokio::task::spawn_blocking(move || procs::kill_cgroup(&cg2, wait))
+                        .await
+                        .map_err(|e| ContainError::Other(format!("kill task: {e}")))??;
+                Ok(format!(
+                    "killed {n} processes of cgroup {} ({method:?})",
+                    cg.display()
+                ))
+            }
+            ActionKind::BlockEgress => {
+                let k = self
+                    .kernel
+                    .as_ref()
+                    .ok_or(ContainError::NoKernel(req.action))?;
+                let cg = t
+                    .cgroup
+                    .as_ref()
+                    .ok_or_else(|| ContainError::Other("no cgroup".into()))?;
+                let id = lock(k).block_egress(cg, &req.egress)?;
+                Ok(format!(
+                    "egress of cgroup {} (id {id}) blocked: {:?}",
+                    cg.display(),
+                    req.egress
+                ))
+            }
+            ActionKind::IsolatePod => {
+                let kube = self.kube.as_ref().ok_or(ContainError::NoKube(req.action))?;
+                let (ns, pod) = t
+                    .pod_ref()
+                    .ok_or_else(|| ContainError::Other("no pod".into()))?;
+                let created = kube.isolate(ns, pod).await?;
+                lock(&self.isolated).insert((ns.to_string(), pod.to_string()));
+                Ok(format!(
+                    "pod {ns}/{pod} labeled {}=true; NetworkPolicy {} {}",
+                    super::kube::QUARANTINE_LABEL,
+                    super::kube::QUARANTINE_POLICY,
+                    if created {
+                        "created"
+                    } else {
+                        "already present"
+                    }
+                ))
+            }
+            ActionKind::DeletePod => {
+                let kube = self.kube.as_ref().ok_or(ContainError::NoKube(req.action))?;
+                let (ns, pod) = t
+                    .pod_ref()
+                    .ok_or_else(|| ContainError::Other("no pod".into()))?;
+                let grace = req
+                    .grace_period_seconds
+                    .unwrap_or(self.cfg.delete_grace_period_seconds);
+                kube.delete(ns, pod, t.pod_uid.as_deref(), grace).await?;
+                Ok(format!("pod {ns}/{pod} deleted (grace period {grace}s)"))
+            }
+        }
+    }
+
+    /// Lifts one releasable action; `Ok(None)` when there was nothing to lift.
+    async fn lift(
+        &self,
+        req: &ActionRequest,
+        dry_run: bool,
+    ) -> Result<Option<String>, ContainError> {
+        let t = &req.target;
+        match req.action {
+            ActionKind::BlockEgress => {
+                let (Some(k), Some(cg)) = (self.kernel.as_ref(), t.cgroup.as_ref()) else {
+                    return Ok(None);
+                };
+                let Ok(id) = cgroups::cgroup_id(cg) else {
+                    return Ok(None);
+                };
+                let mut k = lock(k);
+                if !k.egress_blocks().any(|(b, _)| b == id) {
+                    return Ok(None);
+                }
+                if !dry_run {
+                    k.release_egress(id)?;
+                }
+                Ok(Some(format!(
+                    "egress block of cgroup {} lifted",
+                    cg.display()
+                )))
+            }
+            ActionKind::IsolatePod => {
+                let (Some(kube), Some((ns, pod))) = (self.kube.as_ref(), t.pod_ref()) else {
+                    return Ok(None);
+                };
+                let key = (ns.to_string(), pod.to_string());
+                let known = lock(&self.isolated).contains(&key)
+                    || t.labels
+                        .get(super::kube::QUARANTINE_LABEL)
+                        .is_some_and(|v| v == "true");
+                if !known {
+                    return Ok(None);
+                }
+                if !dry_run {
+                    kube.unisolate(ns, pod).await?;
+                    lock(&self.isolated).remove(&key);
+                }
+                Ok(Some(format!(
+                    "pod {ns}/{pod}: label {} removed",
+                    super::kube::QUARANTINE_LABEL
+                )))
+            }
+            other => Err(ContainError::Other(format!("{other} cannot be released"))),
+        }
+    }
+
+    /// Builds, counts, logs, keeps and sends the record; posts the Event.
+    /// `attempted`: the action was tried (an Event is posted for its
+    /// success or failure); false for refusals, dry-runs and targets that
+    /// could not be resolved.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        req: &ActionRequest,
+        dry_run: bool,
+        outcome: Outcome,
+        message: String,
+        refusal: Option<Refusal>,
+        release: bool,
+        attempted: bool,
+    ) -> ActionRecord {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let rec = ActionRecord {
+            id: format!("{}:{}:{n}", self.cfg.node_name, std::process::id()),
+            time: jiff::Timestamp::now(),
+            action: req.action,
+            target: req.target.clone(),
+            triggered_by: req.trigger.clone(),
+            reason: req.reason.clone(),
+            dry_run,
+            outcome,
+            message,
+            refusal: refusal.as_ref().map(|r| r.label().to_string()),
+            release,
+        };
+        ACTIONS
+            .get_or_create(&ActionLabels {
+                action: req.action.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        if let Some(r) = &refusal {
+            REFUSALS
+                .get_or_create(&RefusalLabels {
+                    action: req.action.as_str(),
+                    reason: r.label(),
+                })
+                .inc();
+        }
+        let (action, target, by) = (
+            req.action.as_str(),
+            req.target.describe(),
+            req.trigger.describe(),
+        );
+        match outcome {
+            Outcome::Succeeded | Outcome::DryRun => {
+                info!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, message = %rec.message, "containment action")
+            }
+            Outcome::Refused | Outcome::Failed => {
+                warn!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, message = %rec.message, "containment action not done")
+            }
+        }
+        // A Kubernetes Event is a write: none for dry-runs and refusals.
+        if attempted
+            && matches!(outcome, Outcome::Succeeded | Outcome::Failed)
+            && let (Some(kube), Some((ns, pod))) = (&self.kube, req.target.pod_ref())
+        {
+            let verb = if release {
+                format!("release-{action}")
+            } else {
+                action.to_string()
+            };
+            let msg = format!(
+                "{} by {}: {}{}",
+                outcome.as_str(),
+                by,
+                rec.message,
+                if rec.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (reason: {})", rec.reason)
+                }
+            );
+            if let Err(e) = kube
+                .event(
+                    ns,
+                    pod,
+                    req.target.pod_uid.as_deref(),
+                    !release,
+                    &verb,
+                    &msg,
+                )
+                .await
+            {
+                LOSSES
+                    .get_or_create(&LossLabels {
+                        what: "kubernetes_event",
+                    })
+                    .inc();
+                warn!(error = %e, id = %rec.id, "posting the containment Event failed");
+            }
+        }
+        {
+            let mut h = lock(&self.history);
+            h.push_back(rec.clone());
+            while h.len() > self.cfg.history.max(1) {
+                h.pop_front();
+            }
+        }
+        if let Some(tx) = &self.audit
+            && let Err(e) = tx.try_send(rec.clone())
+        {
+            LOSSES
+                .get_or_create(&LossLabels {
+                    what: "audit_record",
+                })
+                .inc();
+            warn!(error = %e, id = %rec.id, "containment audit record not delivered to the alert stream");
+        }
+        rec
+    }
+}

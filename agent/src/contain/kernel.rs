@@ -1,0 +1,626 @@
+//! The kernel half of containment: the kill-rule maps of `contain_exec`,
+//! the egress policy maps and the `cgroup_sock_addr` links.
+//!
+//! The programs are loaded by the sensor (`sensor::loader::PROGRAMS`,
+//! sensor `containment`); [`KernelEnforcer::take`] takes their maps and a
+//! duplicate of each egress program's fd out of the loaded object, so the
+//! enforcer can live in the containment engine independently of the sensor.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    net::IpAddr,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use agent_common::enforce::{
+    ARGV_KEY_LEN, CgroupEntry, EGRESS_FIXED_BITS, EXE_KEY_LEN, Egress4, Egress6, EgressPolicy,
+    KillConfig, egress_flags, egress_mode, egress_stat,
+};
+use aya::{
+    Ebpf,
+    maps::{
+        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::ProgramFd,
+};
+
+use super::{
+    action::{Destination, EgressScope},
+    kill_rules::{self, CompiledKill, KillRuleSpec},
+};
+
+/// The egress programs, in attach order, with their `bpf_attach_type`.
+const EGRESS_PROGRAMS: [(&str, u32); 4] = [
+    ("contain_connect4", BPF_CGROUP_INET4_CONNECT),
+    ("contain_connect6", BPF_CGROUP_INET6_CONNECT),
+    ("contain_sendmsg4", BPF_CGROUP_UDP4_SENDMSG),
+    ("contain_sendmsg6", BPF_CGROUP_UDP6_SENDMSG),
+];
+
+// enum bpf_attach_type / enum bpf_cmd values (uapi/linux/bpf.h, stable ABI).
+const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
+const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(
+        "map {0} is missing from the eBPF object (was it built without the containment programs?)"
+    )]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("program {0} is not loaded (see the `containment` sensor warnings)")]
+    ProgramMissing(&'static str),
+    #[error("duplicating the fd of program {name}: {source}")]
+    ProgramFd {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("attaching {program} to cgroup {path}: {source}")]
+    Attach {
+        program: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Compile(#[from] kill_rules::CompileError),
+    #[error("the egress destination list has a bad prefix length {0}")]
+    BadPrefix(u8),
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> KernelError {
+    move |source| KernelError::Map { name, source }
+}
+
+/// An active egress block on one cgroup.
+pub struct EgressBlock {
+    pub path: PathBuf,
+    pub scope: EgressScope,
+    /// BPF links: closing them detaches the programs.
+    links: Vec<OwnedFd>,
+    /// LPM keys written for this block (removed on release).
+    keys4: Vec<Key<Egress4>>,
+    keys6: Vec<Key<Egress6>>,
+}
+
+impl std::fmt::Debug for EgressBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressBlock")
+            .field("path", &self.path)
+            .field("scope", &self.scope)
+            .field("links", &self.links.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A kill record read from `ENFORCE_EVENTS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelKill {
+    pub rule_index: u32,
+    /// The rule's id, if the rule set it was compiled from is still installed.
+    pub rule_id: Option<String>,
+    pub pid: u32,
+    pub start_boottime_ns: u64,
+    pub cgroup_id: u64,
+    pub comm: String,
+    pub executable: String,
+    /// One of `agent_common::enforce::enforce_action`.
+    pub action: u32,
+    pub signal_ret: i64,
+    pub flags: u32,
+}
+
+/// Owner of the containment maps and links.
+pub struct KernelEnforcer {
+    kill_config: Array<MapData, KillConfig>,
+    kill_exe: HashMap<MapData, [u8; EXE_KEY_LEN], u64>,
+    kill_exe_prefix: LpmTrie<MapData, [u8; EXE_KEY_LEN], u64>,
+    kill_argv: LpmTrie<MapData, [u8; ARGV_KEY_LEN], u64>,
+    cgroups: HashMap<MapData, u64, CgroupEntry>,
+    egress_policy: HashMap<MapData, u64, EgressPolicy>,
+    dest4: LpmTrie<MapData, Egress4, u8>,
+    dest6: LpmTrie<MapData, Egress6, u8>,
+    stats: PerCpuArray<MapData, u64>,
+    records: Option<RingBuf<MapData>>,
+    programs: Vec<(&'static str, u32, Option<ProgramFd>)>,
+    blocks: BTreeMap<u64, EgressBlock>,
+    /// Currently installed kill rules and what was written for them.
+    installed: CompiledKill,
+    container_roots: Vec<u64>,
+    protected: Vec<u64>,
+    agent_tgid: u32,
+    mm_arg_offsets: (u32, u32),
+}
+
+impl std::fmt::Debug for KernelEnforcer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelEnforcer")
+            .field("rules", &self.installed.ids)
+            .field("egress_blocks", &self.blocks.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let m = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
+    T::try_from(m).map_err(map_err(name))
+}
+
+impl KernelEnforcer {
+    /// Takes the containment maps and egress program fds out of the loaded
+    /// object. `btf` is the running kernel's BTF (for `mm_struct.arg_*`,
+    /// needed by argv conditions; without it argv rules never match).
+    pub fn take(ebpf: &mut Ebpf, btf: Option<&crate::btf::Btf>) -> Result<Self, KernelError> {
+        let mut programs = Vec::new();
+        for (name, attach_type) in EGRESS_PROGRAMS {
+            let fd = match ebpf.program(name).map(|p| p.fd()) {
+                Some(Ok(fd)) => Some(
+                    fd.try_clone()
+                        .map_err(|source| KernelError::ProgramFd { name, source })?,
+                ),
+                _ => {
+                    tracing::warn!(
+                        program = name,
+                        "egress program not loaded; block-egress will fail for its hook"
+                    );
+                    None
+                }
+            };
+            programs.push((name, attach_type, fd));
+        }
+        let mm = |field: &str| {
+            btf.and_then(|b| b.member_offset(field).ok())
+                .unwrap_or(agent_common::offsets::MISSING)
+        };
+        let mm_arg_offsets = (mm("mm_struct.arg_start"), mm("mm_struct.arg_end"));
+        if mm_arg_offsets.0 == agent_common::offsets::MISSING {
+            tracing::warn!(
+                "mm_struct.arg_start not found in BTF; in-kernel argv kill conditions are disabled"
+            );
+        }
+        Ok(Self {
+            kill_config: take(ebpf, "KILL_CONFIG")?,
+            kill_exe: take(ebpf, "KILL_EXE")?,
+            kill_exe_prefix: take(ebpf, "KILL_EXE_PREFIX")?,
+            kill_argv: take(ebpf, "KILL_ARGV")?,
+            cgroups: take(ebpf, "ENFORCE_CGROUPS")?,
+            egress_policy: take(ebpf, "EGRESS_POLICY")?,
+            dest4: take(ebpf, "EGRESS_DEST4")?,
+            dest6: take(ebpf, "EGRESS_DEST6")?,
+            stats: take(ebpf, "EGRESS_STATS")?,
+            records: Some(take(ebpf, "ENFORCE_EVENTS")?),
+            programs,
+            blocks: BTreeMap::new(),
+            installed: CompiledKill::default(),
+            container_roots: Vec::new(),
+            protected: Vec::new(),
+            agent_tgid: std::process::id(),
+            mm_arg_offsets,
+        })
+    }
+
+    /// Takes the kill-record ring buffer (once) for [`decode_record`].
+    pub fn take_records(&mut self) -> Option<RingBuf<MapData>> {
+        self.records.take()
+    }
+
+    /// Sets the cgroups below which processes count as in a container, and
+    /// the protected subtrees (never killed in the kernel). Takes effect
+    /// immediately, with the installed rules.
+    pub fn set_cgroup_facts(
+        &mut self,
+        container_roots: Vec<u64>,
+        protected: Vec<u64>,
+    ) -> Result<(), KernelError> {
+        self.container_roots = container_roots;
+        self.protected = protected;
+        let installed = std::mem::take(&mut self.installed);
+        let r = self.write_compiled(&installed);
+        self.installed = installed;
+        r
+    }
+
+    /// Replaces the in-kernel kill rules. Rules are switched off first and on
+    /// last, so no half-written rule can fire.
+    pub fn install_kill_rules(&mut self, rules: &[KillRuleSpec]) -> Result<(), KernelError> {
+        let compiled = kill_rules::compile(rules)?;
+        self.write_compiled(&compiled)?;
+        self.installed = compiled;
+        Ok(())
+    }
+
+    /// Id of the rule at `index` in the installed set.
+    pub fn rule_id(&self, index: u32) -> Option<&str> {
+        self.installed.ids.get(index as usize).map(String::as_str)
+    }
+
+    fn write_compiled(&mut self, c: &CompiledKill) -> Result<(), KernelError> {
+        // Off first.
+        let mut cfg = self
+            .kill_config
+            .get(&0, 0)
+            .map_err(map_err("KILL_CONFIG"))?;
+        cfg.active = 0;
+        self.kill_config
+            .set(0, cfg, 0)
+            .map_err(map_err("KILL_CONFIG"))?;
+
+        let old: Vec<_> = self.kill_exe.keys().filter_map(Result::ok).collect();
+        for k in &old {
+            let _ = self.kill_exe.remove(k);
+        }
+        for (k, m) in &c.exe {
+            self.kill_exe.insert(k, m, 0).map_err(map_err("KILL_EXE"))?;
+        }
+        let old: Vec<_> = self.kill_exe_prefix.keys().filter_map(Result::ok).collect();
+        for k in &old {
+            let _ = self.kill_exe_prefix.remove(k);
+        }
+        for (bits, k, m) in &c.exe_prefix {
+            self.kill_exe_prefix
+                .insert(&Key::new(*bits, *k), m, 0)
+                .map_err(map_err("KILL_EXE_PREFIX"))?;
+        }
+        let old: Vec<_> = self.kill_argv.keys().filter_map(Result::ok).collect();
+        for k in &old {
+            let _ = self.kill_argv.remove(k);
+        }
+        for (bits, k, m) in &c.argv {
+            self.kill_argv
+                .insert(&Key::new(*bits, *k), m, 0)
+                .map_err(map_err("KILL_ARGV"))?;
+        }
+        let entries =
+            kill_rules::cgroup_entries(&c.cgroup_rules, &self.container_roots, &self.protected);
+        let old: Vec<_> = self.cgroups.keys().filter_map(Result::ok).collect();
+        for k in old.iter().filter(|k| !entries.contains_key(k)) {
+            let _ = self.cgroups.remove(k);
+        }
+        for (id, e) in &entries {
+            self.cgroups
+                .insert(id, e, 0)
+                .map_err(map_err("ENFORCE_CGROUPS"))?;
+        }
+        // On last.
+        let mut cfg = c.config;
+        cfg.agent_tgid = self.agent_tgid;
+        cfg.mm_arg_start = self.mm_arg_offsets.0;
+        cfg.mm_arg_end = self.mm_arg_offsets.1;
+        self.kill_config
+            .set(0, cfg, 0)
+            .map_err(map_err("KILL_CONFIG"))?;
+        Ok(())
+    }
+
+    /// Blocks egress from the cgroup at `path` (and its descendants). A
+    /// second block on the same cgroup replaces the first one's policy.
+    pub fn block_egress(&mut self, path: &Path, scope: &EgressScope) -> Result<u64, KernelError> {
+        let cgroup_err = |source| KernelError::Cgroup {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = File::open(path).map_err(cgroup_err)?;
+        let id = dir.metadata().map_err(cgroup_err)?.ino();
+        if self.blocks.contains_key(&id) {
+            self.release_egress(id)?;
+        }
+        let (policy, dests) = match scope {
+            EgressScope::All => (
+                EgressPolicy {
+                    mode: egress_mode::DENY_ALL,
+                    flags: 0,
+                },
+                Vec::new(),
+            ),
+            EgressScope::AllExceptDns { resolvers } => {
+                let flags = if resolvers.is_empty() {
+                    0
+                } else {
+                    egress_flags::DNS_SERVERS_LISTED
+                };
+                let d = resolvers
+                    .iter()
+                    .map(|a| Destination {
+                        addr: *a,
+                        prefix_len: if a.is_ipv4() { 32 } else { 128 },
+                        port: 53,
+                    })
+                    .collect();
+                (
+                    EgressPolicy {
+                        mode: egress_mode::ALLOW_DNS,
+                        flags,
+                    },
+                    d,
+                )
+            }
+            EgressScope::Destinations(d) => (
+                EgressPolicy {
+                    mode: egress_mode::DENY_LISTED,
+                    flags: 0,
+                },
+                d.clone(),
+            ),
+        };
+        let mut block = EgressBlock {
+            path: path.to_path_buf(),
+            scope: scope.clone(),
+            links: Vec::new(),
+            keys4: Vec::new(),
+            keys6: Vec::new(),
+        };
+        for d in &dests {
+            self.add_destination(id, d, &mut block)?;
+        }
+        self.egress_policy
+            .insert(id, policy, 0)
+            .map_err(map_err("EGRESS_POLICY"))?;
+        let mut failed = None;
+        for (name, attach_type, fd) in &self.programs {
+            let result = match fd {
+                Some(fd) => link_create(fd.as_fd().as_raw_fd(), dir.as_raw_fd(), *attach_type),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "program not loaded",
+                )),
+            };
+            match result {
+                Ok(link) => block.links.push(link),
+                Err(source) => {
+                    failed = Some(KernelError::Attach {
+                        program: name,
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            // Undo: the links close on drop; policy and keys are removed.
+            self.clear_block_maps(id, &block);
+            return Err(e);
+        }
+        self.blocks.insert(id, block);
+        Ok(id)
+    }
+
+    fn add_destination(
+        &mut self,
+        id: u64,
+        d: &Destination,
+        block: &mut EgressBlock,
+    ) -> Result<(), KernelError> {
+        let port = d.port.to_be_bytes();
+        match d.addr {
+            IpAddr::V4(a) => {
+                if d.prefix_len > 32 {
+                    return Err(KernelError::BadPrefix(d.prefix_len));
+                }
+                let key = Key::new(
+                    EGRESS_FIXED_BITS + u32::from(d.prefix_len),
+                    Egress4 {
+                        cgroup: id.to_ne_bytes(),
+                        port,
+                        addr: mask_bytes(a.octets(), d.prefix_len),
+                    },
+                );
+                self.dest4
+                    .insert(&key, 1, 0)
+                    .map_err(map_err("EGRESS_DEST4"))?;
+                block.keys4.push(key);
+            }
+            IpAddr::V6(a) => {
+                if d.prefix_len > 128 {
+                    return Err(KernelError::BadPrefix(d.prefix_len));
+                }
+                let key = Key::new(
+                    EGRESS_FIXED_BITS + u32::from(d.prefix_len),
+                    Egress6 {
+                        cgroup: id.to_ne_bytes(),
+                        port,
+                        addr: mask_bytes(a.octets(), d.prefix_len),
+                    },
+                );
+                self.dest6
+                    .insert(&key, 1, 0)
+                    .map_err(map_err("EGRESS_DEST6"))?;
+                block.keys6.push(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn clear_block_maps(&mut self, id: u64, block: &EgressBlock) {
+        let _ = self.egress_policy.remove(&id);
+        for k in &block.keys4 {
+            let _ = self.dest4.remove(k);
+        }
+        for k in &block.keys6 {
+            let _ = self.dest6.remove(k);
+        }
+    }
+
+    /// Lifts the egress block of cgroup `id`: the links are closed (the
+    /// programs detach) and the policy is removed. `Ok(false)` if there was
+    /// no block.
+    pub fn release_egress(&mut self, id: u64) -> Result<bool, KernelError> {
+        let Some(block) = self.blocks.remove(&id) else {
+            return Ok(false);
+        };
+        self.clear_block_maps(id, &block);
+        drop(block);
+        Ok(true)
+    }
+
+    /// The cgroup ids currently blocked, with their paths.
+    pub fn egress_blocks(&self) -> impl Iterator<Item = (u64, &EgressBlock)> {
+        self.blocks.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// Sum over CPUs of an `egress_stat` counter.
+    pub fn stat(&self, index: u32) -> u64 {
+        self.stats
+            .get(&index, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Denied connect/sendmsg calls since load.
+    pub fn egress_denied(&self) -> u64 {
+        [
+            egress_stat::DENIED_CONNECT4,
+            egress_stat::DENIED_CONNECT6,
+            egress_stat::DENIED_SENDMSG4,
+            egress_stat::DENIED_SENDMSG6,
+        ]
+        .into_iter()
+        .map(|i| self.stat(i))
+        .sum()
+    }
+}
+
+/// `address` with the bits beyond `prefix_len` cleared.
+fn mask_bytes<const N: usize>(mut address: [u8; N], prefix_len: u8) -> [u8; N] {
+    for (i, b) in address.iter_mut().enumerate() {
+        let bits = (prefix_len as usize).saturating_sub(i * 8).min(8);
+        *b &= if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+    }
+    address
+}
+
+/// `bpf(BPF_LINK_CREATE)` of a cgroup program. cgroup links always attach
+/// in multi mode (flags 0), so other programs on the same cgroup (e.g. the
+/// container runtime's) keep running. Closing the returned fd detaches.
+fn link_create(prog_fd: i32, cgroup_fd: i32, attach_type: u32) -> std::io::Result<OwnedFd> {
+    #[repr(C)]
+    struct LinkCreate {
+        prog_fd: u32,
+        target_fd: u32,
+        attach_type: u32,
+        flags: u32,
+        /// The rest of `union bpf_attr` this command may read: zero.
+        _rest: [u64; 8],
+    }
+    let attr = LinkCreate {
+        prog_fd: prog_fd as u32,
+        target_fd: cgroup_fd as u32,
+        attach_type,
+        flags: 0,
+        _rest: [0; 8],
+    };
+    // SAFETY: bpf(2) with a properly sized, zero-padded attribute struct that
+    // lives across the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            &attr as *const LinkCreate,
+            std::mem::size_of::<LinkCreate>() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Decodes one `ENFORCE_EVENTS` record (untrusted bytes: length-checked).
+pub fn decode_record(buf: &[u8], rule_id: impl Fn(u32) -> Option<String>) -> Option<KernelKill> {
+    use agent_common::enforce::{ENFORCE_RECORD_KIND, EnforceEvent};
+    if buf.len() != std::mem::size_of::<EnforceEvent>() {
+        return None;
+    }
+    // SAFETY: length checked; EnforceEvent is plain old data (any bit
+    // pattern is valid); read_unaligned tolerates the ring's alignment.
+    let ev: EnforceEvent = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    if ev.header.kind != ENFORCE_RECORD_KIND {
+        return None;
+    }
+    let n = (ev.exe_len as usize).min(EXE_KEY_LEN);
+    Some(KernelKill {
+        rule_index: ev.rule,
+        rule_id: rule_id(ev.rule),
+        pid: ev.header.pid,
+        start_boottime_ns: ev.header.start_boottime_ns,
+        cgroup_id: ev.header.cgroup_id,
+        comm: crate::sensor::decode::cstr(&ev.comm),
+        executable: if n == 0 {
+            String::new()
+        } else {
+            kill_rules::path_from_exe_key(&ev.exe[..n])
+        },
+        action: ev.action,
+        signal_ret: ev.signal_ret,
+        flags: ev.flags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_prefixes() {
+        assert_eq!(mask_bytes([10, 1, 2, 3], 8), [10, 0, 0, 0]);
+        assert_eq!(mask_bytes([10, 255, 2, 3], 12), [10, 240, 0, 0]);
+        assert_eq!(mask_bytes([1, 2, 3, 4], 32), [1, 2, 3, 4]);
+        assert_eq!(mask_bytes([1, 2, 3, 4], 0), [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn decodes_records_and_rejects_garbage() {
+        use agent_common::enforce::{ENFORCE_RECORD_KIND, EnforceEvent, enforce_action};
+        // SAFETY: all-zero is a valid EnforceEvent.
+        let mut ev: EnforceEvent = unsafe { std::mem::zeroed() };
+        ev.header.kind = ENFORCE_RECORD_KIND;
+        ev.header.pid = 77;
+        ev.rule = 2;
+        ev.action = enforce_action::KILLED;
+        let key = b"\0pmt\0kcab";
+        ev.exe[..key.len()].copy_from_slice(key);
+        ev.exe_len = key.len() as u32;
+        ev.comm[..4].copy_from_slice(b"back");
+        // SAFETY: test-only view of a POD value's bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const EnforceEvent).cast::<u8>(),
+                size_of::<EnforceEvent>(),
+            )
+        };
+        let k = decode_record(bytes, |i| (i == 2).then(|| "r2".to_string())).unwrap();
+        assert_eq!(k.executable, "/tmp/back");
+        assert_eq!(
+            (k.pid, k.rule_index, k.rule_id.as_deref(), k.comm.as_str()),
+            (77, 2, Some("r2"), "back")
+        );
+        assert_eq!(decode_record(&bytes[1..], |_| None), None);
+        let mut other = bytes.to_vec();
+        other[0] = 1;
+        other[1] = 0;
+        assert_eq!(decode_record(&other, |_| None), None);
+    }
+}

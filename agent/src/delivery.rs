@@ -1,1 +1,0 @@
-//! stub in lead snapshot

@@ -1,0 +1,250 @@
+//! Alert delivery: the durable spool and the sinks that read it.
+//!
+//! ```text
+//! detection ──publish──▶ spool (segments on disk, seq numbers)
+//!                          ├─▶ JSON lines (stdout / rotated file)   cursor "jsonl"
+//!                          ├─▶ OTLP/gRPC log export                 cursor "otlp"
+//!                          └─▶ gRPC AlertService subscribers         cursor per named subscriber
+//! detection ──publish_event──▶ broadcast ─▶ gRPC EventService (live only)
+//! ```
+//!
+//! `publish` only appends to the spool; every sink reads at its own pace and
+//! acknowledges what it delivered, so a slow or absent sink never blocks
+//! detection or other sinks. See `docs/delivery.md`.
+
+pub mod config;
+pub mod filter;
+pub mod grpc;
+pub mod http;
+pub mod jsonl;
+pub mod otlp;
+pub mod proto;
+mod retry;
+pub mod sink;
+pub mod spool;
+pub mod telemetry;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+pub use config::DeliveryConfig;
+pub use grpc::client::{AlertsArgs, main as alerts_main, run as run_alerts_client};
+pub use grpc::{BoundAddr, RuleControl, RuleProblem, RuleSummary, Validation};
+pub use http::Readiness;
+pub use spool::{Gap, Spool, SpoolItem};
+
+use crate::model::{Alert, Event};
+
+/// Start-up and publish failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Otlp(#[from] otlp::OtlpError),
+    #[error(transparent)]
+    Jsonl(#[from] jsonl::JsonlError),
+    #[error("invalid sink name {0:?}")]
+    SinkName(String),
+    #[error("spool task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What the rest of the agent lends the delivery stack.
+#[derive(Clone, Default)]
+pub struct DeliveryHooks {
+    /// Serves `RuleService` (answers UNIMPLEMENTED when absent).
+    pub rules: Option<Arc<dyn RuleControl>>,
+    /// Readiness shared with `/readyz`; delivery sets `sinks_started`.
+    pub readiness: Readiness,
+}
+
+/// The running delivery stack. Dropping it stops every task and releases
+/// the spool (like a crash, minus the torn write); [`shutdown`](Self::shutdown)
+/// additionally lets sinks flush first.
+pub struct Delivery {
+    spool: Spool,
+    events: broadcast::Sender<Arc<Event>>,
+    shutdown: watch::Sender<bool>,
+    sinks: Vec<JoinHandle<()>>,
+    servers: Vec<JoinHandle<()>>,
+    grpc_addr: Option<BoundAddr>,
+    http_addr: Option<SocketAddr>,
+    readiness: Readiness,
+    shutdown_timeout: Duration,
+}
+
+fn spawn_sink<S: sink::Sink>(
+    name: String,
+    s: S,
+    spool: &Spool,
+    policy: sink::SinkPolicy,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let spool = spool.clone();
+    tokio::spawn(async move {
+        let n = name.clone();
+        match sink::run_sink(name, s, spool, policy, shutdown).await {
+            Ok(()) | Err(spool::SpoolError::Closed) => tracing::info!(sink = %n, "sink stopped"),
+            Err(e) => tracing::error!(sink = %n, error = %e, "sink stopped on a spool error"),
+        }
+    })
+}
+
+impl Delivery {
+    /// Opens the spool and starts the configured sinks and servers.
+    pub async fn start(cfg: DeliveryConfig, hooks: DeliveryHooks) -> Result<Self, DeliveryError> {
+        let spool_cfg = cfg.spool.clone();
+        let spool = tokio::task::spawn_blocking(move || Spool::open(spool_cfg)).await??;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (events, _) = broadcast::channel(cfg.event_buffer.unwrap_or(4096).max(1));
+        let host_name = cfg
+            .host_name
+            .clone()
+            .unwrap_or_else(config::kernel_host_name);
+        let node_name = cfg
+            .node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok())
+            .unwrap_or_default();
+        let mut me = Self {
+            spool: spool.clone(),
+            events: events.clone(),
+            shutdown,
+            sinks: Vec::new(),
+            servers: Vec::new(),
+            grpc_addr: None,
+            http_addr: None,
+            readiness: hooks.readiness.clone(),
+            shutdown_timeout: Duration::from_millis(cfg.shutdown_timeout_ms.unwrap_or(5000)),
+        };
+        // On any error below `me` is dropped, which stops what already started.
+        for j in &cfg.jsonl {
+            if !spool::valid_sink_name(&j.name) {
+                return Err(DeliveryError::SinkName(j.name.clone()));
+            }
+            let s = jsonl::JsonlSink::open(j)?;
+            let policy = sink::SinkPolicy {
+                max_delay_ms: 0,
+                ..Default::default()
+            };
+            me.sinks.push(spawn_sink(
+                j.name.clone(),
+                s,
+                &spool,
+                policy,
+                shutdown_rx.clone(),
+            ));
+        }
+        if let Some(o) = &cfg.otlp {
+            if !spool::valid_sink_name(&o.name) {
+                return Err(DeliveryError::SinkName(o.name.clone()));
+            }
+            let s = otlp::OtlpSink::new(o, &host_name, &node_name)?;
+            me.sinks.push(spawn_sink(
+                o.name.clone(),
+                s,
+                &spool,
+                o.policy.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        if let Some(g) = &cfg.grpc {
+            let state = Arc::new(grpc::ApiState {
+                spool: spool.clone(),
+                events,
+                rules: hooks.rules.clone(),
+                readiness: hooks.readiness.clone(),
+                host_name: host_name.clone(),
+                node_name: node_name.clone(),
+                started: jiff::Timestamp::now(),
+                shutdown: shutdown_rx.clone(),
+            });
+            let (addr, task) = grpc::serve(g, state).await?;
+            me.grpc_addr = Some(addr);
+            me.servers.push(task);
+        }
+        if let Some(h) = &cfg.http {
+            let (addr, task) = http::serve(h, hooks.readiness.clone(), shutdown_rx.clone()).await?;
+            me.http_addr = Some(addr);
+            me.servers.push(task);
+        }
+        me.readiness.set_sinks_started(true);
+        Ok(me)
+    }
+
+    /// Appends `alert` to the spool and returns its sequence number. Never
+    /// waits for a sink; the disk write runs on the blocking pool.
+    pub async fn publish(&self, mut alert: Alert) -> Result<u64, DeliveryError> {
+        let spool = self.spool.clone();
+        Ok(tokio::task::spawn_blocking(move || spool.append(&mut alert)).await??)
+    }
+
+    /// Offers an enriched event to live gRPC event subscribers (not spooled;
+    /// free when nobody listens).
+    pub fn publish_event(&self, ev: &Event) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Arc::new(ev.clone()));
+        }
+    }
+
+    /// Where the gRPC API listens (port 0 in the config resolved).
+    pub fn grpc_addr(&self) -> Option<&BoundAddr> {
+        self.grpc_addr.as_ref()
+    }
+
+    /// Where the HTTP endpoint listens.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Stops accepting work, lets sinks deliver what is spooled (bounded by
+    /// `shutdown_timeout_ms`), stops the servers and closes the spool.
+    pub async fn shutdown(mut self) {
+        self.readiness.set_sinks_started(false);
+        self.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        for t in self.sinks.drain(..) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                tracing::warn!("a sink did not finish within the shutdown timeout");
+                abort.abort();
+            }
+        }
+        for t in self.servers.drain(..) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                abort.abort();
+            }
+        }
+        let spool = self.spool.clone();
+        let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        for t in self.sinks.iter().chain(self.servers.iter()) {
+            t.abort();
+        }
+        self.spool.close();
+    }
+}
