@@ -202,6 +202,10 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     info!("sensors attached; watching");
+    if let Some(d) = &delivery {
+        // /readyz turns ready only once the kernel programs are attached.
+        d.readiness().set_programs_loaded(true);
+    }
     if let Some(p) = &args.ready_file
         && let Err(e) = std::fs::write(p, b"ready\n")
     {
