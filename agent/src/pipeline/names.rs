@@ -2,64 +2,17 @@
 //! requests, bpf commands, mount flags, namespace types). Unknown values are
 //! rendered with their number so nothing is hidden.
 
-/// `CAP_*` names by number (linux/capability.h).
-const CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-/// `CAP_SYS_ADMIN` for 21; `CAP_<n>` for numbers this table does not know.
+/// `CAP_SYS_ADMIN` for 21; `CAP_<n>` for numbers the table does not know.
+/// The table lives in [`crate::process::caps`], shared with the process cache.
 pub fn capability(id: u32) -> String {
-    CAPS.get(id as usize)
-        .map(|s| s.to_string())
+    crate::process::caps::name(id)
+        .map(str::to_string)
         .unwrap_or_else(|| format!("CAP_{id}"))
 }
 
 /// Names of the bits set in a capability mask.
 pub fn capability_set(mask: u64) -> Vec<String> {
-    (0..64)
-        .filter(|b| mask & (1u64 << b) != 0)
-        .map(capability)
-        .collect()
+    crate::process::caps::names(mask)
 }
 
 /// `PTRACE_*` request names.
