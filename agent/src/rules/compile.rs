@@ -79,6 +79,25 @@ pub const BASELINE_EXTRAS: &[&str] = &[
     "baseline.destination",
 ];
 
+impl Rule {
+    /// The compiled condition (macros and lists expanded), for analyses
+    /// such as which rules the kernel can decide on its own.
+    pub fn condition(&self) -> &Cond {
+        &self.condition
+    }
+
+    /// The compiled exceptions.
+    pub fn exceptions(&self) -> &[Exception] {
+        &self.exceptions
+    }
+}
+
+impl Exception {
+    pub fn condition(&self) -> &Cond {
+        &self.cond
+    }
+}
+
 impl RuleSet {
     /// Loads rule files and directories (`*.yaml`/`*.yml` directly inside a
     /// directory, sorted; hidden entries such as ConfigMap `..data` skipped).
@@ -557,6 +576,7 @@ fn compile_exception(c: &mut Compiler<'_>, e: &RawException) -> Option<Exception
                 continue;
             }
             let p = Pred {
+                field: f.name.into(),
                 accessor: f.accessor,
                 test: Test::Exists,
                 negate: false,
@@ -643,6 +663,7 @@ fn compile_exception(c: &mut Compiler<'_>, e: &RawException) -> Option<Exception
         preds.insert(
             0,
             Cond::Pred(Box::new(Pred {
+                field: ns.name.into(),
                 accessor: ns.accessor,
                 test: Test::StrIn(StrSet::new(names)),
                 negate: false,

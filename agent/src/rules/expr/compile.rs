@@ -89,6 +89,7 @@ impl<'a> Compiler<'a> {
             Expr::Name(name, span) => self.name(name, at(*span)),
             Expr::Exists { field, span } => match self.field(field, &at(*span)) {
                 Some(f) => Cond::Pred(Box::new(Pred {
+                    field: f.name.into(),
                     accessor: f.accessor,
                     test: Test::Exists,
                     negate: false,
@@ -208,6 +209,7 @@ impl<'a> Compiler<'a> {
         match fields::resolve(name) {
             Some(f) if f.ty == FieldType::Bool => match self.field(name, &loc) {
                 Some(f) => Cond::Pred(Box::new(Pred {
+                    field: f.name.into(),
                     accessor: f.accessor,
                     test: Test::BoolEq(true),
                     negate: false,
@@ -465,6 +467,7 @@ pub fn build_pred(
         }
     };
     Ok(Pred {
+        field: f.name.as_str().into(),
         accessor: f.accessor.clone(),
         test,
         negate,

@@ -40,6 +40,9 @@ impl Cond {
 /// One test of one field.
 #[derive(Debug)]
 pub struct Pred {
+    /// The dotted field name, for analyses of a compiled rule (which
+    /// conditions the kernel can decide on its own).
+    pub field: Box<str>,
     pub accessor: Accessor,
     pub test: Test,
     /// `!=`, `not in`, `not contains`, ...: inverts the result when the field is present.
