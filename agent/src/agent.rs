@@ -185,6 +185,11 @@ impl Agent {
         &self.sensor
     }
 
+    /// The loaded programs, for containment to take its maps from.
+    pub fn sensor_mut(&mut self) -> &mut Sensor {
+        &mut self.sensor
+    }
+
     /// Stops the tasks; the programs are detached when `self` is dropped.
     pub fn shutdown(mut self) {
         for t in self.tasks.drain(..) {

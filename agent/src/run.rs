@@ -103,10 +103,33 @@ async fn enrich_k8s(k8s: &crate::k8s::K8sEnricher, ev: &mut crate::model::Event)
 
 async fn start_delivery(
     cfg: crate::delivery::DeliveryConfig,
+    hooks: crate::delivery::DeliveryHooks,
 ) -> Result<crate::delivery::Delivery, String> {
-    crate::delivery::Delivery::start(cfg, Default::default())
+    crate::delivery::Delivery::start(cfg, hooks)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Spools (when delivery is configured) and prints one alert. `Err` when
+/// stdout is closed.
+async fn emit(
+    alert: crate::model::Alert,
+    delivery: Option<&crate::delivery::Delivery>,
+    out: &mut Printer<std::io::StdoutLock<'static>>,
+) -> Result<crate::model::Alert, ()> {
+    let alert = match delivery {
+        Some(d) => {
+            let mut a = alert.clone();
+            match d.publish(alert).await {
+                Ok(seq) => a.seq = seq,
+                Err(e) => error!(error = %e, rule = %a.rule.id, "alert not spooled"),
+            }
+            a
+        }
+        None => alert,
+    };
+    out.alert(&alert).map_err(|_| ())?;
+    Ok(alert)
 }
 
 impl RunArgs {
@@ -175,25 +198,25 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         None => crate::config::FileConfig::default(),
     };
-    let delivery = match file.delivery {
-        Some(cfg) => match start_delivery(cfg).await {
-            Ok(d) => Some(d),
+    let contain_cfg = match &file.containment {
+        Some(v) => match crate::contain::ContainmentFileConfig::from_value(v) {
+            Ok(c) => c,
             Err(e) => {
-                error!("delivery: {e}");
+                error!("configuration: {e}");
                 return ExitCode::FAILURE;
             }
         },
-        None => None,
+        None => crate::contain::ContainmentFileConfig::default(),
     };
     let cfg = args.agent_config();
-    let k8s =
-        match crate::k8s::K8sEnricher::start(args.k8s.to_config(&cfg.pipeline.node_name)).await {
-            Ok(k) => k,
-            Err(e) => {
-                error!(error = %e, "Kubernetes enrichment cannot start");
-                return ExitCode::FAILURE;
-            }
-        };
+    let node_name = cfg.pipeline.node_name.clone();
+    let k8s = match crate::k8s::K8sEnricher::start(args.k8s.to_config(&node_name)).await {
+        Ok(k) => k,
+        Err(e) => {
+            error!(error = %e, "Kubernetes enrichment cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut agent = match Agent::start(cfg).await {
         Ok(a) => a,
         Err(e) => {
@@ -202,6 +225,44 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     info!("sensors attached; watching");
+    let (containment, mut audit_alerts) = if contain_cfg.enabled {
+        match crate::contain::runtime::RunContainment::start(
+            &contain_cfg,
+            &node_name,
+            &mut agent,
+            k8s.client(),
+            engine.clone(),
+        ) {
+            Ok((c, rx)) => (Some(c), rx),
+            Err(e) => {
+                error!("containment: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        // Never fires: keeps the select below uniform.
+        (None, tokio::sync::mpsc::channel(1).1)
+    };
+    let delivery = match file.delivery {
+        Some(cfg) => {
+            let hooks = crate::delivery::DeliveryHooks {
+                rules: Some(Arc::new(crate::rules::control::EngineControl::new(
+                    engine.clone(),
+                    watcher.handle(),
+                ))),
+                contain: containment.as_ref().map(|c| c.engine()),
+                ..Default::default()
+            };
+            match start_delivery(cfg, hooks).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    error!("delivery: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     if let Some(d) = &delivery {
         // /readyz turns ready only once the kernel programs are attached.
         d.readiness().set_programs_loaded(true);
@@ -220,7 +281,7 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    loop {
+    'events: loop {
         tokio::select! {
             ev = agent.next() => {
                 let Some(mut ev) = ev else { break };
@@ -230,23 +291,21 @@ async fn run(args: RunArgs) -> ExitCode {
                     break; // stdout closed
                 }
                 for alert in engine.evaluate(&ev) {
-                    let alert = match &delivery {
-                        Some(d) => {
-                            let mut a = alert.clone();
-                            match d.publish(alert).await {
-                                Ok(seq) => a.seq = seq,
-                                Err(e) => error!(error = %e, rule = %a.rule.id, "alert not spooled"),
-                            }
-                            a
-                        }
-                        None => alert,
+                    let Ok(alert) = emit(alert, delivery.as_ref(), &mut out).await else {
+                        break 'events;
                     };
-                    if out.alert(&alert).is_err() {
-                        break;
+                    if let Some(c) = &containment {
+                        c.on_alert(&alert, &engine);
                     }
                 }
                 if let Some(d) = &delivery {
                     d.publish_event(&ev);
+                }
+                let _ = out.flush();
+            }
+            Some(a) = audit_alerts.recv() => {
+                if emit(a, delivery.as_ref(), &mut out).await.is_err() {
+                    break;
                 }
                 let _ = out.flush();
             }
@@ -255,6 +314,7 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     }
     let _ = out.flush();
+    drop(containment);
     agent.shutdown();
     if let Err(e) = engine.save_baseline() {
         warn!(error = %e, "the egress baseline could not be saved");

@@ -83,6 +83,7 @@ async fn metrics_health_and_readiness_over_http() {
         DeliveryHooks {
             rules: None,
             readiness: readiness.clone(),
+            contain: None,
         },
     )
     .await

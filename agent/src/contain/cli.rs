@@ -199,7 +199,9 @@ pub fn release_main(args: ReleaseArgs) -> ExitCode {
         if resp.results.is_empty() {
             println!("nothing to release on pod {}/{}", args.pod.0, args.pod.1);
         }
-        Ok(resp.results.iter().map(print).fold(true, |a, b| a && b))
+        // Print every result, then report whether all succeeded.
+        let printed: Vec<bool> = resp.results.iter().map(print).collect();
+        Ok(printed.into_iter().all(|ok| ok))
     })
 }
 

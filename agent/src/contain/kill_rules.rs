@@ -163,8 +163,8 @@ pub fn compile(rules: &[KillRuleSpec]) -> Result<CompiledKill, CompileError> {
 /// longest match answers for all matching rules.
 fn nest<const N: usize>(prefixes: &BTreeMap<Vec<u8>, u64>) -> Vec<(u32, [u8; N], u64)> {
     prefixes
-        .iter()
-        .map(|(p, _)| {
+        .keys()
+        .map(|p| {
             let mask = prefixes
                 .iter()
                 .filter(|(q, _)| p.starts_with(q))

@@ -14,8 +14,10 @@
 //! every request ends in an [`ActionRecord`].
 
 pub mod action;
+pub mod audit;
 pub mod cgroups;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod kernel;
@@ -23,6 +25,8 @@ pub mod kill_rules;
 pub mod kube;
 pub mod metrics;
 pub mod procs;
+pub mod rules;
+pub mod runtime;
 pub mod safety;
 
 pub use action::{
@@ -30,6 +34,7 @@ pub use action::{
     Trigger,
 };
 pub use cgroups::cgroup_v2_root;
+pub use config::ContainmentFileConfig;
 pub use engine::{ContainError, Containment, ContainmentConfig};
 pub use kernel::{KernelEnforcer, KernelError, KernelKill};
 pub use kill_rules::{ExeMatch, KillRuleSpec, KillScope};

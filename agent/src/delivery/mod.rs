@@ -66,6 +66,9 @@ pub struct DeliveryHooks {
     pub rules: Option<Arc<dyn RuleControl>>,
     /// Readiness shared with `/readyz`; delivery sets `sinks_started`.
     pub readiness: Readiness,
+    /// Serves `ContainmentService` (answers UNIMPLEMENTED when absent:
+    /// containment is disabled).
+    pub contain: Option<Arc<crate::contain::Containment>>,
 }
 
 /// The running delivery stack. Dropping it stops every task and releases
@@ -163,6 +166,7 @@ impl Delivery {
                 spool: spool.clone(),
                 events,
                 rules: hooks.rules.clone(),
+                contain: hooks.contain.clone(),
                 readiness: hooks.readiness.clone(),
                 host_name: host_name.clone(),
                 node_name: node_name.clone(),

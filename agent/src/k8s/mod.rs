@@ -139,6 +139,8 @@ impl Shared {
 pub struct K8sEnricher {
     /// `None` in host mode.
     shared: Option<Arc<Shared>>,
+    /// The API client (shared with containment's pod actions).
+    client: Option<kube::Client>,
     node_name: String,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -157,6 +159,7 @@ impl K8sEnricher {
     pub fn disabled(node_name: &str) -> Self {
         Self {
             shared: None,
+            client: None,
             node_name: node_name.to_string(),
             tasks: Vec::new(),
         }
@@ -236,14 +239,20 @@ impl K8sEnricher {
             .clamp(Duration::from_millis(100), Duration::from_secs(10));
         let tasks = vec![
             tokio::spawn(watch::pods(shared.clone(), client.clone(), owners)),
-            tokio::spawn(watch::namespaces(shared.clone(), client)),
+            tokio::spawn(watch::namespaces(shared.clone(), client.clone())),
             tokio::spawn(purge(shared.clone(), purge_every)),
         ];
         Ok(Self {
             shared: Some(shared),
+            client: Some(client),
             node_name,
             tasks,
         })
+    }
+
+    /// The API client; `None` in host mode.
+    pub fn client(&self) -> Option<kube::Client> {
+        self.client.clone()
     }
 
     /// The pod (and container) of an event. `container_id`: bare or with a

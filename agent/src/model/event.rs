@@ -50,6 +50,9 @@ pub enum EventKindName {
     RateSummary,
     /// The kernel could not deliver events (ring buffer full).
     EventsLost,
+    /// The agent acted (or refused to act) on a threat: the audit record of
+    /// a containment action, carried on the alert stream.
+    Containment,
 }
 
 impl EventKindName {
@@ -74,6 +77,7 @@ impl EventKindName {
         Self::FileOpen,
         Self::RateSummary,
         Self::EventsLost,
+        Self::Containment,
     ];
 
     /// The snake_case name used in JSON and rules.
@@ -99,6 +103,7 @@ impl EventKindName {
             Self::FileOpen => "file_open",
             Self::RateSummary => "rate_summary",
             Self::EventsLost => "events_lost",
+            Self::Containment => "containment",
         }
     }
 
@@ -185,6 +190,8 @@ pub struct Event {
     pub summary: Option<RateSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<EventsLost>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<ContainmentAudit>,
 }
 
 impl Event {
@@ -213,6 +220,7 @@ impl Event {
             file: None,
             summary: None,
             lost: None,
+            containment: None,
         }
     }
 

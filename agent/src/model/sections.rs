@@ -485,3 +485,42 @@ pub struct EventsLost {
     /// `ringbuf_full`, `decode_error`, ...
     pub reason: String,
 }
+
+/// `containment.*`: the audit record of one containment action (what was
+/// done, to what, on whose request, and how it ended).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainmentAudit {
+    /// Record id, unique per agent run (`<node>:<counter>`).
+    pub id: String,
+    /// `kill-process`, `kill-container`, `block-egress`, `isolate-pod`, `delete-pod`.
+    pub action: String,
+    /// `succeeded`, `dry_run`, `refused`, `failed`.
+    pub outcome: String,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// This record lifts an earlier action (`picket release`).
+    #[serde(default)]
+    pub release: bool,
+    /// What was (or would have been) done, or why not.
+    pub message: String,
+    /// Machine-readable refusal reason (`protected_namespace`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// `rule`, `kernel` or `client`.
+    pub trigger: String,
+    /// The rule that requested the action (rule and kernel triggers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<String>,
+    /// Sequence number of the alert that requested it (rule trigger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_seq: Option<u64>,
+    /// Authenticated identity of the responder (client trigger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The responder's or rule's reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Human description of the target (`pod ns/name container abc pid 42`).
+    pub target: String,
+}

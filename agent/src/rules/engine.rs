@@ -88,6 +88,9 @@ pub struct Engine {
     opts: EngineOptions,
     events: AtomicU64,
     baseline_overflow_logged: AtomicBool,
+    /// Bumped on every swap, for the parts of the agent derived from the
+    /// rules (in-kernel kill rules, kernel filters).
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -150,6 +153,7 @@ impl Engine {
             opts,
             events: AtomicU64::new(0),
             baseline_overflow_logged: AtomicBool::new(false),
+            generation: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -169,6 +173,13 @@ impl Engine {
     pub fn replace(&self, set: RuleSet) {
         let installed = Self::install(&self.opts.metrics, Arc::new(set));
         self.current.store(Arc::new(installed));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes whenever a new rule set is swapped in; read the set with
+    /// [`Self::rules`] after `changed()`.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The running rule set.

@@ -260,6 +260,7 @@ pub const KIND_NAMES: &[&str] = &[
     "file_open",
     "rate_summary",
     "events_lost",
+    "containment",
 ];
 
 const ALL: &[K] = &[];
@@ -747,6 +748,18 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
         field!("lost.reason", Str, &[K::EventsLost], |e| opt!(
             e.lost,
             |l| S(&l.reason)
+        )),
+        field!("containment.action", Str, &[K::Containment], |e| opt!(
+            e.containment,
+            |c| S(&c.action)
+        )),
+        field!("containment.outcome", Str, &[K::Containment], |e| opt!(
+            e.containment,
+            |c| S(&c.outcome)
+        )),
+        field!("containment.trigger", Str, &[K::Containment], |e| opt!(
+            e.containment,
+            |c| S(&c.trigger)
         )),
     ];
     v.extend(CRED_FIELDS);

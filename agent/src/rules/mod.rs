@@ -18,6 +18,7 @@
 pub mod baseline;
 pub mod cli;
 pub mod compile;
+pub mod control;
 pub mod diagnostics;
 pub mod engine;
 pub mod expr;

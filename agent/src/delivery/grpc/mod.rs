@@ -90,6 +90,7 @@ pub struct ApiState {
     pub spool: Spool,
     pub events: broadcast::Sender<Arc<Event>>,
     pub rules: Option<Arc<dyn RuleControl>>,
+    pub contain: Option<Arc<crate::contain::Containment>>,
     pub readiness: Readiness,
     pub host_name: String,
     pub node_name: String,
@@ -198,6 +199,11 @@ pub async fn serve(
                 state: state.clone(),
             },
         ))
+        .add_optional_service(state.contain.clone().map(|engine| {
+            crate::contain::grpc::ContainmentServiceServer::new(
+                crate::contain::grpc::ContainApi::new(engine),
+            )
+        }))
     };
     if let Some(path) = cfg.listen.strip_prefix("unix:") {
         let path = PathBuf::from(path);

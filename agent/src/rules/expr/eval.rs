@@ -79,6 +79,14 @@ impl StrSet {
         }
     }
 
+    /// The members (order unspecified), for analyses of compiled rules.
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            Self::Small(items) => items.iter().map(|i| &**i).collect(),
+            Self::Large(set) => set.iter().map(|i| &**i).collect(),
+        }
+    }
+
     #[inline]
     pub fn contains(&self, s: &str) -> bool {
         match self {
