@@ -113,17 +113,24 @@ impl Containment {
     /// `kubepods` cgroups as container roots and the agent's own cgroup as
     /// protected in the kernel.
     pub fn with_kernel(mut self, mut k: KernelEnforcer) -> Result<Self, ContainError> {
-        let roots: Vec<u64> = cgroups::find_dirs(&self.cfg.cgroup_root, cgroups::is_container_root)
+        let root_dirs = cgroups::find_dirs(&self.cfg.cgroup_root, cgroups::is_container_root);
+        let roots: Vec<u64> = root_dirs
             .iter()
             .filter_map(|p| cgroups::cgroup_id(p).ok())
             .collect();
-        let protected: Vec<u64> = self
-            .cfg
-            .safety
-            .own_cgroup
-            .iter()
-            .filter_map(|p| cgroups::cgroup_id(p).ok())
-            .collect();
+        // The kernel protects whole subtrees. An agent whose cgroup contains
+        // the container roots (a host agent in the root cgroup, a systemd
+        // service above `kubepods`) would protect every container and no
+        // kill rule could ever fire; then only its own process is protected
+        // in the kernel (the kill programs always skip the agent's tgid).
+        let protected: Vec<u64> = match &self.cfg.safety.own_cgroup {
+            Some(own) if root_dirs.iter().any(|r| r.starts_with(own)) => {
+                info!(cgroup = %own.display(), "the agent's cgroup contains the container roots: in the kernel only the agent's own process is protected");
+                Vec::new()
+            }
+            Some(own) => cgroups::cgroup_id(own).ok().into_iter().collect(),
+            None => Vec::new(),
+        };
         k.set_cgroup_facts(roots, protected)?;
         self.kernel = Some(Mutex::new(k));
         Ok(self)

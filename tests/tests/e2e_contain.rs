@@ -1,0 +1,319 @@
+//! Real-kernel end-to-end tests of containment through the shipped binary:
+//! `picket run` with a rule whose `actions:` include `kill-process`, a
+//! configuration that enables containment, and the real actions of a test
+//! "container". Root only; they fail (never skip) elsewhere.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use picket_tests::{cgroup::TestCgroup, kernel_test};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The `picket` binary cargo built next to this test binary.
+fn picket_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/e2e_contain-<hash> -> target/<profile>/picket
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("picket"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (`cargo build -p picket`; `cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `picket run`, killed on drop; its stdout lines (JSON) arrive
+/// on a channel; `seen` keeps the alerts read so far.
+struct Picket {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<Value>,
+}
+
+impl Drop for Picket {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Picket {
+    fn start(dir: &Path, rules: &str, config: &str, cgroups: &[&TestCgroup]) -> Self {
+        let rules_dir = dir.join("rules");
+        std::fs::create_dir_all(&rules_dir).expect("rules dir");
+        std::fs::write(rules_dir.join("e2e.yaml"), rules).expect("rules");
+        let cfg = dir.join("picket.yaml");
+        std::fs::write(&cfg, config).expect("config");
+        let ready = dir.join("ready");
+        let mut cmd = Command::new(picket_bin());
+        cmd.arg("run")
+            .arg("--rules")
+            .arg(&rules_dir)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--format", "json", "--node-name", "e2e-node"])
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for cg in cgroups {
+            cmd.arg("--only-cgroup").arg(&cg.path);
+        }
+        let mut child = cmd.spawn().expect("spawn picket run");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut me = Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready.exists() {
+            if let Ok(Some(status)) = me.child.try_wait() {
+                panic!("picket run exited before it was ready: {status}");
+            }
+            assert!(Instant::now() < deadline, "picket run not ready in 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        me
+    }
+
+    /// Waits for an output object satisfying `pred`.
+    fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    // `{"alert": {...}}`; events (`{"event": ...}`) are not
+                    // requested.
+                    let Some(v) = v.get("alert").cloned() else {
+                        continue;
+                    };
+                    let hit = pred(&v);
+                    self.seen.push(v.clone());
+                    if hit {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} within {WAIT:?}; saw:\n{}",
+                    self.seen
+                        .iter()
+                        .map(Value::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            }
+        }
+    }
+}
+
+fn audit_of<'a>(v: &'a Value, rule: &str) -> Option<&'a Value> {
+    (v["rule"]["id"] == "containment-action" && v["event"]["containment"]["rule_id"] == rule)
+        .then(|| &v["event"]["containment"])
+}
+
+/// A kubelet-style container cgroup below a test-private `kubepods`.
+fn container_cgroup(tag: &str) -> TestCgroup {
+    let pod_uid = "5d1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f10";
+    let ctr = "1a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
+    TestCgroup::create(&format!(
+        "picket-e2e-{tag}-{}/kubepods/besteffort/pod{pod_uid}/cri-containerd-{ctr}.scope",
+        std::process::id()
+    ))
+}
+
+/// A copy of `touch` at `dir/name`: if it ever runs, it creates its argument.
+fn marker_program(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::copy("/usr/bin/touch", &p).expect("copy touch");
+    std::fs::canonicalize(p).expect("canonical")
+}
+
+/// Runs `program args` as pid 1 of new namespaces inside `cg`.
+fn in_container(cg: &TestCgroup, program: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--fork",
+        "--pid",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--kill-child",
+    ])
+    .arg(program)
+    .args(args)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    cg.enter(&mut cmd);
+    cmd
+}
+
+/// unshare (util-linux) exits with status 1 when its child died of
+/// SIGKILL; the kill itself is proven by the audit record and the marker.
+fn killed(status: std::process::ExitStatus) -> bool {
+    status.code() == Some(1)
+}
+
+const CONFIG: &str = "containment:\n  enabled: true\n  rate_limits: {per_rule: null, per_namespace: null, global: null}\n";
+
+fn rule(id: &str, condition: &str) -> String {
+    format!(
+        "  - id: {id}\n    name: {id}\n    description: e2e\n    severity: critical\n    events: [exec]\n    condition: '{condition}'\n    output: 'ran {{process.executable.path}}'\n    tags: [T1059]\n    actions: [alert, kill-process]\n"
+    )
+}
+
+#[test]
+fn kernel_kill_rule_from_the_rule_file_stops_the_program_before_it_runs() {
+    let t = kernel_test!(kernel_kill_rule_from_the_rule_file_stops_the_program_before_it_runs);
+    let cg = container_cgroup("kkill");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let evil = marker_program(dir.path(), "evil");
+    let good = marker_program(dir.path(), "good");
+    let rules = format!(
+        "rules:\n{}",
+        rule(
+            "e2e-kernel-kill",
+            &format!(
+                "container.id exists and process.executable.path == \"{}\"",
+                evil.display()
+            )
+        )
+    );
+    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&cg]);
+
+    let evil_marker = dir.path().join("evil-ran");
+    let status = in_container(&cg, &evil, &[evil_marker.to_str().expect("utf-8")])
+        .status()
+        .expect("run evil");
+    assert!(
+        !evil_marker.exists(),
+        "the program ran although the kernel should have killed it at exec"
+    );
+    assert!(killed(status), "{status:?}");
+
+    let audit = picket.wait_for("kernel kill audit record", |v| {
+        audit_of(v, "e2e-kernel-kill").is_some()
+    });
+    let c = &audit["event"]["containment"];
+    assert_eq!(c["action"], "kill-process");
+    assert_eq!(c["outcome"], "succeeded");
+    assert_eq!(c["trigger"], "kernel");
+    assert_eq!(audit["severity"], "medium");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("at exec of {}", evil.display()))),
+        "{c}"
+    );
+
+    // Another program in the same container is left alone.
+    let good_marker = dir.path().join("good-ran");
+    let status = in_container(&cg, &good, &[good_marker.to_str().expect("utf-8")])
+        .status()
+        .expect("run good");
+    assert!(status.success(), "{status:?}");
+    assert!(good_marker.exists());
+    drop(picket);
+    t.done();
+}
+
+#[test]
+fn user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes() {
+    let t =
+        kernel_test!(user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes);
+    let cg = container_cgroup("ukill");
+    let host = TestCgroup::unique("e2e-ukill-host");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tag = format!("picket-e2e-{}", std::process::id());
+    // `contains` on the command line: not decidable in the kernel, so the
+    // kill comes from user space (pidfd) after the alert.
+    let rules = format!(
+        "rules:\n{}",
+        rule(
+            "e2e-user-kill",
+            &format!(
+                "process.executable.path == \"/usr/bin/dash\" and process.command_line contains \"{tag}\""
+            )
+        )
+    );
+    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&cg, &host]);
+
+    let marker = dir.path().join("survived");
+    let script = format!("sleep 5; touch {}", marker.display());
+    let mut victim = in_container(&cg, Path::new("/bin/sh"), &["-c", &script, &tag])
+        .spawn()
+        .expect("spawn victim");
+    let audit = picket.wait_for("user-space kill audit record", |v| {
+        audit_of(v, "e2e-user-kill").is_some_and(|c| c["outcome"] == "succeeded")
+    });
+    let c = &audit["event"]["containment"];
+    assert_eq!(c["action"], "kill-process");
+    assert_eq!(c["trigger"], "rule");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("(SIGKILL through a pidfd)")),
+        "{c}"
+    );
+    // The audit alert keeps the detection's attribution.
+    assert_eq!(
+        audit["event"]["process"]["executable"]["path"],
+        "/usr/bin/dash"
+    );
+    assert_eq!(
+        audit["event"]["container"]["id"],
+        "1a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b"
+    );
+    let alert = picket.wait_for("the detection", |v| v["rule"]["id"] == "e2e-user-kill");
+    assert_eq!(alert["severity"], "critical");
+    let pid = alert["event"]["process"]["pid"].as_u64().expect("pid");
+    assert_eq!(audit["event"]["process"]["pid"].as_u64(), Some(pid));
+    let status = victim.wait().expect("wait victim");
+    assert!(killed(status), "{status:?}");
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!marker.exists(), "the shell ran on after its kill");
+
+    // The same process on the host is refused: host processes are
+    // protected unless allow_host.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "exit 0", &tag]);
+    host.enter(&mut cmd);
+    let status = cmd.status().expect("host sh");
+    assert!(status.success());
+    let audit = picket.wait_for("refusal", |v| {
+        audit_of(v, "e2e-user-kill").is_some_and(|c| c["outcome"] == "refused")
+    });
+    assert_eq!(audit["event"]["containment"]["refusal"], "host");
+    assert!(audit["event"].get("container").is_none());
+    assert_eq!(status.signal(), None);
+    drop(picket);
+    t.done();
+}
