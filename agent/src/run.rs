@@ -115,7 +115,7 @@ async fn start_delivery(
 async fn emit(
     alert: crate::model::Alert,
     delivery: Option<&crate::delivery::Delivery>,
-    out: &mut Printer<std::io::StdoutLock<'static>>,
+    out: Option<&mut Printer<std::io::Stdout>>,
 ) -> Result<crate::model::Alert, ()> {
     let alert = match delivery {
         Some(d) => {
@@ -128,7 +128,9 @@ async fn emit(
         }
         None => alert,
     };
-    out.alert(&alert).map_err(|_| ())?;
+    if let Some(out) = out {
+        out.alert(&alert).map_err(|_| ())?;
+    }
     Ok(alert)
 }
 
@@ -243,6 +245,15 @@ async fn run(args: RunArgs) -> ExitCode {
         // Never fires: keeps the select below uniform.
         (None, tokio::sync::mpsc::channel(1).1)
     };
+    // A JSON-lines sink on stdout prints every spooled alert (numbered,
+    // resumable); printing them here as well would duplicate each one.
+    let sink_prints_alerts = file
+        .delivery
+        .as_ref()
+        .is_some_and(|d| d.jsonl.iter().any(|j| j.path == "-"));
+    if sink_prints_alerts {
+        info!("alerts go to stdout through the spool's JSON-lines sink");
+    }
     let delivery = match file.delivery {
         Some(cfg) => {
             let hooks = crate::delivery::DeliveryHooks {
@@ -272,7 +283,8 @@ async fn run(args: RunArgs) -> ExitCode {
     {
         error!(path = %p.display(), error = %e, "cannot write the ready file");
     }
-    let mut out = Printer::new(std::io::stdout().lock(), args.format);
+    // Not locked for the whole run: the JSON-lines sink may share stdout.
+    let mut out = Printer::new(std::io::stdout(), args.format);
     let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
         Ok(s) => s,
@@ -291,7 +303,8 @@ async fn run(args: RunArgs) -> ExitCode {
                     break; // stdout closed
                 }
                 for alert in engine.evaluate(&ev) {
-                    let Ok(alert) = emit(alert, delivery.as_ref(), &mut out).await else {
+                    let printer = (!sink_prints_alerts).then_some(&mut out);
+                    let Ok(alert) = emit(alert, delivery.as_ref(), printer).await else {
                         break 'events;
                     };
                     if let Some(c) = &containment {
@@ -304,7 +317,8 @@ async fn run(args: RunArgs) -> ExitCode {
                 let _ = out.flush();
             }
             Some(a) = audit_alerts.recv() => {
-                if emit(a, delivery.as_ref(), &mut out).await.is_err() {
+                let printer = (!sink_prints_alerts).then_some(&mut out);
+                if emit(a, delivery.as_ref(), printer).await.is_err() {
                     break;
                 }
                 let _ = out.flush();

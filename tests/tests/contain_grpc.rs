@@ -2,7 +2,11 @@
 //! (plaintext TCP) are rejected; Unix-socket peers are authenticated by
 //! their credentials, which end up in the audit record.
 
+mod delivery_support;
+
 use std::sync::Arc;
+
+use delivery_support::{Pki, config};
 
 use picket::{
     contain::{
@@ -10,7 +14,8 @@ use picket::{
         grpc::{ContainApi, ContainmentServiceServer},
     },
     delivery::{
-        grpc::client::connect,
+        BoundAddr, Delivery, DeliveryHooks,
+        grpc::{GrpcConfig, client::connect},
         proto::pb::{self, containment_service_client::ContainmentServiceClient},
         tls::ClientTls,
     },
@@ -163,4 +168,95 @@ async fn unix_socket_peer_is_identified_in_the_record() {
         vec!["dry_run", "failed"]
     );
     server.abort();
+}
+
+/// The service as `picket run` serves it: mounted on the delivery gRPC
+/// server (hooks), behind mutual TLS. The verified certificate is the
+/// responder's identity in the audit record; a certificate from another CA
+/// never reaches the service.
+#[tokio::test]
+async fn mtls_client_identity_through_the_delivery_server() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(&tmp.path().join("pki"));
+    let engine = engine();
+    let mut cfg = config(tmp.path());
+    cfg.grpc = Some(GrpcConfig {
+        listen: "127.0.0.1:0".into(),
+        tls: Some(pki.server()),
+        ..Default::default()
+    });
+    let hooks = DeliveryHooks {
+        contain: Some(engine.clone()),
+        ..Default::default()
+    };
+    let d = Delivery::start(cfg, hooks).await.expect("delivery");
+    let Some(BoundAddr::Tcp(addr)) = d.grpc_addr().cloned() else {
+        panic!("tcp address")
+    };
+    let url = format!("https://localhost:{}", addr.port());
+    let ch = connect(&url, &pki.client(), false).await.expect("connect");
+    let mut c = ContainmentServiceClient::new(ch);
+    let r = c
+        .contain(isolate(true))
+        .await
+        .expect("contain")
+        .into_inner()
+        .result
+        .expect("result");
+    assert_eq!(
+        (r.action.as_str(), r.outcome.as_str()),
+        ("isolate-pod", "dry_run")
+    );
+    let rec = engine.list_actions(10);
+    assert_eq!(rec.len(), 1);
+    assert_eq!(
+        rec[0].triggered_by,
+        picket::contain::Trigger::Client {
+            identity: "cn=soc-reader san=dns:soc-reader.example.test".into()
+        }
+    );
+
+    let rogue = ClientTls {
+        cert: Some(pki.rogue_cert.clone()),
+        key: Some(pki.rogue_key.clone()),
+        ..pki.client()
+    };
+    let refused = match connect(&url, &rogue, false).await {
+        Err(_) => true,
+        Ok(ch) => ContainmentServiceClient::new(ch)
+            .contain(isolate(true))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a certificate from another CA must be refused");
+    assert_eq!(engine.list_actions(10).len(), 1, "nothing more was done");
+    d.shutdown().await;
+}
+
+/// Without containment the delivery server does not offer the service.
+#[tokio::test]
+async fn without_containment_the_service_is_unimplemented() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(tmp.path());
+    let sock = tmp.path().join("api.sock");
+    cfg.grpc = Some(GrpcConfig {
+        listen: format!("unix:{}", sock.display()),
+        ..Default::default()
+    });
+    let d = Delivery::start(cfg, DeliveryHooks::default())
+        .await
+        .expect("delivery");
+    let ch = connect(
+        &format!("unix:{}", sock.display()),
+        &ClientTls::default(),
+        false,
+    )
+    .await
+    .expect("connect");
+    let err = ContainmentServiceClient::new(ch)
+        .contain(isolate(true))
+        .await
+        .expect_err("not served");
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    d.shutdown().await;
 }

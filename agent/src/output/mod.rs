@@ -44,26 +44,29 @@ impl<W: Write> Printer<W> {
         }
     }
 
+    /// Each record is formatted first and written with one `write_all`, so
+    /// another writer of the same stdout (the spool's JSON-lines sink) never
+    /// splits a line.
     pub fn event(&mut self, ev: &Event) -> io::Result<()> {
-        match self.format {
-            Format::Json | Format::Auto => {
-                serde_json::to_writer(&mut self.out, ev)?;
-                self.out.write_all(b"\n")
-            }
-            Format::Text => writeln!(self.out, "{}", event_line(ev)),
-        }
+        let mut line = match self.format {
+            Format::Json | Format::Auto => serde_json::to_vec(ev)?,
+            Format::Text => event_line(ev).into_bytes(),
+        };
+        line.push(b'\n');
+        self.out.write_all(&line)
     }
 
     pub fn alert(&mut self, alert: &Alert) -> io::Result<()> {
-        match self.format {
+        let mut line = match self.format {
+            // Alerts are wrapped so a stream mixing events and alerts stays
+            // unambiguous: `{"alert": {...}}` vs a bare event.
             Format::Json | Format::Auto => {
-                // Alerts are wrapped so a stream mixing events and alerts stays
-                // unambiguous: `{"alert": {...}}` vs a bare event.
-                serde_json::to_writer(&mut self.out, &serde_json::json!({ "alert": alert }))?;
-                self.out.write_all(b"\n")
+                serde_json::to_vec(&serde_json::json!({ "alert": alert }))?
             }
-            Format::Text => writeln!(self.out, "{}", alert_line(alert)),
-        }
+            Format::Text => alert_line(alert).into_bytes(),
+        };
+        line.push(b'\n');
+        self.out.write_all(&line)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
