@@ -204,3 +204,111 @@ async fn collector_down_then_up_gets_every_alert_once_in_order() {
     d.shutdown().await;
     drop(stop);
 }
+
+/// `otlp.events`: enriched raw events of the selected kinds reach the
+/// collector as `picket.event` log records with the event's attributes.
+#[tokio::test]
+async fn raw_events_are_exported_when_enabled() {
+    use picket::delivery::otlp::events::EventExportConfig;
+    use picket::model::EventKindName;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let rx = Receiver::default();
+    rx.accept.store(true, Ordering::SeqCst);
+    let (addr, _stop) = otlp_receiver::start("127.0.0.1:0".parse().unwrap(), rx.clone()).await;
+    let mut cfg = config(tmp.path());
+    let mut o = otlp(addr);
+    o.events = Some(EventExportConfig {
+        kinds: vec![EventKindName::Exec],
+        max_batch: 2,
+        max_delay_ms: 50,
+        ..Default::default()
+    });
+    cfg.otlp = Some(o);
+    let d = Delivery::start(cfg, DeliveryHooks::default())
+        .await
+        .unwrap();
+    let base = alert("r", Severity::Low, "prod", &[], "m").event;
+    for pid in [10u32, 11, 12] {
+        let mut ev = base.clone();
+        ev.process.pid = pid;
+        d.publish_event(&ev);
+    }
+    let mut fork = base.clone();
+    fork.event.kind = EventKindName::Fork;
+    d.publish_event(&fork);
+    let events = |rx: &Receiver| -> Vec<i64> {
+        rx.records()
+            .iter()
+            .filter(|r| r.event_name == "picket.event")
+            .filter_map(|r| delivery_support::otlp_receiver::int_attr(r, "process.pid"))
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || events(&rx) == [10, 11, 12]).await,
+        "got {:?}",
+        events(&rx)
+    );
+    let recs = rx.records();
+    let r = recs
+        .iter()
+        .find(|r| r.event_name == "picket.event")
+        .unwrap();
+    assert_eq!(r.severity_text, "info");
+    assert_eq!(r.severity_number, 9);
+    assert_eq!(attr(&r.attributes, "event.kind"), Some(&str_value("exec")));
+    assert_eq!(
+        attr(&r.attributes, "k8s.namespace.name"),
+        Some(&str_value("prod"))
+    );
+    assert_eq!(
+        r.body.as_ref().and_then(|b| b.value.clone()),
+        Some(str_value("exec /bin/sh"))
+    );
+    // No alert was published: the alert path is untouched.
+    assert!(rx.seqs().is_empty());
+    d.shutdown().await;
+}
+
+/// An unreachable collector makes the event exporter drop whole batches
+/// after its attempts, counted by result, instead of blocking.
+#[tokio::test]
+async fn unreachable_collector_drops_and_counts_events() {
+    use picket::delivery::otlp::events::EventExportConfig;
+    use picket::delivery::telemetry::{METRICS, ResultLabel};
+
+    let dropped = || {
+        METRICS
+            .otlp_events
+            .get_or_create(&ResultLabel {
+                result: "dropped_export_failed".into(),
+            })
+            .get()
+    };
+    let before = dropped();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    let mut o = otlp(otlp_receiver::free_port());
+    o.timeout_ms = 200;
+    o.events = Some(EventExportConfig {
+        max_batch: 3,
+        max_delay_ms: 20,
+        max_attempts: 2,
+        retry_initial_ms: 10,
+        ..Default::default()
+    });
+    cfg.otlp = Some(o);
+    let d = Delivery::start(cfg, DeliveryHooks::default())
+        .await
+        .unwrap();
+    let ev = alert("r", Severity::Low, "prod", &[], "m").event;
+    for _ in 0..3 {
+        d.publish_event(&ev);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || dropped() == before + 3).await,
+        "dropped {}",
+        dropped() - before
+    );
+    d.shutdown().await;
+}

@@ -6,6 +6,7 @@
 //!                          ├─▶ OTLP/gRPC log export                 cursor "otlp"
 //!                          └─▶ gRPC AlertService subscribers         cursor per named subscriber
 //! detection ──publish_event──▶ broadcast ─▶ gRPC EventService (live only)
+//!                                         └▶ OTLP event export (optional, best effort, losses counted)
 //! ```
 //!
 //! `publish` only appends to the spool; every sink reads at its own pace and
@@ -153,6 +154,14 @@ impl Delivery {
                 return Err(DeliveryError::SinkName(o.name.clone()));
             }
             let s = otlp::OtlpSink::new(o, &host_name, &node_name)?;
+            if let Some(ev_cfg) = &o.events {
+                me.sinks.push(tokio::spawn(otlp::events::run(
+                    s.clone(),
+                    ev_cfg.clone(),
+                    events.subscribe(),
+                    shutdown_rx.clone(),
+                )));
+            }
             me.sinks.push(spawn_sink(
                 o.name.clone(),
                 s,

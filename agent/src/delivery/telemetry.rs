@@ -37,6 +37,7 @@ pub struct Metrics {
     pub grpc_subscribers: Gauge,
     pub events_dropped: Counter,
     pub otlp_batches: Family<ResultLabel, Counter>,
+    pub otlp_events: Family<ResultLabel, Counter>,
 }
 
 /// The process-wide delivery metrics.
@@ -104,6 +105,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     otlp_batches: register(
         "otlp_batches",
         "OTLP export batches by result.",
+        Family::default(),
+    ),
+    otlp_events: register(
+        "otlp_events",
+        "Raw events for OTLP export by result: exported, or dropped (lagged: the exporter fell behind the event rate; export_failed: the collector stayed unreachable through the retries).",
         Family::default(),
     ),
 });

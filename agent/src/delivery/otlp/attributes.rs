@@ -177,3 +177,28 @@ pub fn gap_record(g: &Gap, now: jiff::Timestamp) -> LogRecord {
         ..Default::default()
     }
 }
+
+/// The log record of a raw (enriched) event: the same attribute names as
+/// the event inside an alert record, severity INFO.
+pub fn event_record(ev: &crate::model::Event) -> LogRecord {
+    let mut attributes = Vec::new();
+    if let Ok(Value::Object(mut o)) = serde_json::to_value(ev) {
+        o.remove("time");
+        flatten("", &Value::Object(o), &mut attributes);
+    }
+    let what = if ev.process.executable.path.is_empty() {
+        ev.process.pid.to_string()
+    } else {
+        ev.process.executable.path.clone()
+    };
+    LogRecord {
+        time_unix_nano: nanos(ev.time),
+        observed_time_unix_nano: nanos(jiff::Timestamp::now()),
+        severity_number: SeverityNumber::Info as i32,
+        severity_text: "info".into(),
+        body: Some(string(format!("{} {what}", ev.kind()))),
+        attributes,
+        event_name: "picket.event".into(),
+        ..Default::default()
+    }
+}

@@ -1,7 +1,9 @@
 //! OTLP/gRPC log export of alerts: a spool sink that acknowledges a batch
-//! only after the collector accepted it.
+//! only after the collector accepted it. Optionally also raw events
+//! ([`events`]), best effort.
 
 pub mod attributes;
+pub mod events;
 
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ pub struct OtlpConfig {
     /// Batching and retries.
     #[serde(rename = "batch")]
     pub policy: SinkPolicy,
+    /// Also export enriched raw events (off when absent).
+    pub events: Option<events::EventExportConfig>,
 }
 
 impl Default for OtlpConfig {
@@ -48,6 +52,7 @@ impl Default for OtlpConfig {
             tls: None,
             timeout_ms: 10_000,
             policy: SinkPolicy::default(),
+            events: None,
         }
     }
 }
@@ -64,6 +69,7 @@ pub enum OtlpError {
 }
 
 /// The OTLP sink.
+#[derive(Clone)]
 pub struct OtlpSink {
     client: LogsServiceClient<Channel>,
     resource: Resource,
@@ -129,6 +135,14 @@ impl OtlpSink {
                 SpoolItem::Gap(g) => attributes::gap_record(g, now),
             })
             .collect();
+        self.wrap(log_records)
+    }
+
+    /// One request with this agent's resource and scope around `log_records`.
+    pub fn wrap(
+        &self,
+        log_records: Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>,
+    ) -> ExportLogsServiceRequest {
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: Some(self.resource.clone()),
