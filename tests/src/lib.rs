@@ -7,3 +7,4 @@
 pub mod cgroup;
 pub mod kernel;
 pub mod kube_api;
+pub mod picket_run;

@@ -15,6 +15,7 @@ pub const KERNEL_TEST_BINARIES: &[&str] = &[
     "kernel_sensors",
     "kernel_contain",
     "e2e_contain",
+    "e2e_delivery",
 ];
 
 #[derive(clap::Args)]
