@@ -444,7 +444,9 @@ spec:
       serviceAccountName: picket
       # Node-critical: a security agent should be the last pod evicted.
       priorityClassName: system-node-critical
-      # See every process of the node (process tree, /proc/<pid>).
+      # See every process of the node (process tree, /proc/<pid>): with the
+      # host's pid namespace the container's own /proc is the node's, so no
+      # hostPath mount of /proc is needed.
       hostPID: true
       # Run on every node, including tainted control-plane nodes.
       tolerations:
@@ -535,10 +537,6 @@ spec:
             - name: tracefs
               mountPath: /sys/kernel/tracing
               readOnly: true
-            # The node's /proc, for processes that started before the agent.
-            - name: host-proc
-              mountPath: /host/proc
-              readOnly: true
             # The cgroup hierarchy: cgroup paths -> container and pod ids.
             - name: cgroup
               mountPath: /sys/fs/cgroup
@@ -569,10 +567,6 @@ spec:
         - name: tracefs
           hostPath:
             path: /sys/kernel/tracing
-            type: Directory
-        - name: host-proc
-          hostPath:
-            path: /proc
             type: Directory
         - name: cgroup
           hostPath:
