@@ -17,10 +17,68 @@ const RULES: &str = "rules:\n  - id: e2e-restart\n    name: e2e-restart\n    des
 
 fn config(dir: &Path) -> String {
     format!(
-        "delivery:\n  spool: {{dir: {spool}, fsync: always}}\n  jsonl:\n    - {{name: file, path: {file}}}\n",
+        "delivery:\n  spool: {{dir: {spool}, fsync: always}}\n  jsonl:\n    - {{name: file, path: {file}}}\n  grpc: {{listen: \"unix:{sock}\", unix_mode: 0o600}}\n",
         spool = dir.join("spool").display(),
-        file = dir.join("alerts.jsonl").display()
+        file = dir.join("alerts.jsonl").display(),
+        sock = dir.join("api.sock").display()
     )
+}
+
+/// The agent's RuleService, through its Unix socket: the running rules, a
+/// document validated against them, a reload.
+fn check_rule_service(sock: &Path) {
+    use picket::delivery::{
+        grpc::client::connect,
+        proto::pb::{self, rule_service_client::RuleServiceClient},
+        tls::ClientTls,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let ch = connect(
+            &format!("unix:{}", sock.display()),
+            &ClientTls::default(),
+            false,
+        )
+        .await
+        .expect("connect");
+        let mut c = RuleServiceClient::new(ch);
+        let rules = c
+            .list_rules(pb::ListRulesRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .rules;
+        let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["e2e-restart"]);
+        assert_eq!(rules[0].events, ["exec"]);
+        let v = c
+            .validate_rules(pb::ValidateRulesRequest {
+                yaml: RULES.replace("e2e-restart", "e2e-other"),
+            })
+            .await
+            .expect("validate")
+            .into_inner();
+        assert!(v.valid, "{:?}", v.problems);
+        assert_eq!(v.rule_count, 1);
+        let v = c
+            .validate_rules(pb::ValidateRulesRequest {
+                yaml: RULES.replace("severity: low", "severity: loud"),
+            })
+            .await
+            .expect("validate")
+            .into_inner();
+        assert!(!v.valid);
+        let r = c
+            .reload_rules(pb::ReloadRulesRequest {})
+            .await
+            .expect("reload")
+            .into_inner();
+        assert_eq!(r.rule_count, 1);
+        assert!(r.problems.is_empty());
+    });
 }
 
 /// `seq` of every alert in the JSON-lines file, in file order.
@@ -86,6 +144,7 @@ fn crash_and_restart_resume_numbering_and_delivery_without_loss_or_duplicates() 
     run_true(&cg, 2);
     wait_alerts(&mut second, &[4, 5]);
     wait_file(&file, &[1, 2, 3, 4, 5]);
+    check_rule_service(&dir.path().join("api.sock"));
     let status = second.stop();
     assert!(status.success(), "clean shutdown: {status:?}");
 

@@ -22,6 +22,10 @@ pub const KERNEL_TEST_BINARIES: &[&str] = &[
 pub struct TestArgs {
     #[command(flatten)]
     pub setup: SetupArgs,
+    /// How long the rule parser/evaluator fuzz target runs (libFuzzer,
+    /// `cargo fuzz`); 0 skips it (local iterations only: CI runs it).
+    #[arg(long, default_value_t = 60)]
+    pub fuzz_seconds: u64,
 }
 
 pub fn test(args: &TestArgs) -> Result<()> {
@@ -65,8 +69,41 @@ pub fn test(args: &TestArgs) -> Result<()> {
         ]))?;
     }
     sh(Command::new("sh").arg(root.join("deploy/validate.sh")))?;
+    if args.fuzz_seconds > 0 {
+        fuzz(&root, args.fuzz_seconds)?;
+    }
     let _ = std::fs::remove_dir_all(&markers);
     eprintln!("xtask: all tests passed; every real-kernel test ran");
+    Ok(())
+}
+
+/// Runs the `rules_parse` fuzz target for `secs` seconds from the checked-in
+/// seeds (new inputs go to a temporary corpus, not into the repository). A
+/// crash fails the run and libFuzzer prints the reproducer's path.
+fn fuzz(root: &std::path::Path, secs: u64) -> Result<()> {
+    let has_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        sh(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+    let corpus = std::env::temp_dir().join(format!("picket-fuzz-corpus-{}", std::process::id()));
+    std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+    let seeds = root.join("fuzz/seeds/rules_parse");
+    let r = sh(Command::new("cargo")
+        .current_dir(root)
+        .args(["+nightly", "fuzz", "run", "rules_parse"])
+        .arg(&corpus)
+        .arg(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={secs}"))
+        .arg("-rss_limit_mb=4096")
+        // The fuzz target needs no kernel programs.
+        .env("AYA_BUILD_SKIP", "1"));
+    let _ = std::fs::remove_dir_all(&corpus);
+    r?;
+    eprintln!("xtask: fuzzed the rule parser and evaluator for {secs} s without a crash");
     Ok(())
 }
 
