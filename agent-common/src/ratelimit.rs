@@ -6,7 +6,8 @@
 //! into a `rate_summary` event, so nothing beyond the limit disappears
 //! silently.
 
-/// Limit for one kind (`RATE_LIMITS[kind]`). `max_events == 0` = unlimited.
+/// Limit for one kind (`RATE_LIMITS[generation * EventKind::COUNT + kind]`).
+/// `max_events == 0` = unlimited.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateLimit {

@@ -12,6 +12,7 @@ use agent_common::{
     EventHeader, EventKind,
     process::Creds,
     ratelimit::{RateKey, RateLimit, RateState},
+    settings::FILTER_GENERATIONS,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -27,7 +28,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{current_task, off, process_start, read, read_ptr},
-    maps::{EVENTS, cgroup_allowed, count_lost},
+    maps::{EVENTS, cgroup_allowed, count_lost, filter_gen},
 };
 
 /// Offset of the first argument in `syscalls:sys_enter_*` records (fixed
@@ -70,13 +71,17 @@ static STASH: LruHashMap<u32, Stash> = LruHashMap::with_max_entries(8192, 0);
 #[map]
 static STASH_SCRATCH: PerCpuArray<Stash> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per event kind: non-zero = the kind is switched off in the kernel.
+/// Per generation and event kind (`g * EventKind::COUNT + kind`):
+/// non-zero = the kind is switched off in the kernel.
 #[map]
-pub static KIND_DISABLED: Array<u32> = Array::with_max_entries(EventKind::COUNT, 0);
+pub static KIND_DISABLED: Array<u32> =
+    Array::with_max_entries(EventKind::COUNT * FILTER_GENERATIONS, 0);
 
-/// Per event kind: rate limit per cgroup (`max_events == 0` = none).
+/// Per generation and event kind (`g * EventKind::COUNT + kind`): rate
+/// limit per cgroup (`max_events == 0` = none).
 #[map]
-pub static RATE_LIMITS: Array<RateLimit> = Array::with_max_entries(EventKind::COUNT, 0);
+pub static RATE_LIMITS: Array<RateLimit> =
+    Array::with_max_entries(EventKind::COUNT * FILTER_GENERATIONS, 0);
 
 /// Rate-limit windows per (cgroup, kind).
 #[map]
@@ -106,10 +111,18 @@ pub fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0)
 }
 
-/// Whether `kind` is on and the current task's cgroup is traced.
+/// Whether `kind` is on (in the active filter generation) and the current
+/// task's cgroup is traced.
 #[inline(always)]
 pub fn enabled(kind: EventKind) -> bool {
-    if let Some(d) = KIND_DISABLED.get(kind as u32)
+    enabled_in(filter_gen(), kind)
+}
+
+/// [`enabled`] in filter generation `g` (for programs that make several
+/// filter lookups and must use one generation for all of them).
+#[inline(always)]
+pub fn enabled_in(g: u32, kind: EventKind) -> bool {
+    if let Some(d) = KIND_DISABLED.get(g * EventKind::COUNT + kind as u32)
         && *d != 0
     {
         return false;
@@ -235,7 +248,7 @@ pub fn submit<T: 'static>(entry: RingBufEntry<T>, kind: EventKind) {
 /// count must be exact: the agent reports it).
 #[inline(always)]
 pub fn rate_allowed(kind: EventKind) -> bool {
-    let Some(lim) = RATE_LIMITS.get(kind as u32) else {
+    let Some(lim) = RATE_LIMITS.get(filter_gen() * EventKind::COUNT + kind as u32) else {
         return true;
     };
     if lim.max_events == 0 {
