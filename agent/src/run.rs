@@ -202,6 +202,17 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     info!("sensors attached; watching");
+    // Issue 3: in-kernel filters follow the rules, now and on every reload.
+    // Every kind stays on when events are printed or can be streamed (gRPC).
+    let _filters = crate::sensor::rule_filters::follow_rules(
+        &engine,
+        agent.sensor().filter_handle(),
+        crate::sensor::rule_filters::FilterConfig {
+            keep_all_kinds: args.events
+                || delivery.as_ref().is_some_and(|d| d.grpc_addr().is_some()),
+            ..Default::default()
+        },
+    );
     if let Some(d) = &delivery {
         // /readyz turns ready only once the kernel programs are attached.
         d.readiness().set_programs_loaded(true);
