@@ -19,7 +19,7 @@ use picket::{
     rules::{Engine, RuleSet, RuleWatcher},
     sensor::{
         filter_maps::FilterHandle,
-        filters::SensorFilters,
+        filters::{Rate, SensorFilters},
         rule_filters::{self, FilterConfig},
     },
 };
@@ -325,5 +325,74 @@ async fn an_irreducible_rule_reports_every_open() {
             .collect::<Vec<_>>(),
         ["globbed"]
     );
+    t.done();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_sends_the_summary_when_the_window_rolls_over() {
+    let t = kernel_test!(the_kernel_sends_the_summary_when_the_window_rolls_over);
+    let cg = TestCgroup::unique("rroll");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = write(dir.path(), "secret");
+    let mut filters = SensorFilters::default();
+    filters.file_prefixes = [secret.clone()].into();
+    filters.file_suffixes.clear();
+    filters.rates.insert(
+        EventKindName::FileOpen,
+        Rate {
+            max_events: 5,
+            window: Duration::from_secs(1),
+        },
+    );
+    // The agent's own flush waits 60 s after a window's end: any summary
+    // seen here was sent by the kernel.
+    let mut agent = start_agent(
+        std::slice::from_ref(&cg.path),
+        move |c: &mut AgentConfig| {
+            c.sensor.filters = filters;
+            c.loss_interval = Duration::from_secs(60);
+        },
+    )
+    .await;
+    let summaries0 = submitted(&agent, "rate_summary");
+    // 20 opens in one window (5 sent, 15 suppressed), then one more after
+    // the window ended: it rolls the window over.
+    run_in(
+        &cg,
+        &format!(
+            "import os, time\n\
+             for i in range(20):\n  os.close(os.open('{secret}', os.O_RDONLY))\n\
+             time.sleep(1.3)\n\
+             os.close(os.open('{secret}', os.O_RDONLY))\n"
+        ),
+    );
+    let mut seen = Vec::new();
+    let s = wait_for(&mut agent, &mut seen, WAIT, "the kernel's summary", |e| {
+        e.kind() == EventKindName::RateSummary
+    })
+    .await;
+    drain(&mut agent, &mut seen, Duration::from_millis(500)).await;
+    let sum = s.summary.as_ref().expect("summary section");
+    assert_eq!(
+        (
+            sum.kind.as_str(),
+            sum.count,
+            sum.window_ms,
+            s.process.linux.cgroup_id
+        ),
+        ("file_open", 15, 1_000, cg.id())
+    );
+    assert_eq!(
+        submitted(&agent, "rate_summary"),
+        summaries0 + 1,
+        "one kernel record"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|e| e.kind() == EventKindName::RateSummary)
+            .count(),
+        1
+    );
+    assert_eq!(file_opens(&seen).len(), 6, "5 in the first window, 1 after");
     t.done();
 }

@@ -2,24 +2,18 @@
 //! file paths are monitored, which address families and ports are reported,
 //! and the per-cgroup rate limits. [`SensorFilters`] comes from configuration
 //! and the loaded rules (`super::rule_filters::derive_filters`) and is written
-//! to the kernel atomically by `super::filter_maps::FilterMaps::apply`;
-//! [`RateTracker`] turns the kernel's rate-limit counters into `rate_summary`
-//! reports.
+//! to the kernel atomically by `super::filter_maps::FilterMaps::apply`.
+//! Rate-limit summaries: `super::rate_summary`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::LazyLock,
     time::Duration,
 };
 
-use agent_common::{EventKind, file::FILE_PATH_MAX, ratelimit::RateKey};
+use agent_common::{EventKind, file::FILE_PATH_MAX};
 use aya::{
     Ebpf,
-    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
-};
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
+    maps::{MapError, PerCpuArray, lpm_trie::Key},
 };
 
 use crate::{model::EventKindName, pipeline::sensors::wire_kind};
@@ -175,106 +169,7 @@ impl SensorFilters {
     }
 }
 
-/// Records of one kind the kernel counted instead of sending, for a cgroup,
-/// since the previous report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateReport {
-    pub cgroup_id: u64,
-    /// Enriched kind name (`connect`, `file_open`).
-    pub kind: String,
-    pub count: u64,
-    /// The configured window.
-    pub window_ms: u64,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: String,
-}
-
-static SUPPRESSED: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(|| {
-    crate::metrics::register(
-        "events_rate_limited",
-        "Events the kernel counted instead of sending because a cgroup exceeded its rate limit, by kind",
-        Family::default(),
-    )
-});
-
-/// Polls the kernel's per-(cgroup, kind) suppressed counters.
-pub struct RateTracker {
-    map: PerCpuHashMap<MapData, RateKey, u64>,
-    windows: BTreeMap<u32, u64>,
-    last: BTreeMap<RateKey, u64>,
-}
-
-impl RateTracker {
-    /// Takes `RATE_SUPPRESSED` out of the object; `filters` gives the windows.
-    pub fn new(ebpf: &mut Ebpf, filters: &SensorFilters) -> Result<Self, FilterError> {
-        let name = "RATE_SUPPRESSED";
-        let map =
-            PerCpuHashMap::try_from(ebpf.take_map(name).ok_or(FilterError::MissingMap(name))?)
-                .map_err(map_err(name))?;
-        let windows = filters
-            .rates
-            .iter()
-            .filter_map(|(k, r)| wire_kind(*k).map(|w| (w as u32, r.window.as_millis() as u64)))
-            .collect();
-        Ok(Self {
-            map,
-            windows,
-            last: BTreeMap::new(),
-        })
-    }
-
-    /// Increases since the previous poll.
-    pub fn poll(&mut self) -> Vec<RateReport> {
-        let mut out = Vec::new();
-        let entries: Vec<_> = self.map.iter().filter_map(Result::ok).collect();
-        for (key, values) in entries {
-            let total: u64 = values.iter().sum();
-            let prev = self.last.insert(key, total).unwrap_or(0);
-            if total > prev {
-                let kind = EventKind::from_u16(key.kind as u16)
-                    .map(|k| k.name().to_string())
-                    .unwrap_or_else(|| format!("kind_{}", key.kind));
-                let count = total - prev;
-                SUPPRESSED
-                    .get_or_create(&KindLabel { kind: kind.clone() })
-                    .inc_by(count);
-                tracing::info!(
-                    kind,
-                    count,
-                    cgroup_id = key.cgroup_id,
-                    "events summarized by the rate limit"
-                );
-                out.push(RateReport {
-                    cgroup_id: key.cgroup_id,
-                    kind,
-                    count,
-                    window_ms: self.windows.get(&key.kind).copied().unwrap_or(0),
-                });
-            }
-        }
-        out
-    }
-}
-
-/// Polls every `every` and sends non-empty reports until `tx` closes.
-pub async fn run_rate_tracker(
-    mut tracker: RateTracker,
-    every: Duration,
-    tx: tokio::sync::mpsc::Sender<Vec<RateReport>>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let reports = tracker.poll();
-        if !reports.is_empty() && tx.send(reports).await.is_err() {
-            return;
-        }
-    }
-}
+pub use super::rate_summary::RateReport;
 
 /// Records submitted to the ring buffer per wire kind by the syscall
 /// sensors (summed over CPUs), by kind name: shows in-kernel filtering at

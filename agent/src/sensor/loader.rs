@@ -1220,12 +1220,18 @@ impl Sensor {
         self.filters.clone()
     }
 
-    /// Takes the rate-limit counters (once) for `rate_summary` reports.
+    /// Takes the rate-limit maps (once) for the flush of `rate_summary`
+    /// reports of windows that never roll over (`slack` after their end).
     pub fn take_rate_tracker(
         &mut self,
         filters: &super::filters::SensorFilters,
-    ) -> Result<super::filters::RateTracker, LoadError> {
-        Ok(super::filters::RateTracker::new(&mut self.ebpf, filters)?)
+        slack: std::time::Duration,
+    ) -> Result<super::rate_summary::RateTracker, LoadError> {
+        Ok(super::rate_summary::RateTracker::new(
+            &mut self.ebpf,
+            filters,
+            slack,
+        )?)
     }
 
     /// Records submitted to the ring buffer per kind by the syscall sensors.

@@ -11,6 +11,7 @@ pub mod filters;
 pub mod loader;
 pub mod lost;
 pub mod offsets;
+pub mod rate_summary;
 pub mod ring;
 pub mod rule_filters;
 pub mod tracefs;
