@@ -334,9 +334,11 @@ async fn the_kernel_sends_the_summary_when_the_window_rolls_over() {
     let cg = TestCgroup::unique("rroll");
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = write(dir.path(), "secret");
-    let mut filters = SensorFilters::default();
-    filters.file_prefixes = [secret.clone()].into();
-    filters.file_suffixes.clear();
+    let mut filters = SensorFilters {
+        file_prefixes: [secret.clone()].into(),
+        file_suffixes: Default::default(),
+        ..Default::default()
+    };
     filters.rates.insert(
         EventKindName::FileOpen,
         Rate {

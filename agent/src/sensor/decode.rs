@@ -238,8 +238,10 @@ mod tests {
                 min: EventHeader::SIZE
             })
         );
-        let mut h = EventHeader::default();
-        h.kind = 999;
+        let h = EventHeader {
+            kind: 999,
+            ..Default::default()
+        };
         assert_eq!(
             decode(&bytes_of(&h)).err(),
             Some(DecodeError::UnknownKind(999))
