@@ -286,12 +286,12 @@ async fn a_rule_reload_moves_the_kernel_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_irreducible_rule_reports_every_open() {
     let t = kernel_test!(an_irreducible_rule_reports_every_open);
-    let cg = TestCgroup::unique("rglob");
+    let cg = TestCgroup::unique("rcontains");
     let dir = tempfile::tempdir().expect("tempdir");
     let plain = write(dir.path(), "plain.txt");
     let engine = Engine::new(compile(&rule_yaml(
-        "globbed",
-        &format!("file.path glob \"{}/*.txt\"", dir.path().display()),
+        "contained",
+        &format!("file.path contains \"{}/\"", dir.path().display()),
     )));
     let mut agent = agent_in(&cg).await;
     let handle = agent.sensor().filter_handle();
@@ -305,7 +305,7 @@ async fn an_irreducible_rule_reports_every_open() {
             .map(|w| w.to_string())
             .collect::<Vec<_>>(),
         [
-            "rule `globbed`: file opens are not filtered by path in the kernel: `file.path` is tested with `glob`, which the kernel cannot match"
+            "rule `contained`: file opens are not filtered by path in the kernel: `file.path` is tested with `contains`, which the kernel cannot match"
         ]
     );
     run_in(
@@ -323,7 +323,7 @@ async fn an_irreducible_rule_reports_every_open() {
             .iter()
             .map(|a| a.rule.id.as_str())
             .collect::<Vec<_>>(),
-        ["globbed"]
+        ["contained"]
     );
     t.done();
 }

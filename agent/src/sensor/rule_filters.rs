@@ -8,12 +8,13 @@
 //!   e.g. `picket run --events` prints them all);
 //! - **file paths**: for `file_open`, the union of the literals the rules
 //!   compare `file.path` with (`==`, `in`, `startswith` become prefixes,
-//!   `endswith` suffixes), merged with the configured prefixes/suffixes. A
-//!   rule whose condition cannot be reduced to such literals (a `glob`, a
-//!   `contains`, a negation, a test of another field that does not also
-//!   restrict the path, ...) turns path filtering off, with a warning that
-//!   names the rule: dropping opens that rule could match would be a silent
-//!   detection gap.
+//!   `endswith` suffixes, a `glob` gives the literal text before its first
+//!   wildcard, or else after its last), merged with the configured
+//!   prefixes/suffixes. A rule whose condition cannot be reduced to such
+//!   literals (`contains`, `matches`, a negation, a test of another field
+//!   that does not also restrict the path, ...) turns path filtering off,
+//!   with a warning that names the rule: dropping opens that rule could match
+//!   would be a silent detection gap.
 //!
 //! Network families and ports stay as configured: the kernel's network
 //! filter is one family/port set shared by connect, send, bind, listen and
@@ -278,6 +279,20 @@ fn reduce_pred(p: &Pred) -> Result<PathSets, String> {
         return Err("`file.path` is tested with a negated operator (`!=`, `not ...`)".into());
     }
     let mut out = PathSets::default();
+    if let Test::Glob(_, patterns) = &p.test {
+        for pat in patterns.iter() {
+            match glob_literal(pat) {
+                GlobLiteral::Prefix(l) => out.prefixes.insert(checked(l)?.to_string()),
+                GlobLiteral::Suffix(l) => out.suffixes.insert(checked(l)?.to_string()),
+                GlobLiteral::None => {
+                    return Err(format!(
+                        "`file.path` is tested with the glob \"{pat}\", which has no literal prefix or suffix"
+                    ));
+                }
+            };
+        }
+        return Ok(out);
+    }
     let (literals, suffix): (Vec<&str>, bool) = match &p.test {
         Test::StrIn(StrSet::Small(items)) => (items.iter().map(|s| &**s).collect(), false),
         Test::StrIn(StrSet::Large(items)) => (items.iter().map(|s| &**s).collect(), false),
@@ -291,17 +306,7 @@ fn reduce_pred(p: &Pred) -> Result<PathSets, String> {
         }
     };
     for lit in literals {
-        if lit.is_empty() {
-            return Err(
-                "`file.path` is compared with an empty string, which matches every path".into(),
-            );
-        }
-        if lit.len() >= FILE_PATH_MAX {
-            return Err(format!(
-                "a `file.path` literal is longer than {} bytes (the kernel's key size)",
-                FILE_PATH_MAX - 1
-            ));
-        }
+        checked(lit)?;
         if suffix {
             out.suffixes.insert(lit.to_string());
         } else {
@@ -311,6 +316,47 @@ fn reduce_pred(p: &Pred) -> Result<PathSets, String> {
     Ok(out)
 }
 
+/// A literal the kernel can hold (1 to 255 bytes).
+fn checked(lit: &str) -> Result<&str, String> {
+    if lit.is_empty() {
+        return Err(
+            "`file.path` is compared with an empty string, which matches every path".into(),
+        );
+    }
+    if lit.len() >= FILE_PATH_MAX {
+        return Err(format!(
+            "a `file.path` literal is longer than {} bytes (the kernel's key size)",
+            FILE_PATH_MAX - 1
+        ));
+    }
+    Ok(lit)
+}
+
+/// The literal part of a glob that every match starts (or ends) with.
+#[derive(Debug, PartialEq, Eq)]
+enum GlobLiteral<'a> {
+    Prefix(&'a str),
+    Suffix(&'a str),
+    None,
+}
+
+/// Glob syntax characters (globset: wildcards, classes, alternations,
+/// escapes). Text before the first one is matched literally at the start of
+/// the path (globs match the whole path), text after the last one at its end.
+const GLOB_SPECIAL: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+
+fn glob_literal(pat: &str) -> GlobLiteral<'_> {
+    let first = pat.find(GLOB_SPECIAL).unwrap_or(pat.len());
+    if first > 0 {
+        return GlobLiteral::Prefix(&pat[..first]);
+    }
+    let last = pat.rfind(GLOB_SPECIAL).map_or(0, |i| i + 1);
+    if last < pat.len() {
+        return GlobLiteral::Suffix(&pat[last..]);
+    }
+    GlobLiteral::None
+}
+
 fn test_name(t: &Test) -> &'static str {
     match t {
         Test::Exists => "exists",
@@ -318,7 +364,7 @@ fn test_name(t: &Test) -> &'static str {
         Test::Prefix(_) => "startswith",
         Test::Suffix(_) => "endswith",
         Test::Contains(_) => "contains",
-        Test::Glob(_) => "glob",
+        Test::Glob(..) => "glob",
         Test::Regex(_) => "matches",
         Test::Cidr(_) => "cidr",
         Test::IntCmp(..) | Test::IntIn(_) => "an integer comparison",

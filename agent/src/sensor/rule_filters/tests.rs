@@ -103,7 +103,7 @@ fn an_and_takes_its_tightest_path_part() {
 fn an_irreducible_rule_turns_path_filtering_off_and_names_itself() {
     let r = rules(&[
         ("shadow", "file_open", r#"file.path == "/etc/shadow""#),
-        ("tmp", "file_open", r#"file.path glob "/tmp/**""#),
+        ("tmp", "file_open", r#"file.path contains "/tmp/""#),
         ("neg", "file_open", r#"file.path not startswith "/proc/""#),
         (
             "other",
@@ -128,7 +128,7 @@ fn an_irreducible_rule_turns_path_filtering_off_and_names_itself() {
         vec![
             (
                 Some("tmp"),
-                "`file.path` is tested with `glob`, which the kernel cannot match"
+                "`file.path` is tested with `contains`, which the kernel cannot match"
             ),
             (
                 Some("neg"),
@@ -146,7 +146,7 @@ fn an_irreducible_rule_turns_path_filtering_off_and_names_itself() {
     );
     assert_eq!(
         d.warnings[0].to_string(),
-        "rule `tmp`: file opens are not filtered by path in the kernel: `file.path` is tested with `glob`, which the kernel cannot match"
+        "rule `tmp`: file opens are not filtered by path in the kernel: `file.path` is tested with `contains`, which the kernel cannot match"
     );
 }
 
@@ -248,4 +248,51 @@ fn too_many_paths_fall_back_without_a_rule_name() {
         d.warnings[0].reason,
         "1025 prefixes and 0 suffixes exceed the kernel's 1024 entries per set"
     );
+}
+
+#[test]
+fn globs_give_their_literal_prefix_or_suffix() {
+    let r = rules(&[(
+        "g",
+        "file_open",
+        r#"file.path glob ["/etc/sudoers.d/*", "/home/*/.ssh/id_*", "**/authorized_keys", "/etc/ssh/ssh_host_?sa_key", "/etc/[ab]c"]"#,
+    )]);
+    let d = derive_filters(&r, &bare());
+    assert_eq!(d.warnings, vec![]);
+    assert_eq!(
+        d.filters.file_prefixes,
+        set(&["/etc/", "/etc/ssh/ssh_host_", "/etc/sudoers.d/", "/home/"])
+    );
+    assert_eq!(d.filters.file_suffixes, set(&["/authorized_keys"]));
+    let r = rules(&[("g", "file_open", r#"file.path glob "{/a,/b}/*""#)]);
+    let d = derive_filters(&r, &bare());
+    assert!(d.filters.all_paths);
+    assert_eq!(
+        d.warnings[0].reason,
+        "`file.path` is tested with the glob \"{/a,/b}/*\", which has no literal prefix or suffix"
+    );
+}
+
+#[test]
+fn the_shipped_rules_keep_path_filtering_on() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let r = RuleSet::load(&[dir]).expect("the shipped rules compile");
+    let cfg = FilterConfig::default();
+    let d = derive_filters(&r, &cfg);
+    assert_eq!(
+        d.warnings,
+        vec![],
+        "a shipped rule turned path filtering off"
+    );
+    assert!(!d.filters.all_paths);
+    // The configured defaults stay, the rules add theirs.
+    assert!(d.filters.file_prefixes.is_superset(&cfg.base.file_prefixes));
+    for p in [
+        "/etc/master.passwd",
+        "/etc/security/opasswd",
+        "/etc/kubernetes/pki/",
+    ] {
+        assert!(d.filters.file_prefixes.contains(p), "{p}");
+    }
+    assert!(d.filters.file_suffixes.contains("/core_pattern"));
 }
