@@ -19,6 +19,9 @@ pub mod file_match {
     pub const SUFFIX: u32 = 1 << 1;
     /// The path was longer than [`super::FILE_PATH_MAX`] - 1 bytes.
     pub const TRUNCATED: u32 = 1 << 2;
+    /// Path filtering was off (`settings::file_filter::ALL_PATHS`): the
+    /// open was reported without consulting the tries.
+    pub const UNFILTERED: u32 = 1 << 3;
 }
 
 /// An open(2)/openat(2)/openat2(2) of a path that matched a configured prefix

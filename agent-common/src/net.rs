@@ -61,7 +61,7 @@ pub struct NetEvent {
     pub _pad2: u32,
 }
 
-/// In-kernel network filter (one entry).
+/// In-kernel network filter (`NET_FILTER[generation]`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetFilter {
@@ -71,6 +71,13 @@ pub struct NetFilter {
     /// One of [`port_filter`]; ports are listed in `NET_PORTS`.
     pub port_mode: u32,
     pub _pad: u32,
+}
+
+/// Key of `NET_PORTS`: the filter generation (see `crate::settings`) and a
+/// port in host order.
+#[inline(always)]
+pub const fn port_key(generation: u32, port: u16) -> u32 {
+    (generation << 16) | port as u32
 }
 
 /// `NetFilter::port_mode` values.

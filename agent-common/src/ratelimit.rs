@@ -1,12 +1,19 @@
 //! Per-cgroup rate limiting of high-volume kinds (connect, file_open).
 //!
 //! The kernel lets `max_events` records per `window_ns` through per (cgroup,
-//! kind) and counts the rest in `RATE_SUPPRESSED` (a per-CPU counter per
-//! [`RateKey`] that only grows); the agent polls it and turns each increase
-//! into a `rate_summary` event, so nothing beyond the limit disappears
-//! silently.
+//! kind) and counts the rest in `RATE_SUPPRESSED`: one cumulative counter per
+//! [`RateKey`], incremented atomically, that only grows. When a window ends,
+//! the first record of that (cgroup, kind) after its end makes the kernel
+//! emit a [`RateSummaryEvent`] with the counter's value, so summaries do not
+//! depend on polling. The agent turns the cumulative values into per-report
+//! counts (a ledger per key: each report is the increase over the last value
+//! reported), so duplicates from racing CPUs or from its own flush of windows
+//! that never roll over cannot double-count, and the counts are exact.
 
-/// Limit for one kind (`RATE_LIMITS[kind]`). `max_events == 0` = unlimited.
+use crate::EventHeader;
+
+/// Limit for one kind (`RATE_LIMITS[generation * EventKind::COUNT + kind]`).
+/// `max_events == 0` = unlimited.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateLimit {
@@ -15,7 +22,7 @@ pub struct RateLimit {
     pub window_ns: u64,
 }
 
-/// Key of `RATE_STATE`.
+/// Key of `RATE_STATE` and `RATE_SUPPRESSED`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RateKey {
@@ -33,6 +40,29 @@ pub struct RateState {
     pub window_start_ns: u64,
     /// Events seen in the current window (sent or not).
     pub in_window: u64,
+    /// `RATE_SUPPRESSED` value carried by the last summary the kernel sent.
+    pub reported: u64,
+}
+
+/// A `rate_summary` record: sent by the kernel with the first record of a
+/// (cgroup, kind) after a window in which some were suppressed. The cgroup
+/// is the header's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RateSummaryEvent {
+    pub header: EventHeader,
+    /// The `EventKind` of the suppressed records.
+    pub kind: u32,
+    pub _pad: u32,
+    /// Records suppressed for (cgroup, kind) since the programs were loaded.
+    pub total: u64,
+    /// `total` minus the previous summary's (the agent recomputes it from
+    /// `total`, which stays exact when CPUs race).
+    pub count: u64,
+    /// The configured window.
+    pub window_ns: u64,
+    /// Start of the window that just ended (boot-time ns).
+    pub window_start_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -40,4 +70,5 @@ mod pod {
     unsafe impl aya::Pod for super::RateLimit {}
     unsafe impl aya::Pod for super::RateKey {}
     unsafe impl aya::Pod for super::RateState {}
+    unsafe impl aya::Pod for super::RateSummaryEvent {}
 }

@@ -1,5 +1,16 @@
 //! Runtime settings the agent can change while programs run (an array map
 //! with one entry, unlike the load-time `OFFSETS` global).
+//!
+//! The in-kernel filters (kinds, file paths, network, rate limits) are
+//! double-buffered: every filter map holds [`FILTER_GENERATIONS`] copies and
+//! the one-entry `FILTER_GEN` array map names the active one. The agent fills
+//! the inactive copy, then flips `FILTER_GEN` with one map update, so a
+//! program sees either the whole old filter set or the whole new one, never a
+//! mix. A program reads `FILTER_GEN` once per invocation and uses that
+//! generation for every lookup it makes. The two values (0 and 1) differ in
+//! one bit of one byte, so even a byte-wise copy of the value cannot yield a
+//! third one. (A separate map rather than a `Settings` field: the filter
+//! writer owns it, independently of the cgroup-filter writer.)
 
 /// `Settings::cgroup_filter_mode` values.
 pub mod cgroup_filter {
@@ -18,6 +29,16 @@ pub struct Settings {
     /// One of [`cgroup_filter`].
     pub cgroup_filter_mode: u32,
     pub _pad: u32,
+}
+
+/// Copies of every filter map (double buffering, see the module docs).
+pub const FILTER_GENERATIONS: u32 = 2;
+
+/// `FILE_FILTER[gen]` bits: how file opens are matched in generation `gen`.
+pub mod file_filter {
+    /// Every open is reported: no rule on `file_open` could be reduced to
+    /// path prefixes/suffixes, so the path tries are not consulted.
+    pub const ALL_PATHS: u32 = 1 << 0;
 }
 
 #[cfg(feature = "user")]

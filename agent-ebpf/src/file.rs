@@ -8,26 +8,45 @@
 use agent_common::{
     EventKind,
     file::{FILE_PATH_MAX, FileOpenEvent, PathKey, file_match, file_op},
+    settings::{FILTER_GENERATIONS, file_filter},
 };
 use aya_ebpf::{
     helpers::generated::bpf_probe_read_user_str,
     macros::map,
-    maps::{LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::TracePointContext,
 };
 
-use crate::sys::{
-    STR_MAX, arg, copy, enabled, header, rate_allowed, reserve, ret, stash_begin, stash_commit,
-    stash_done, stash_get, submit, syscall_pair, user_bytes,
+use crate::{
+    maps::filter_gen,
+    sys::{
+        STR_MAX, arg, copy, enabled_in, header, rate_allowed, reserve, ret, stash_begin,
+        stash_commit, stash_done, stash_get, submit, syscall_pair, user_bytes,
+    },
 };
 
-/// Monitored path prefixes (value: unused tag).
-#[map]
-pub static FILE_PREFIXES: LpmTrie<[u8; FILE_PATH_MAX], u32> = LpmTrie::with_max_entries(1024, 0);
+// One trie per filter generation (see `agent_common::settings`): LPM keys
+// have no room for a generation tag next to a 255-byte path.
 
-/// Monitored path suffixes, stored reversed.
+/// Monitored path prefixes, generation 0 (value: unused tag).
 #[map]
-pub static FILE_SUFFIXES: LpmTrie<[u8; FILE_PATH_MAX], u32> = LpmTrie::with_max_entries(1024, 0);
+pub static FILE_PREFIXES_0: LpmTrie<[u8; FILE_PATH_MAX], u32> = LpmTrie::with_max_entries(1024, 0);
+
+/// Monitored path prefixes, generation 1.
+#[map]
+pub static FILE_PREFIXES_1: LpmTrie<[u8; FILE_PATH_MAX], u32> = LpmTrie::with_max_entries(1024, 0);
+
+/// Monitored path suffixes, stored reversed, generation 0.
+#[map]
+pub static FILE_SUFFIXES_0: LpmTrie<[u8; FILE_PATH_MAX], u32> = LpmTrie::with_max_entries(1024, 0);
+
+/// Monitored path suffixes, stored reversed, generation 1.
+#[map]
+pub static FILE_SUFFIXES_1: LpmTrie<[u8; FILE_PATH_MAX], u32> = LpmTrie::with_max_entries(1024, 0);
+
+/// Per generation: `settings::file_filter` bits.
+#[map]
+pub static FILE_FILTER: Array<u32> = Array::with_max_entries(FILTER_GENERATIONS, 0);
 
 #[repr(C)]
 pub struct FileScratch {
@@ -50,9 +69,13 @@ fn as_key(k: &PathKey) -> &Key<[u8; FILE_PATH_MAX]> {
 /// Entry: match the user path; stash only on a match.
 #[inline(always)]
 fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Option<()> {
-    if !enabled(EventKind::FileOpen) || filename == 0 {
+    let g = filter_gen();
+    if !enabled_in(g, EventKind::FileOpen) || filename == 0 {
         return None;
     }
+    let all_paths = FILE_FILTER
+        .get(g)
+        .is_some_and(|f| *f & file_filter::ALL_PATHS != 0);
     let sc = unsafe { &mut *FILE_SCRATCH.get_ptr_mut(0)? };
     let n = unsafe {
         bpf_probe_read_user_str(
@@ -69,22 +92,36 @@ fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Opti
     if len + 1 >= FILE_PATH_MAX {
         matched |= file_match::TRUNCATED;
     }
-    sc.key.prefix_len = (len * 8) as u32;
-    if FILE_PREFIXES.get(as_key(&sc.key)).is_some() {
-        matched |= file_match::PREFIX;
-    }
-    for i in 0..FILE_PATH_MAX {
-        if i >= len {
-            break;
+    if all_paths {
+        matched |= file_match::UNFILTERED;
+    } else {
+        sc.key.prefix_len = (len * 8) as u32;
+        let prefix = if g == 0 {
+            FILE_PREFIXES_0.get(as_key(&sc.key)).is_some()
+        } else {
+            FILE_PREFIXES_1.get(as_key(&sc.key)).is_some()
+        };
+        if prefix {
+            matched |= file_match::PREFIX;
         }
-        sc.rev.data[i & MASK] = sc.key.data[(len - 1 - i) & MASK];
-    }
-    sc.rev.prefix_len = (len * 8) as u32;
-    if FILE_SUFFIXES.get(as_key(&sc.rev)).is_some() {
-        matched |= file_match::SUFFIX;
-    }
-    if matched & (file_match::PREFIX | file_match::SUFFIX) == 0 {
-        return None;
+        for i in 0..FILE_PATH_MAX {
+            if i >= len {
+                break;
+            }
+            sc.rev.data[i & MASK] = sc.key.data[(len - 1 - i) & MASK];
+        }
+        sc.rev.prefix_len = (len * 8) as u32;
+        let suffix = if g == 0 {
+            FILE_SUFFIXES_0.get(as_key(&sc.rev)).is_some()
+        } else {
+            FILE_SUFFIXES_1.get(as_key(&sc.rev)).is_some()
+        };
+        if suffix {
+            matched |= file_match::SUFFIX;
+        }
+        if matched & (file_match::PREFIX | file_match::SUFFIX) == 0 {
+            return None;
+        }
     }
     let s = stash_begin(op, EventKind::FileOpen)?;
     s.args[0] = dirfd;

@@ -6,6 +6,9 @@
 //! running kernel's BTF (`OFFSETS`), never from compile-time layouts.
 #![no_std]
 #![no_main]
+// Inline BPF assembly (the atomic add in `sys::atomic_inc`); the eBPF crate
+// is built with nightly anyway (build-std).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod creds;
 mod enforce;

@@ -3,7 +3,7 @@
 use agent_common::{
     EventKind, KernelOffsets,
     process::ArgvStage,
-    settings::{Settings, cgroup_filter},
+    settings::{FILTER_GENERATIONS, Settings, cgroup_filter},
 };
 use aya_ebpf::{
     macros::map,
@@ -44,6 +44,18 @@ pub fn count_lost(kind: EventKind) {
 /// Runtime settings (one entry), see `agent_common::settings`.
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// The active filter generation (one entry), see `agent_common::settings`.
+#[map]
+pub static FILTER_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The active filter generation. Callers read it once per program run and
+/// use it for every filter lookup of that run.
+#[inline(always)]
+pub fn filter_gen() -> u32 {
+    const { assert!(FILTER_GENERATIONS == 2) };
+    FILTER_GEN.get(0).copied().unwrap_or(0) & 1
+}
 
 /// cgroup ids listed for the cgroup filter (value unused).
 #[map]

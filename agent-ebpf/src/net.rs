@@ -6,7 +6,8 @@
 
 use agent_common::{
     EventKind,
-    net::{LOCAL_MAX, NetEvent, NetFilter, SOCKADDR_MAX, net_flags, net_op, port_filter},
+    net::{LOCAL_MAX, NetEvent, NetFilter, SOCKADDR_MAX, net_flags, net_op, port_filter, port_key},
+    settings::FILTER_GENERATIONS,
 };
 use aya_ebpf::{
     macros::map,
@@ -16,9 +17,11 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{off, read, read_ptr},
+    maps::filter_gen,
     sys::{
-        SMALL_MAX, Stash, arg, copy, enabled, fd_file, file_mode, header, rate_allowed, reserve,
-        ret, stash_begin, stash_commit, stash_done, stash_get, submit, syscall_pair, user_bytes,
+        SMALL_MAX, Stash, arg, copy, enabled, enabled_in, fd_file, file_mode, header, rate_allowed,
+        reserve, ret, stash_begin, stash_commit, stash_done, stash_get, submit, syscall_pair,
+        user_bytes,
     },
 };
 
@@ -28,27 +31,31 @@ const AF_INET6: u16 = 10;
 const S_IFMT: u32 = 0o170000;
 const S_IFSOCK: u32 = 0o140000;
 
-/// Family and port filter (one entry), see `agent_common::net`.
+/// Family and port filter, one per filter generation, see `agent_common::net`.
 #[map]
-pub static NET_FILTER: Array<NetFilter> = Array::with_max_entries(1, 0);
+pub static NET_FILTER: Array<NetFilter> = Array::with_max_entries(FILTER_GENERATIONS, 0);
 
-/// Ports (host order) for `NetFilter::port_mode`.
+/// Ports for `NetFilter::port_mode`, keyed by `port_key(generation, port)`.
 #[map]
-pub static NET_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+pub static NET_PORTS: HashMap<u32, u8> = HashMap::with_max_entries(2048, 0);
 
 /// Whether an address of `family` with port `port` (host order; `None` for
-/// families without ports) passes the filter.
+/// families without ports) passes the filter of generation `g`.
 #[inline(always)]
-fn net_allowed(family: u16, port: Option<u16>) -> bool {
-    let Some(f) = NET_FILTER.get(0) else {
+fn net_allowed(g: u32, family: u16, port: Option<u16>) -> bool {
+    let Some(f) = NET_FILTER.get(g) else {
         return true;
     };
     if f.family_mask != 0 && (family >= 64 || f.family_mask & (1u64 << family) == 0) {
         return false;
     }
     match f.port_mode {
-        port_filter::ONLY_LISTED => port.is_some_and(|p| unsafe { NET_PORTS.get(&p) }.is_some()),
-        port_filter::EXCLUDE_LISTED => port.is_none_or(|p| unsafe { NET_PORTS.get(&p) }.is_none()),
+        port_filter::ONLY_LISTED => {
+            port.is_some_and(|p| unsafe { NET_PORTS.get(&port_key(g, p)) }.is_some())
+        }
+        port_filter::EXCLUDE_LISTED => {
+            port.is_none_or(|p| unsafe { NET_PORTS.get(&port_key(g, p)) }.is_none())
+        }
         _ => true,
     }
 }
@@ -98,7 +105,8 @@ fn enter_with_addr(
     addrlen: u64,
     argv: u64,
 ) -> Option<()> {
-    if !enabled(kind) {
+    let g = filter_gen();
+    if !enabled_in(g, kind) {
         return None;
     }
     let s = stash_begin(op, kind)?;
@@ -108,7 +116,7 @@ fn enter_with_addr(
         return None;
     }
     let (family, port) = family_port(&s.s2[..4]);
-    if !net_allowed(family, port) {
+    if !net_allowed(g, family, port) {
         return None;
     }
     stash_commit(s);
@@ -210,7 +218,7 @@ fn net_exit(ctx: &TracePointContext, op: u32, kind: EventKind) -> Option<()> {
         } else {
             (0, None)
         };
-        if local_len >= 2 && !net_allowed(family, port) {
+        if local_len >= 2 && !net_allowed(filter_gen(), family, port) {
             stash_done();
             return None;
         }

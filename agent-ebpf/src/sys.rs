@@ -11,7 +11,8 @@
 use agent_common::{
     EventHeader, EventKind,
     process::Creds,
-    ratelimit::{RateKey, RateLimit, RateState},
+    ratelimit::{RateKey, RateLimit, RateState, RateSummaryEvent},
+    settings::FILTER_GENERATIONS,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -21,13 +22,13 @@ use aya_ebpf::{
         generated::{bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str},
     },
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, ring_buf::RingBufEntry},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ring_buf::RingBufEntry},
     programs::TracePointContext,
 };
 
 use crate::{
     kernel::{current_task, off, process_start, read, read_ptr},
-    maps::{EVENTS, cgroup_allowed, count_lost},
+    maps::{EVENTS, cgroup_allowed, count_lost, filter_gen},
 };
 
 /// Offset of the first argument in `syscalls:sys_enter_*` records (fixed
@@ -70,23 +71,28 @@ static STASH: LruHashMap<u32, Stash> = LruHashMap::with_max_entries(8192, 0);
 #[map]
 static STASH_SCRATCH: PerCpuArray<Stash> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per event kind: non-zero = the kind is switched off in the kernel.
+/// Per generation and event kind (`g * EventKind::COUNT + kind`):
+/// non-zero = the kind is switched off in the kernel.
 #[map]
-pub static KIND_DISABLED: Array<u32> = Array::with_max_entries(EventKind::COUNT, 0);
+pub static KIND_DISABLED: Array<u32> =
+    Array::with_max_entries(EventKind::COUNT * FILTER_GENERATIONS, 0);
 
-/// Per event kind: rate limit per cgroup (`max_events == 0` = none).
+/// Per generation and event kind (`g * EventKind::COUNT + kind`): rate
+/// limit per cgroup (`max_events == 0` = none).
 #[map]
-pub static RATE_LIMITS: Array<RateLimit> = Array::with_max_entries(EventKind::COUNT, 0);
+pub static RATE_LIMITS: Array<RateLimit> =
+    Array::with_max_entries(EventKind::COUNT * FILTER_GENERATIONS, 0);
 
 /// Rate-limit windows per (cgroup, kind).
 #[map]
 pub static RATE_STATE: LruHashMap<RateKey, RateState> = LruHashMap::with_max_entries(16384, 0);
 
-/// Records not sent because of the rate limit, per (cgroup, kind), per CPU
-/// (no atomics needed; the agent sums the CPUs). Only grows; not LRU, since
-/// evicting an entry would lose its count.
+/// Records not sent because of the rate limit, per (cgroup, kind):
+/// cumulative, incremented atomically (one value, so the kernel can put it
+/// in a summary). Only grows; not LRU, since evicting an entry would lose
+/// its count.
 #[map]
-pub static RATE_SUPPRESSED: PerCpuHashMap<RateKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+pub static RATE_SUPPRESSED: HashMap<RateKey, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Per-CPU count of records submitted to the ring buffer, per kind (the
 /// sensors of this module only): shows that in-kernel filters keep traffic
@@ -106,10 +112,18 @@ pub fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0)
 }
 
-/// Whether `kind` is on and the current task's cgroup is traced.
+/// Whether `kind` is on (in the active filter generation) and the current
+/// task's cgroup is traced.
 #[inline(always)]
 pub fn enabled(kind: EventKind) -> bool {
-    if let Some(d) = KIND_DISABLED.get(kind as u32)
+    enabled_in(filter_gen(), kind)
+}
+
+/// [`enabled`] in filter generation `g` (for programs that make several
+/// filter lookups and must use one generation for all of them).
+#[inline(always)]
+pub fn enabled_in(g: u32, kind: EventKind) -> bool {
+    if let Some(d) = KIND_DISABLED.get(g * EventKind::COUNT + kind as u32)
         && *d != 0
     {
         return false;
@@ -235,7 +249,7 @@ pub fn submit<T: 'static>(entry: RingBufEntry<T>, kind: EventKind) {
 /// count must be exact: the agent reports it).
 #[inline(always)]
 pub fn rate_allowed(kind: EventKind) -> bool {
-    let Some(lim) = RATE_LIMITS.get(kind as u32) else {
+    let Some(lim) = RATE_LIMITS.get(filter_gen() * EventKind::COUNT + kind as u32) else {
         return true;
     };
     if lim.max_events == 0 {
@@ -253,6 +267,7 @@ pub fn rate_allowed(kind: EventKind) -> bool {
             let init = RateState {
                 window_start_ns: now,
                 in_window: 0,
+                reported: 0,
             };
             // Another CPU may have created it meanwhile: NOEXIST keeps theirs.
             let _ = RATE_STATE.insert(&key, &init, BPF_NOEXIST as u64);
@@ -265,30 +280,77 @@ pub fn rate_allowed(kind: EventKind) -> bool {
     };
     let st = unsafe { &mut *st };
     if now.wrapping_sub(st.window_start_ns) >= lim.window_ns {
+        send_summary(&key, st, lim.window_ns);
         st.window_start_ns = now;
         st.in_window = 0;
     }
     // A race between CPUs can make the limit approximate, never the count:
-    // each record is either sent or added to `suppressed`.
+    // each record is either sent or added to `RATE_SUPPRESSED`.
     let n = st.in_window;
     st.in_window = n + 1;
     if n < lim.max_events as u64 {
         return true;
     }
-    match RATE_SUPPRESSED.get_ptr_mut(&key) {
-        // Per-CPU slot: no other writer.
-        Some(c) => unsafe { *c += 1 },
-        None => {
-            if RATE_SUPPRESSED
-                .insert(&key, &1, BPF_NOEXIST as u64)
-                .is_err()
-            {
-                // Counter map full: send instead of dropping uncounted.
-                return true;
-            }
+    !count_suppressed(&key)
+}
+
+/// Adds one to the key's cumulative suppressed counter; false when the
+/// counter map is full (the caller then sends rather than drop uncounted).
+#[inline(always)]
+fn count_suppressed(key: &RateKey) -> bool {
+    for _ in 0..2 {
+        if let Some(c) = RATE_SUPPRESSED.get_ptr_mut(key) {
+            atomic_inc(c);
+            return true;
+        }
+        // NOEXIST: when another CPU created it meanwhile, loop and add.
+        if RATE_SUPPRESSED.insert(key, &1, BPF_NOEXIST as u64).is_ok() {
+            return true;
         }
     }
     false
+}
+
+/// `*c += 1` as one atomic instruction (BPF_XADD: the counter is shared by
+/// all CPUs). `core`'s atomics have no read-modify-write on this target, so
+/// the instruction is written out.
+#[inline(always)]
+fn atomic_inc(c: *mut u64) {
+    #[cfg(target_arch = "bpf")]
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) c, v = in(reg) 1u64);
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    unsafe {
+        *c += 1
+    };
+}
+
+/// At the end of a window: a `rate_summary` record when records were
+/// suppressed since the last one. When the ring is full the counter stays
+/// unreported here and a later summary (or the agent's flush) carries it.
+#[inline(always)]
+fn send_summary(key: &RateKey, st: &mut RateState, window_ns: u64) {
+    let Some(total) = (unsafe { RATE_SUPPRESSED.get(key) }).copied() else {
+        return;
+    };
+    if total <= st.reported {
+        return;
+    }
+    let kind = EventKind::RateSummary;
+    let Some(mut entry) = reserve::<RateSummaryEvent>(kind) else {
+        return;
+    };
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.header = header(kind, core::mem::size_of::<RateSummaryEvent>());
+    ev.kind = key.kind;
+    ev._pad = 0;
+    ev.total = total;
+    ev.count = total - st.reported;
+    ev.window_ns = window_ns;
+    ev.window_start_ns = st.window_start_ns;
+    st.reported = total;
+    submit(entry, kind);
 }
 
 /// The current task's credentials (`task->cred`); false when unknown.

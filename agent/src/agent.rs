@@ -117,7 +117,8 @@ impl Agent {
 
         let ring = sensor.take_ring()?;
         let lost = sensor.take_lost()?;
-        let rates = sensor.take_rate_tracker(&cfg.sensor.filters)?;
+        let rates = sensor.take_rate_tracker(&cfg.sensor.filters, cfg.loss_interval)?;
+        let mut rate_ledger = sensor::rate_summary::RateLedger::default();
         let (rate_tx, mut rate_rx) = mpsc::channel(16);
         let (raw_tx, mut raw_rx) = mpsc::channel(cfg.channel_capacity.clamp(1, 64));
         let (loss_tx, mut loss_rx) = mpsc::channel(16);
@@ -133,7 +134,7 @@ impl Agent {
             cfg.loss_interval,
             loss_tx,
         ));
-        let rate_poller = tokio::spawn(sensor::filters::run_rate_tracker(
+        let rate_poller = tokio::spawn(sensor::rate_summary::run_rate_tracker(
             rates,
             cfg.loss_interval,
             rate_tx,
@@ -144,6 +145,17 @@ impl Agent {
                     batch = raw_rx.recv() => {
                         let Some(batch) = batch else { return };
                         for raw in &batch {
+                            // Kernel rate summaries go through the ledger
+                            // shared with the flush (sensor::rate_summary).
+                            if let sensor::RawEvent::RateSummary(s) = raw {
+                                let o = sensor::rate_summary::RateObservation::from_record(s);
+                                if let Some(r) = rate_ledger.observe(&o)
+                                    && ev_tx.send(pipeline.summary(&r)).await.is_err()
+                                {
+                                    return;
+                                }
+                                continue;
+                            }
                             let ev = pipeline.handle(raw);
                             if ev_tx.send(ev).await.is_err() {
                                 return;
@@ -160,8 +172,8 @@ impl Agent {
                     }
                     reports = rate_rx.recv() => {
                         let Some(reports) = reports else { return };
-                        for r in &reports {
-                            if ev_tx.send(pipeline.summary(r)).await.is_err() {
+                        for r in reports.iter().filter_map(|o| rate_ledger.observe(o)) {
+                            if ev_tx.send(pipeline.summary(&r)).await.is_err() {
                                 return;
                             }
                         }

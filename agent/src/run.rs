@@ -254,6 +254,12 @@ async fn run(args: RunArgs) -> ExitCode {
     if sink_prints_alerts {
         info!("alerts go to stdout through the spool's JSON-lines sink");
     }
+    // Raw events leave the agent through gRPC or OTLP: then every kind
+    // stays on in the kernel, whatever the rules need.
+    let streams_events = file
+        .delivery
+        .as_ref()
+        .is_some_and(|d| d.grpc.is_some() || d.otlp.as_ref().is_some_and(|o| o.events.is_some()));
     let delivery = match file.delivery {
         Some(cfg) => {
             let hooks = crate::delivery::DeliveryHooks {
@@ -274,6 +280,16 @@ async fn run(args: RunArgs) -> ExitCode {
         }
         None => None,
     };
+    // In-kernel filters follow the rules, now and on every reload. Every
+    // kind stays on when events are printed or streamed.
+    let _filters = crate::sensor::rule_filters::follow_rules(
+        &engine,
+        agent.sensor().filter_handle(),
+        crate::sensor::rule_filters::FilterConfig {
+            keep_all_kinds: args.events || streams_events,
+            ..Default::default()
+        },
+    );
     if let Some(d) = &delivery {
         // /readyz turns ready only once the kernel programs are attached.
         d.readiness().set_programs_loaded(true);

@@ -14,6 +14,7 @@ pub const KERNEL_TEST_BINARIES: &[&str] = &[
     "kernel_process",
     "kernel_sensors",
     "kernel_contain",
+    "kernel_filters",
     "e2e_contain",
     "e2e_delivery",
 ];

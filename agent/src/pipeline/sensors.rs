@@ -53,7 +53,8 @@ pub fn fill(ev: &mut Event, raw: &RawEvent) {
         RawEvent::Privilege(e) => security::fill_privilege(ev, e),
         RawEvent::Control(e) => control::fill_control(ev, e),
         RawEvent::Mount(e) => control::fill_mount(ev, e),
-        RawEvent::Exec(_) | RawEvent::Fork(_) | RawEvent::Exit(_) => {}
+        // Turned into `summary` by the agent's rate ledger, not filled here.
+        RawEvent::Exec(_) | RawEvent::Fork(_) | RawEvent::Exit(_) | RawEvent::RateSummary(_) => {}
     }
 }
 

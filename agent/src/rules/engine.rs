@@ -88,9 +88,9 @@ pub struct Engine {
     opts: EngineOptions,
     events: AtomicU64,
     baseline_overflow_logged: AtomicBool,
-    /// Bumped on every swap, for the parts of the agent derived from the
-    /// rules (in-kernel kill rules, kernel filters).
-    generation: tokio::sync::watch::Sender<u64>,
+    /// The running set, for tasks that follow reloads (the in-kernel sensor
+    /// filters: `sensor::rule_filters`).
+    changes: tokio::sync::watch::Sender<Arc<RuleSet>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -138,6 +138,7 @@ impl Engine {
     }
 
     fn build_shared(set: Arc<RuleSet>, opts: EngineOptions, baseline: Baseline) -> Engine {
+        let changes = tokio::sync::watch::Sender::new(set.clone());
         let installed = Self::install(&opts.metrics, set);
         let (w, d) = baseline.size();
         opts.metrics
@@ -153,7 +154,7 @@ impl Engine {
             opts,
             events: AtomicU64::new(0),
             baseline_overflow_logged: AtomicBool::new(false),
-            generation: tokio::sync::watch::Sender::new(0),
+            changes,
         }
     }
 
@@ -171,15 +172,16 @@ impl Engine {
     /// Swaps in a new rule set atomically. Dedup/rate-limit/baseline state
     /// of rules that keep their id carries over.
     pub fn replace(&self, set: RuleSet) {
-        let installed = Self::install(&self.opts.metrics, Arc::new(set));
+        let set = Arc::new(set);
+        let installed = Self::install(&self.opts.metrics, set.clone());
         self.current.store(Arc::new(installed));
-        self.generation.send_modify(|g| *g += 1);
+        self.changes.send_replace(set);
     }
 
-    /// Changes whenever a new rule set is swapped in; read the set with
-    /// [`Self::rules`] after `changed()`.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.generation.subscribe()
+    /// Follows the running rule set: the receiver sees every set installed
+    /// by [`Self::replace`] (hot reload), starting with the current one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<RuleSet>> {
+        self.changes.subscribe()
     }
 
     /// The running rule set.

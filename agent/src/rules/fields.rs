@@ -142,7 +142,9 @@ pub struct FieldDef {
 /// How a compiled predicate reads its field.
 #[derive(Clone, Debug)]
 pub enum Accessor {
-    Static(for<'a> fn(&'a Event) -> FieldValue<'a>),
+    /// A table field: its name (so analyses of compiled conditions, such as
+    /// the in-kernel filter derivation, can tell fields apart) and getter.
+    Static(&'static str, for<'a> fn(&'a Event) -> FieldValue<'a>),
     /// `k8s.pod.labels.<key>`
     PodLabel(Box<str>),
     /// `k8s.namespace.labels.<key>`
@@ -150,10 +152,18 @@ pub enum Accessor {
 }
 
 impl Accessor {
+    /// The field's name for table fields (`None` for label lookups).
+    pub fn field_name(&self) -> Option<&'static str> {
+        match self {
+            Self::Static(name, _) => Some(name),
+            _ => None,
+        }
+    }
+
     #[inline]
     pub fn get<'a>(&self, ev: &'a Event) -> FieldValue<'a> {
         match self {
-            Self::Static(f) => f(ev),
+            Self::Static(_, f) => f(ev),
             Self::PodLabel(key) => ev
                 .k8s
                 .as_ref()
@@ -203,7 +213,7 @@ pub fn resolve(name: &str) -> Option<Resolved> {
         name: f.name.into(),
         ty: f.ty,
         kinds: f.kinds,
-        accessor: Accessor::Static(f.get),
+        accessor: Accessor::Static(f.name, f.get),
     })
 }
 

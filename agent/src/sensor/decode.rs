@@ -12,6 +12,7 @@ use agent_common::{
     file::FileOpenEvent,
     net::NetEvent,
     process::{ExecEvent, ExitEvent, ForkEvent},
+    ratelimit::RateSummaryEvent,
     security::{CapEvent, CredEvent},
 };
 use prometheus_client::{
@@ -33,6 +34,8 @@ pub enum RawEvent {
     /// namespace/ptrace/memfd/module_load/bpf/fd_dup (kind in the header).
     Control(Box<ControlEvent>),
     Mount(Box<MountEvent>),
+    /// Sent by the kernel when a rate-limit window rolls over.
+    RateSummary(RateSummaryEvent),
 }
 
 impl RawEvent {
@@ -47,6 +50,7 @@ impl RawEvent {
             Self::Privilege(e) => &e.header,
             Self::Control(e) => &e.header,
             Self::Mount(e) => &e.header,
+            Self::RateSummary(e) => &e.header,
         }
     }
 }
@@ -157,8 +161,9 @@ pub fn decode(buf: &[u8]) -> Result<RawEvent, DecodeError> {
         Some(k @ EventKind::Mount) => {
             Ok(RawEvent::Mount(Box::new(read_exact::<MountEvent>(buf, k)?)))
         }
-        // Summaries are built by the agent from counters, never sent by the kernel.
-        Some(EventKind::RateSummary) => Err(DecodeError::UnknownKind(kind)),
+        Some(k @ EventKind::RateSummary) => Ok(RawEvent::RateSummary(read_exact::<
+            RateSummaryEvent,
+        >(buf, k)?)),
         None => Err(DecodeError::UnknownKind(kind)),
     }
 }

@@ -1,37 +1,19 @@
 //! The userspace side of the in-kernel filters: which kinds are on, which
 //! file paths are monitored, which address families and ports are reported,
-//! and the per-cgroup rate limits. [`SensorFilters`] is computed from
-//! configuration (later also from the loaded rules) and written to the
-//! kernel maps by [`SensorFilters::apply`]; [`RateTracker`] turns the
-//! kernel's rate-limit counters into `rate_summary` reports.
-//!
-//! Updates are ordered so the kernel never sees a half-applied filter that
-//! reports less than either the old or the new one would: sets (paths,
-//! ports) are extended before entries are removed, and a port mode is
-//! switched only after its port set is in place.
+//! and the per-cgroup rate limits. [`SensorFilters`] comes from configuration
+//! and the loaded rules (`super::rule_filters::derive_filters`) and is written
+//! to the kernel atomically by `super::filter_maps::FilterMaps::apply`.
+//! Rate-limit summaries: `super::rate_summary`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::LazyLock,
     time::Duration,
 };
 
-use agent_common::{
-    EventKind,
-    file::FILE_PATH_MAX,
-    net::{NetFilter, port_filter},
-    ratelimit::{RateKey, RateLimit},
-};
+use agent_common::{EventKind, file::FILE_PATH_MAX};
 use aya::{
     Ebpf,
-    maps::{
-        Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap,
-        lpm_trie::{Key, LpmTrie},
-    },
-};
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
+    maps::{MapError, PerCpuArray, lpm_trie::Key},
 };
 
 use crate::{model::EventKindName, pipeline::sensors::wire_kind};
@@ -87,6 +69,9 @@ pub struct Rate {
 pub struct SensorFilters {
     /// Kinds switched off in the kernel (no record is built).
     pub disabled: BTreeSet<EventKindName>,
+    /// Report every `file_open`, ignoring the path sets (a rule looks at
+    /// opens in a way that cannot be reduced to prefixes/suffixes).
+    pub all_paths: bool,
     /// Monitored path prefixes for `file_open` (absolute paths as passed to open).
     pub file_prefixes: BTreeSet<String>,
     /// Monitored path suffixes for `file_open`.
@@ -107,6 +92,7 @@ impl Default for SensorFilters {
         };
         Self {
             disabled: BTreeSet::new(),
+            all_paths: false,
             file_prefixes: DEFAULT_FILE_PREFIXES
                 .iter()
                 .map(|s| s.to_string())
@@ -181,236 +167,9 @@ impl SensorFilters {
         }
         Ok(())
     }
-
-    /// Writes the filters to the kernel maps (see the module docs for the
-    /// update order).
-    pub fn apply(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
-        self.validate()?;
-        self.apply_kinds(ebpf)?;
-        apply_trie(ebpf, "FILE_PREFIXES", &self.file_prefixes, false)?;
-        apply_trie(ebpf, "FILE_SUFFIXES", &self.file_suffixes, true)?;
-        self.apply_net(ebpf)?;
-        self.apply_rates(ebpf)?;
-        tracing::info!(
-            disabled = ?self.disabled,
-            file_prefixes = self.file_prefixes.len(),
-            file_suffixes = self.file_suffixes.len(),
-            families = ?self.families,
-            ports = ?self.ports,
-            "in-kernel sensor filters applied"
-        );
-        Ok(())
-    }
-
-    fn apply_kinds(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
-        let name = "KIND_DISABLED";
-        let mut arr: Array<_, u32> =
-            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
-                .map_err(map_err(name))?;
-        let off: BTreeSet<u32> = self
-            .disabled
-            .iter()
-            .filter_map(|k| wire_kind(*k))
-            .map(|k| k as u32)
-            .collect();
-        for slot in 0..EventKind::COUNT {
-            arr.set(slot, u32::from(off.contains(&slot)), 0)
-                .map_err(map_err(name))?;
-        }
-        Ok(())
-    }
-
-    fn apply_net(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
-        let (mode, ports) = match &self.ports {
-            PortFilter::All => (port_filter::OFF, BTreeSet::new()),
-            PortFilter::Only(p) => (port_filter::ONLY_LISTED, p.clone()),
-            PortFilter::Exclude(p) => (port_filter::EXCLUDE_LISTED, p.clone()),
-        };
-        {
-            let name = "NET_PORTS";
-            let mut set: HashMap<_, u16, u8> =
-                HashMap::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
-                    .map_err(map_err(name))?;
-            let old: Vec<u16> = set.keys().filter_map(Result::ok).collect();
-            for p in &ports {
-                set.insert(p, 1, 0).map_err(map_err(name))?;
-            }
-            for p in old.iter().filter(|p| !ports.contains(p)) {
-                let _ = set.remove(p);
-            }
-        }
-        let family_mask = self
-            .families
-            .iter()
-            .filter(|f| **f < 64)
-            .fold(0u64, |m, f| m | (1u64 << f));
-        let name = "NET_FILTER";
-        let mut arr: Array<_, NetFilter> =
-            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
-                .map_err(map_err(name))?;
-        arr.set(
-            0,
-            NetFilter {
-                family_mask,
-                port_mode: mode,
-                _pad: 0,
-            },
-            0,
-        )
-        .map_err(map_err(name))
-    }
-
-    fn apply_rates(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
-        let name = "RATE_LIMITS";
-        let mut arr: Array<_, RateLimit> =
-            Array::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
-                .map_err(map_err(name))?;
-        let by_slot: BTreeMap<u32, &Rate> = self
-            .rates
-            .iter()
-            .filter_map(|(k, r)| wire_kind(*k).map(|w| (w as u32, r)))
-            .collect();
-        for slot in 0..EventKind::COUNT {
-            let lim = match by_slot.get(&slot) {
-                Some(r) => RateLimit {
-                    max_events: r.max_events,
-                    _pad: 0,
-                    window_ns: u64::try_from(r.window.as_nanos()).unwrap_or(u64::MAX),
-                },
-                None => RateLimit::default(),
-            };
-            arr.set(slot, lim, 0).map_err(map_err(name))?;
-        }
-        Ok(())
-    }
 }
 
-fn apply_trie(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    paths: &BTreeSet<String>,
-    reversed: bool,
-) -> Result<(), FilterError> {
-    let mut trie: LpmTrie<_, [u8; FILE_PATH_MAX], u32> =
-        LpmTrie::try_from(ebpf.map_mut(name).ok_or(FilterError::MissingMap(name))?)
-            .map_err(map_err(name))?;
-    let new: Vec<Key<[u8; FILE_PATH_MAX]>> = paths
-        .iter()
-        .map(|p| path_key(p, reversed))
-        .collect::<Result<_, _>>()?;
-    let old: Vec<Key<[u8; FILE_PATH_MAX]>> = trie.keys().filter_map(Result::ok).collect();
-    for k in &new {
-        trie.insert(k, 1, 0).map_err(map_err(name))?;
-    }
-    let same = |a: &Key<[u8; FILE_PATH_MAX]>, b: &Key<[u8; FILE_PATH_MAX]>| {
-        a.prefix_len() == b.prefix_len() && a.data() == b.data()
-    };
-    for k in old.iter().filter(|o| !new.iter().any(|n| same(n, o))) {
-        let _ = trie.remove(k);
-    }
-    Ok(())
-}
-
-/// Records of one kind the kernel counted instead of sending, for a cgroup,
-/// since the previous report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateReport {
-    pub cgroup_id: u64,
-    /// Enriched kind name (`connect`, `file_open`).
-    pub kind: String,
-    pub count: u64,
-    /// The configured window.
-    pub window_ms: u64,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: String,
-}
-
-static SUPPRESSED: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(|| {
-    crate::metrics::register(
-        "events_rate_limited",
-        "Events the kernel counted instead of sending because a cgroup exceeded its rate limit, by kind",
-        Family::default(),
-    )
-});
-
-/// Polls the kernel's per-(cgroup, kind) suppressed counters.
-pub struct RateTracker {
-    map: PerCpuHashMap<MapData, RateKey, u64>,
-    windows: BTreeMap<u32, u64>,
-    last: BTreeMap<RateKey, u64>,
-}
-
-impl RateTracker {
-    /// Takes `RATE_SUPPRESSED` out of the object; `filters` gives the windows.
-    pub fn new(ebpf: &mut Ebpf, filters: &SensorFilters) -> Result<Self, FilterError> {
-        let name = "RATE_SUPPRESSED";
-        let map =
-            PerCpuHashMap::try_from(ebpf.take_map(name).ok_or(FilterError::MissingMap(name))?)
-                .map_err(map_err(name))?;
-        let windows = filters
-            .rates
-            .iter()
-            .filter_map(|(k, r)| wire_kind(*k).map(|w| (w as u32, r.window.as_millis() as u64)))
-            .collect();
-        Ok(Self {
-            map,
-            windows,
-            last: BTreeMap::new(),
-        })
-    }
-
-    /// Increases since the previous poll.
-    pub fn poll(&mut self) -> Vec<RateReport> {
-        let mut out = Vec::new();
-        let entries: Vec<_> = self.map.iter().filter_map(Result::ok).collect();
-        for (key, values) in entries {
-            let total: u64 = values.iter().sum();
-            let prev = self.last.insert(key, total).unwrap_or(0);
-            if total > prev {
-                let kind = EventKind::from_u16(key.kind as u16)
-                    .map(|k| k.name().to_string())
-                    .unwrap_or_else(|| format!("kind_{}", key.kind));
-                let count = total - prev;
-                SUPPRESSED
-                    .get_or_create(&KindLabel { kind: kind.clone() })
-                    .inc_by(count);
-                tracing::info!(
-                    kind,
-                    count,
-                    cgroup_id = key.cgroup_id,
-                    "events summarized by the rate limit"
-                );
-                out.push(RateReport {
-                    cgroup_id: key.cgroup_id,
-                    kind,
-                    count,
-                    window_ms: self.windows.get(&key.kind).copied().unwrap_or(0),
-                });
-            }
-        }
-        out
-    }
-}
-
-/// Polls every `every` and sends non-empty reports until `tx` closes.
-pub async fn run_rate_tracker(
-    mut tracker: RateTracker,
-    every: Duration,
-    tx: tokio::sync::mpsc::Sender<Vec<RateReport>>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let reports = tracker.poll();
-        if !reports.is_empty() && tx.send(reports).await.is_err() {
-            return;
-        }
-    }
-}
+pub use super::rate_summary::RateReport;
 
 /// Records submitted to the ring buffer per wire kind by the syscall
 /// sensors (summed over CPUs), by kind name: shows in-kernel filtering at

@@ -1067,6 +1067,8 @@ pub struct Sensor {
     ebpf: Ebpf,
     pub status: BTreeMap<&'static str, ProgramStatus>,
     pub offsets: offsets::Resolved,
+    /// The in-kernel filters (double-buffered, see `filter_maps`).
+    filters: super::filter_maps::FilterHandle,
 }
 
 impl Sensor {
@@ -1101,7 +1103,8 @@ impl Sensor {
             .map_max_entries("EVENTS", size)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Load)?;
-        cfg.filters.apply(&mut ebpf)?;
+        let mut filter_maps = super::filter_maps::FilterMaps::take(&mut ebpf)?;
+        filter_maps.apply(&cfg.filters)?;
 
         let mut status = BTreeMap::new();
         for spec in PROGRAMS {
@@ -1127,6 +1130,7 @@ impl Sensor {
             ebpf,
             status,
             offsets: resolved,
+            filters: super::filter_maps::FilterHandle::new(filter_maps),
         })
     }
 
@@ -1204,20 +1208,30 @@ impl Sensor {
         &mut self.ebpf
     }
 
-    /// Replaces the in-kernel filters while the programs run.
-    pub fn apply_filters(
-        &mut self,
-        filters: &super::filters::SensorFilters,
-    ) -> Result<(), LoadError> {
-        Ok(filters.apply(&mut self.ebpf)?)
+    /// Replaces the in-kernel filters atomically while the programs run
+    /// (may block up to `filter_maps::GRACE`).
+    pub fn apply_filters(&self, filters: &super::filters::SensorFilters) -> Result<(), LoadError> {
+        Ok(self.filters.apply(filters)?)
     }
 
-    /// Takes the rate-limit counters (once) for `rate_summary` reports.
+    /// A handle that updates the in-kernel filters from another task (rule
+    /// reloads: `rule_filters::follow_rules`).
+    pub fn filter_handle(&self) -> super::filter_maps::FilterHandle {
+        self.filters.clone()
+    }
+
+    /// Takes the rate-limit maps (once) for the flush of `rate_summary`
+    /// reports of windows that never roll over (`slack` after their end).
     pub fn take_rate_tracker(
         &mut self,
         filters: &super::filters::SensorFilters,
-    ) -> Result<super::filters::RateTracker, LoadError> {
-        Ok(super::filters::RateTracker::new(&mut self.ebpf, filters)?)
+        slack: std::time::Duration,
+    ) -> Result<super::rate_summary::RateTracker, LoadError> {
+        Ok(super::rate_summary::RateTracker::new(
+            &mut self.ebpf,
+            filters,
+            slack,
+        )?)
     }
 
     /// Records submitted to the ring buffer per kind by the syscall sensors.

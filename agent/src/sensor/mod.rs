@@ -6,11 +6,14 @@
 //! warning that says what is lost; the others keep running.
 
 pub mod decode;
+pub mod filter_maps;
 pub mod filters;
 pub mod loader;
 pub mod lost;
 pub mod offsets;
+pub mod rate_summary;
 pub mod ring;
+pub mod rule_filters;
 pub mod tracefs;
 
 pub use decode::{DecodeError, RawEvent, decode};

@@ -435,6 +435,7 @@ pub fn build_pred(
                     Test::Glob(
                         set.build()
                             .map_err(|e| op_loc.error(format!("invalid glob set: {e}")))?,
+                        items.into_iter().map(|(s, _)| s.into_boxed_str()).collect(),
                     )
                 }
                 Op::Matches => {

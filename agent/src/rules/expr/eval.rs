@@ -105,7 +105,9 @@ pub enum Test {
     /// All needles in one automaton: one pass over the text, no per-call
     /// searcher setup (`str::contains` builds one per needle per call).
     Contains(aho_corasick::AhoCorasick),
-    Glob(globset::GlobSet),
+    /// The compiled set and the patterns as written (analyses of compiled
+    /// conditions read their literal parts: `sensor::rule_filters`).
+    Glob(globset::GlobSet, Box<[Box<str>]>),
     Regex(Box<[regex::Regex]>),
     Cidr(Box<[IpNet]>),
     IntCmp(Op, i64),
@@ -132,7 +134,7 @@ impl Test {
             Self::Prefix(ps) => v.any_str(|s| ps.iter().any(|p| s.starts_with(&**p))),
             Self::Suffix(ps) => v.any_str(|s| ps.iter().any(|p| s.ends_with(&**p))),
             Self::Contains(ac) => v.any_str(|s| ac.is_match(s)),
-            Self::Glob(set) => v.any_str(|s| set.is_match(s)),
+            Self::Glob(set, _) => v.any_str(|s| set.is_match(s)),
             Self::Regex(rs) => v.any_str(|s| rs.iter().any(|r| r.is_match(s))),
             Self::Cidr(nets) => {
                 v.any_str(|s| parse_ip(s).is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))))
