@@ -17,7 +17,7 @@ const RULES: &str = "rules:\n  - id: e2e-restart\n    name: e2e-restart\n    des
 
 fn config(dir: &Path) -> String {
     format!(
-        "delivery:\n  spool: {{dir: {spool}, fsync: always}}\n  jsonl:\n    - {{name: file, path: {file}}}\n  grpc: {{listen: \"unix:{sock}\", unix_mode: 0o600}}\n",
+        "delivery:\n  spool: {{dir: {spool}, fsync: always}}\n  jsonl:\n    - {{name: file, path: {file}}}\n  grpc: {{listen: \"unix:{sock}\", unix_mode: 384}}\n",
         spool = dir.join("spool").display(),
         file = dir.join("alerts.jsonl").display(),
         sock = dir.join("api.sock").display()
