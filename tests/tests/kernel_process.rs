@@ -411,3 +411,67 @@ async fn small_ring_buffer_reports_exact_losses() {
     assert_eq!(delivered(EventKindName::Exec) + lost("exec"), 1);
     t.done();
 }
+
+/// `process.executable.written_after_container_start`: a binary copied into
+/// a container after its init started is flagged, one from before is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_written_after_container_start_is_flagged() {
+    let t = kernel_test!(binary_written_after_container_start_is_flagged);
+    let pod_uid = "6a1d9a2e-1c4b-4e8f-9a7d-5b2c8e1f0a93";
+    let ctr = "7c8e2c1d9f7a6e5d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d";
+    let cg = TestCgroup::create(&format!(
+        "picket-test-drop-{}/kubepods/besteffort/pod{pod_uid}/cri-containerd-{ctr}.scope",
+        std::process::id()
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dropped = dir.path().join("dropped");
+    let mut agent = start_agent(std::slice::from_ref(&cg.path), |_| {}).await;
+    // The init (sh, pid 1) copies sleep after it started and runs the copy,
+    // then the image's own sleep. Both sleep so /proc/<pid>/exe is there
+    // when the agent looks.
+    let script = format!(
+        "cp /usr/bin/sleep {d} && {d} 0.5; /usr/bin/sleep 0.5",
+        d = dropped.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--fork", "--pid", "--mount", "/bin/sh", "-c", &script]);
+    cg.enter(&mut cmd);
+    assert!(cmd.status().expect("unshare").success());
+    let mut seen = Vec::new();
+    let path = canonical(&dropped);
+    let ev = wait_for(
+        &mut agent,
+        &mut seen,
+        WAIT,
+        "exec of the dropped copy",
+        |e| e.kind() == EventKindName::Exec && e.process.executable.path == path,
+    )
+    .await;
+    assert_eq!(
+        ev.process.executable.written_after_container_start,
+        Some(true)
+    );
+    let ev = wait_for(
+        &mut agent,
+        &mut seen,
+        WAIT,
+        "exec of the image's sleep",
+        |e| e.kind() == EventKindName::Exec && e.process.executable.path == "/usr/bin/sleep",
+    )
+    .await;
+    assert_eq!(
+        ev.process.executable.written_after_container_start,
+        Some(false)
+    );
+    // The init itself (sh) comes from before the container.
+    let init = seen
+        .iter()
+        .find(|e| e.kind() == EventKindName::Exec && e.process.vpid == 1)
+        .expect("exec of the init");
+    assert_eq!(init.process.executable.path, "/usr/bin/dash");
+    assert_eq!(
+        init.process.executable.written_after_container_start,
+        Some(false)
+    );
+    t.done();
+}

@@ -22,6 +22,11 @@ pub struct Executable {
     /// Base name of `path`.
     #[serde(default)]
     pub name: String,
+    /// In a container: the file was created or modified after the
+    /// container started (its pid 1), i.e. it is not from the image. Absent
+    /// for host processes and when unknown (the process was already gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_after_container_start: Option<bool>,
 }
 
 /// `process.user`, `process.group`, ...: a numeric id.

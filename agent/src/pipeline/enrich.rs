@@ -22,6 +22,9 @@ pub struct PipelineConfig {
     pub node_name: String,
     /// Ancestors listed in `process.ancestors`.
     pub max_ancestors: usize,
+    /// procfs of the host pid namespace (executables of exec events are
+    /// looked at through `<proc_root>/<pid>/exe`).
+    pub proc_root: std::path::PathBuf,
 }
 
 impl Default for PipelineConfig {
@@ -29,6 +32,7 @@ impl Default for PipelineConfig {
         Self {
             node_name: hostname(),
             max_ancestors: 5,
+            proc_root: std::path::PathBuf::from("/proc"),
         }
     }
 }
@@ -191,9 +195,18 @@ impl Pipeline {
             stdio_modes: e.stdio.mode,
             stdin_rdev: e.stdio.rdev0,
         };
+        let pidns = (e.ns.pidns_level > 0).then_some(e.ns.pidns_inum);
         self.cache.on_exec(info);
         let mut ev = self.base(EventKindName::Exec, h);
         self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
+        if let Some(ns) = pidns
+            && ev.container.is_some()
+        {
+            ev.process.executable.written_after_container_start = self
+                .cache
+                .container_start(ns)
+                .and_then(|start| written_after(&self.cfg.proc_root, h.pid, start));
+        }
         ev
     }
 
@@ -223,6 +236,22 @@ impl Pipeline {
         self.cache.on_exit(h.pid, h.start_boottime_ns, status);
         ev
     }
+}
+
+/// Whether the file `/proc/<pid>/exe` points to (the process's own
+/// executable, even if deleted or in another mount namespace) was last
+/// written or created (max of mtime and ctime) after `start`. `None` when the
+/// process is gone.
+pub fn written_after(
+    proc_root: &std::path::Path,
+    pid: u32,
+    start: jiff::Timestamp,
+) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(proc_root.join(pid.to_string()).join("exe")).ok()?;
+    let changed_ns = (i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()))
+        .max(i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()));
+    Some(changed_ns > start.as_nanosecond())
 }
 
 /// Splits a kernel wait status (`task->exit_code`) into code and signal.

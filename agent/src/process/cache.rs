@@ -180,7 +180,14 @@ pub struct ProcessCache {
     last_gc: Instant,
     boot_time: jiff::Timestamp,
     stats: CacheStats,
+    /// Start (boot-time ns) of the latest pid 1 seen per pid namespace of
+    /// level > 0: when a container started.
+    ns_inits: HashMap<u32, u64>,
 }
+
+/// Pid namespaces remembered at most (one per container; cleared and
+/// relearned past this).
+const MAX_NS_INITS: usize = 4096;
 
 impl ProcessCache {
     pub fn new(cfg: CacheConfig) -> Self {
@@ -192,7 +199,14 @@ impl ProcessCache {
             last_gc: Instant::now(),
             boot_time,
             stats: CacheStats::default(),
+            ns_inits: HashMap::new(),
         }
+    }
+
+    /// When the container whose pid namespace is `pidns` started (its pid 1
+    /// started), as wall-clock time; `None` if its init was never seen.
+    pub fn container_start(&self, pidns: u32) -> Option<jiff::Timestamp> {
+        self.start_time(*self.ns_inits.get(&pidns)?)
     }
 
     /// Counters since creation.
@@ -237,6 +251,12 @@ impl ProcessCache {
     fn insert(&mut self, key: Key, e: ProcessEntry) {
         if !self.entries.contains_key(&key) && self.entries.len() >= self.cfg.max_entries {
             self.evict();
+        }
+        if e.info.vpid == 1 && e.info.pidns_level > 0 {
+            if self.ns_inits.len() >= MAX_NS_INITS && !self.ns_inits.contains_key(&e.info.pidns) {
+                self.ns_inits.clear();
+            }
+            self.ns_inits.insert(e.info.pidns, e.info.start_ns);
         }
         self.entries.insert(key, e);
         SIZE.set(self.entries.len() as i64);
@@ -529,6 +549,7 @@ fn executable(path: &str) -> Executable {
     Executable {
         path: path.to_string(),
         name: path.rsplit('/').next().unwrap_or(path).to_string(),
+        ..Default::default()
     }
 }
 
@@ -584,7 +605,8 @@ mod tests {
             p.executable,
             Executable {
                 path: "/usr/bin/ls".into(),
-                name: "ls".into()
+                name: "ls".into(),
+                ..Default::default()
             }
         );
         let anc: Vec<_> = p

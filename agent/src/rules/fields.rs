@@ -424,6 +424,16 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
             kinds: ALL,
             get: |e| S(fd_type_str(e.process.stdio.stderr)),
         },
+        field!(
+            "process.executable.written_after_container_start",
+            Bool,
+            ALL,
+            |e| e
+                .process
+                .executable
+                .written_after_container_start
+                .map_or(Absent, B)
+        ),
         field!("process.in_init_tree", Bool, ALL, |e| e
             .process
             .in_init_tree

@@ -61,6 +61,7 @@ fn exec(name: &str) -> Event {
     ev.process.executable = Executable {
         path: format!("/usr/bin/{name}"),
         name: name.into(),
+        ..Default::default()
     };
     ev.process.command_args = vec![name.into(), "--flag".into(), "/etc/passwd".into()];
     ev.process.pid = 100;
@@ -198,6 +199,7 @@ fn ancestors_are_a_list_field() {
             executable: Executable {
                 path: "/usr/sbin/sshd".into(),
                 name: "sshd".into(),
+                ..Default::default()
             },
             command_line: String::new(),
         },
@@ -207,6 +209,7 @@ fn ancestors_are_a_list_field() {
             executable: Executable {
                 path: "/sbin/init".into(),
                 name: "init".into(),
+                ..Default::default()
             },
             command_line: String::new(),
         },
