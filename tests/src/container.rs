@@ -23,14 +23,15 @@ pub struct FakeContainer {
     /// Host pid of the container's init (pid 1 inside).
     pub init_pid: u32,
     // Field order matters: the init dies before the cgroup is removed.
-    _unshare: ChildGuard,
+    unshare: ChildGuard,
     pub cgroup: TestCgroup,
 }
 
 impl FakeContainer {
-    /// Starts a container whose init runs `/bin/sh -c <init_script>`; the
-    /// script must end with `exec /bin/sleep 1000` (returns once it has, so
-    /// whatever the script ran before happened).
+    /// Starts a container whose init (pid 1 inside) runs `/bin/sh -c
+    /// <init_script>`; the script must end with `exec /bin/sleep 1000` (see
+    /// [`wait_until_sleeping`](Self::wait_until_sleeping)). Returns once the
+    /// init exists.
     pub fn start(prefix: &str, pod_uid: &str, id: &str, init_script: &str) -> Self {
         assert_eq!(id.len(), 64, "container ids are 64 hex digits");
         assert!(init_script.ends_with("exec /bin/sleep 1000"));
@@ -55,14 +56,22 @@ impl FakeContainer {
         .stdout(Stdio::null());
         cgroup.enter(&mut cmd);
         let unshare = ChildGuard::spawn(&mut cmd);
-        let init_pid = wait_for_init(unshare.id());
+        let init_pid = wait_for_init(unshare.id(), |_| true);
         Self {
             pod_uid: pod_uid.to_string(),
             id: id.to_string(),
             init_pid,
-            _unshare: unshare,
+            unshare: unshare,
             cgroup,
         }
+    }
+
+    /// Waits until the init script reached its final `exec /bin/sleep 1000`
+    /// (so everything it ran before has happened).
+    pub fn wait_until_sleeping(&self) {
+        wait_for_init(self.unshare.id(), |cmdline| {
+            cmdline == b"/bin/sleep\x001000\x00"
+        });
     }
 
     /// `kubectl exec`: a command that joins the container's cgroup, then
@@ -79,8 +88,9 @@ impl FakeContainer {
     }
 }
 
-/// The only child of `unshare`, once it runs `/bin/sleep 1000`.
-fn wait_for_init(unshare_pid: u32) -> u32 {
+/// The only child of `unshare` (the container's init), once its command
+/// line satisfies `ready`.
+fn wait_for_init(unshare_pid: u32, ready: impl Fn(&[u8]) -> bool) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let children =
@@ -90,8 +100,7 @@ fn wait_for_init(unshare_pid: u32) -> u32 {
             .split_whitespace()
             .next()
             .and_then(|p| p.parse::<u32>().ok())
-            && std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c == b"/bin/sleep\x001000\x00")
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| ready(&c))
         {
             return pid;
         }
