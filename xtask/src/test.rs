@@ -10,7 +10,14 @@ use crate::setup::{Result, SetupArgs, is_root, setup, sh, workspace_root};
 
 /// Test binaries (in the `picket-tests` package) whose tests need the real
 /// kernel. Each of their tests must call `picket_tests::kernel::ran(name)`.
-pub const KERNEL_TEST_BINARIES: &[&str] = &["kernel_process", "kernel_sensors", "kernel_contain"];
+pub const KERNEL_TEST_BINARIES: &[&str] = &[
+    "kernel_process",
+    "kernel_sensors",
+    "kernel_contain",
+    "e2e_run",
+    "e2e_container",
+    "e2e_k8s",
+];
 
 #[derive(clap::Args)]
 pub struct TestArgs {
