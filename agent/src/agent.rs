@@ -78,7 +78,6 @@ impl Agent {
     /// Loads and attaches the programs, seeds the process cache from /proc and
     /// starts reading. Must be called inside a tokio runtime.
     pub async fn start(cfg: AgentConfig) -> Result<Self, AgentError> {
-        let mut sensor = Sensor::load(&cfg.sensor)?;
         let (mode, paths) = match &cfg.cgroups {
             CgroupScope::All => (cgroup_filter::OFF, &[][..]),
             CgroupScope::Only(p) => (cgroup_filter::ONLY_LISTED, &p[..]),
@@ -92,7 +91,11 @@ impl Agent {
             })?;
             ids.push(md.ino());
         }
-        sensor.set_cgroup_filter(mode, &ids)?;
+        // The scope goes in before the programs attach: nothing outside it
+        // is ever traced, not even while the agent starts.
+        let mut sensor_cfg = cfg.sensor.clone();
+        sensor_cfg.cgroup_filter = crate::sensor::loader::CgroupFilter { mode, ids };
+        let mut sensor = Sensor::load(&sensor_cfg)?;
 
         // Seed after attaching: a process started in between is seen by both,
         // and the cache treats the kernel's record as authoritative.

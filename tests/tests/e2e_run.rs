@@ -411,3 +411,51 @@ fn drop_and_execute_from_tmp_dev_shm_and_memfd() {
     );
     t.done();
 }
+
+/// `--only-cgroup` holds from the very start: a busy neighbour cgroup that
+/// execs all the time while the agent attaches its programs never shows up
+/// (the scope used to be set after attaching, and the events of those
+/// seconds, from the whole machine, came out afterwards).
+#[test]
+fn only_cgroup_scope_holds_while_the_agent_starts() {
+    let t = kernel_test!(only_cgroup_scope_holds_while_the_agent_starts);
+    let cg = TestCgroup::unique("e2e-scope");
+    let neighbour = TestCgroup::unique("e2e-neighbour");
+    let mut busy = Command::new("/bin/sh");
+    busy.args(["-c", "while :; do /bin/sleep 0.005; done"])
+        .stdin(Stdio::null());
+    neighbour.enter(&mut busy);
+    let busy = ChildGuard::spawn(&mut busy);
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![cg.path.clone()],
+        events: true,
+        ..Default::default()
+    });
+    let marker = run_in(&cg, Command::new("/bin/echo").arg("in-scope"));
+    assert_eq!(marker, "in-scope\n");
+    picket.wait_event("exec of the in-scope echo", WAIT, |e| {
+        e.kind() == EventKindName::Exec && e.process.command_args == ["/bin/echo", "in-scope"]
+    });
+    picket.drain(Duration::from_millis(500));
+    drop(busy);
+    let outside: Vec<String> = picket
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            picket_tests::run::Record::Event(e) if e.process.linux.cgroup_id != cg.id() => {
+                Some(format!(
+                    "{} pid {} cgroup {} {:?}",
+                    e.event.kind, e.process.pid, e.process.linux.cgroup, e.process.command_args
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{} events from outside the scope, e.g. {:?}",
+        outside.len(),
+        &outside[..outside.len().min(5)]
+    );
+    t.done();
+}

@@ -1015,6 +1015,19 @@ pub struct SensorConfig {
     pub btf_path: PathBuf,
     /// In-kernel filters, applied after load and before any program attaches.
     pub filters: super::filters::SensorFilters,
+    /// The cgroup scope, also set before any program attaches: set later,
+    /// every task on the machine is traced while the programs attach (a few
+    /// seconds) and those events reach the agent afterwards.
+    pub cgroup_filter: CgroupFilter,
+}
+
+/// The in-kernel cgroup filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupFilter {
+    /// One of `agent_common::settings::cgroup_filter` (0 = off).
+    pub mode: u32,
+    /// The listed cgroup ids (inode numbers of cgroup v2 directories).
+    pub ids: Vec<u64>,
 }
 
 impl Default for SensorConfig {
@@ -1023,6 +1036,7 @@ impl Default for SensorConfig {
             ring_buffer_bytes: 16 * 1024 * 1024,
             btf_path: PathBuf::from(offsets::VMLINUX_BTF),
             filters: super::filters::SensorFilters::default(),
+            cgroup_filter: CgroupFilter::default(),
         }
     }
 }
@@ -1102,6 +1116,7 @@ impl Sensor {
             .load(EBPF_OBJECT)
             .map_err(LoadError::Load)?;
         cfg.filters.apply(&mut ebpf)?;
+        write_cgroup_filter(&mut ebpf, cfg.cgroup_filter.mode, &cfg.cgroup_filter.ids)?;
 
         let mut status = BTreeMap::new();
         for spec in PROGRAMS {
@@ -1159,43 +1174,7 @@ impl Sensor {
     /// The set is replaced before the mode is switched, so the kernel never
     /// applies a new mode to an old set.
     pub fn set_cgroup_filter(&mut self, mode: u32, ids: &[u64]) -> Result<(), LoadError> {
-        {
-            let map = self
-                .ebpf
-                .map_mut("CGROUP_FILTER")
-                .ok_or(LoadError::MissingMap("CGROUP_FILTER"))?;
-            let mut set: HashMap<_, u64, u8> =
-                HashMap::try_from(map).map_err(|source| LoadError::Map {
-                    name: "CGROUP_FILTER",
-                    source,
-                })?;
-            let old: Vec<u64> = set.keys().filter_map(Result::ok).collect();
-            for id in ids {
-                set.insert(id, 1, 0).map_err(|source| LoadError::Map {
-                    name: "CGROUP_FILTER",
-                    source,
-                })?;
-            }
-            for id in old.iter().filter(|id| !ids.contains(id)) {
-                let _ = set.remove(id);
-            }
-        }
-        let map = self
-            .ebpf
-            .map_mut("SETTINGS")
-            .ok_or(LoadError::MissingMap("SETTINGS"))?;
-        let mut settings: Array<_, Settings> =
-            Array::try_from(map).map_err(|source| LoadError::Map {
-                name: "SETTINGS",
-                source,
-            })?;
-        let mut cur = settings.get(&0, 0).unwrap_or_default();
-        cur.cgroup_filter_mode = mode;
-        settings.set(0, cur, 0).map_err(|source| LoadError::Map {
-            name: "SETTINGS",
-            source,
-        })?;
-        Ok(())
+        write_cgroup_filter(&mut self.ebpf, mode, ids)
     }
 
     /// The loaded object, for modules that take their own maps and programs
@@ -1228,6 +1207,46 @@ impl Sensor {
     pub fn attached(&self, program: &str) -> bool {
         self.status.get(program) == Some(&ProgramStatus::Attached)
     }
+}
+
+/// Replaces the cgroup filter set, then switches the mode, so the kernel
+/// never applies a new mode to an old set.
+fn write_cgroup_filter(ebpf: &mut Ebpf, mode: u32, ids: &[u64]) -> Result<(), LoadError> {
+    {
+        let map = ebpf
+            .map_mut("CGROUP_FILTER")
+            .ok_or(LoadError::MissingMap("CGROUP_FILTER"))?;
+        let mut set: HashMap<_, u64, u8> =
+            HashMap::try_from(map).map_err(|source| LoadError::Map {
+                name: "CGROUP_FILTER",
+                source,
+            })?;
+        let old: Vec<u64> = set.keys().filter_map(Result::ok).collect();
+        for id in ids {
+            set.insert(id, 1, 0).map_err(|source| LoadError::Map {
+                name: "CGROUP_FILTER",
+                source,
+            })?;
+        }
+        for id in old.iter().filter(|id| !ids.contains(id)) {
+            let _ = set.remove(id);
+        }
+    }
+    let map = ebpf
+        .map_mut("SETTINGS")
+        .ok_or(LoadError::MissingMap("SETTINGS"))?;
+    let mut settings: Array<_, Settings> =
+        Array::try_from(map).map_err(|source| LoadError::Map {
+            name: "SETTINGS",
+            source,
+        })?;
+    let mut cur = settings.get(&0, 0).unwrap_or_default();
+    cur.cgroup_filter_mode = mode;
+    settings.set(0, cur, 0).map_err(|source| LoadError::Map {
+        name: "SETTINGS",
+        source,
+    })?;
+    Ok(())
 }
 
 fn attach_one(
