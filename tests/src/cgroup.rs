@@ -15,10 +15,10 @@ pub fn v2_root() -> PathBuf {
         let Some((pre, post)) = line.split_once(" - ") else {
             continue;
         };
-        if post.split_whitespace().next() == Some("cgroup2") {
-            if let Some(mp) = pre.split_whitespace().nth(4) {
-                return PathBuf::from(mp);
-            }
+        if post.split_whitespace().next() == Some("cgroup2")
+            && let Some(mp) = pre.split_whitespace().nth(4)
+        {
+            return PathBuf::from(mp);
         }
     }
     panic!("no cgroup2 mount found: the real-kernel tests need the cgroup v2 hierarchy");

@@ -61,7 +61,7 @@ impl FakeContainer {
             pod_uid: pod_uid.to_string(),
             id: id.to_string(),
             init_pid,
-            unshare: unshare,
+            unshare,
             cgroup,
         }
     }
