@@ -118,6 +118,8 @@ struct Inner {
     http_gone: bool,
     forbid_owners: bool,
     requests: Vec<RecordedRequest>,
+    /// Watch streams set up so far, per kind (subscribed to changes and cuts).
+    watches_established: BTreeMap<Kind, usize>,
 }
 
 /// How open watches are told to stop.
@@ -192,6 +194,7 @@ impl TestApiServer {
                 http_gone: false,
                 forbid_owners: false,
                 requests: Vec::new(),
+                watches_established: BTreeMap::new(),
             }),
             changes: broadcast::channel(1 << 16).0,
             cuts: broadcast::channel(16).0,
@@ -386,6 +389,19 @@ impl TestApiServer {
     /// this makes a client fall behind the compaction without any error).
     pub fn hold_watches(&self, on: bool) {
         self.shared.hold.send_replace(on);
+    }
+
+    /// Watch streams of `kind` established so far: subscribed to changes
+    /// and to [`close_watches`](Self::close_watches) cuts. A request counted by
+    /// [`count`](Self::count) may still be on its way there; tests that cut
+    /// watches wait for this instead.
+    pub fn watches_established(&self, kind: Kind) -> usize {
+        self.shared
+            .lock()
+            .watches_established
+            .get(&kind)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every request so far.
@@ -734,7 +750,7 @@ fn watch(s: &Arc<Shared>, kind: Kind, q: &HashMap<String, String>, sel: Selector
     let mut first: Vec<Bytes> = Vec::new();
     let start_rv;
     {
-        let g = s.lock();
+        let mut g = s.lock();
         // An outage that started after `record` but before the subscription
         // above would otherwise leave this watch open.
         if g.outage {
@@ -758,6 +774,7 @@ fn watch(s: &Arc<Shared>, kind: Kind, q: &HashMap<String, String>, sel: Selector
                 start_rv = u64::MAX;
             }
             Some(rv) => {
+                *g.watches_established.entry(kind).or_default() += 1;
                 for c in g
                     .history
                     .iter()
@@ -768,6 +785,7 @@ fn watch(s: &Arc<Shared>, kind: Kind, q: &HashMap<String, String>, sel: Selector
                 start_rv = g.rv;
             }
             None => {
+                *g.watches_established.entry(kind).or_default() += 1;
                 for ((k, _, _), v) in &g.objects {
                     if *k == kind && sel.matches(v) {
                         first.push(event_line("ADDED", v));
@@ -794,13 +812,18 @@ fn watch(s: &Arc<Shared>, kind: Kind, q: &HashMap<String, String>, sel: Selector
         tick.tick().await;
         loop {
             let line = tokio::select! {
-                _ = &mut deadline => return,
+                // Cuts first: a cut sent before a change must end the stream
+                // before that change is sent on it (a test that closes the
+                // watches and then changes objects relies on it). Unbiased,
+                // select! may pick the change when both are ready.
+                biased;
                 cut = cuts.recv() => {
                     if let Ok(Cut::Abort) = cut {
                         let _ = tx.send(Err(std::io::Error::other("connection aborted by the test"))).await;
                     }
                     return;
                 }
+                _ = &mut deadline => return,
                 change = changes.recv() => match change {
                     Ok(c) => {
                         if c.rv <= seen { continue; }

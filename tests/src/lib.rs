@@ -5,6 +5,8 @@
 //! panics when not root, and leaves a marker that `cargo xtask test` checks.
 
 pub mod cgroup;
+pub mod container;
 pub mod kernel;
 pub mod kube_api;
 pub mod picket_run;
+pub mod run;

@@ -17,6 +17,9 @@ pub const KERNEL_TEST_BINARIES: &[&str] = &[
     "kernel_filters",
     "e2e_contain",
     "e2e_delivery",
+    "e2e_run",
+    "e2e_container",
+    "e2e_k8s",
 ];
 
 #[derive(clap::Args)]

@@ -1,0 +1,461 @@
+//! End-to-end, real kernel: the real action on the host produces the
+//! expected alert through the shipped `picket run` binary and the default
+//! rules (reverse shell, setuid escalation, drop-and-execute). Root only;
+//! they fail (never skip) elsewhere.
+//!
+//! Negative cases run before the positive one: the ring buffer keeps the
+//! order of events, so once the positive alert has arrived the agent has
+//! seen the negative actions too, and their absence is meaningful.
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    os::{fd::OwnedFd, unix::fs::PermissionsExt},
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use picket::model::{EventKindName, FdType, Severity};
+use picket_tests::{
+    cgroup::TestCgroup,
+    kernel_test,
+    run::{ChildGuard, PicketRun, RunOptions, canonical, output_within},
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+const RUN: Duration = Duration::from_secs(20);
+/// Python from Debian (the `python3` on PATH may be a pyenv shim script).
+const PY: &str = "/usr/bin/python3";
+
+fn picket_for(cg: &TestCgroup) -> PicketRun {
+    PicketRun::start(RunOptions {
+        only_cgroups: vec![cg.path.clone()],
+        ..Default::default()
+    })
+}
+
+/// Runs `cmd` in `cg` and expects success; returns stdout.
+fn run_in(cg: &TestCgroup, cmd: &mut Command) -> String {
+    cmd.stdin(Stdio::null());
+    cg.enter(cmd);
+    let out = output_within(cmd, RUN);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8 output")
+}
+
+/// A connected loopback TCP pair: (the process's end, the listener's end).
+fn loopback_pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+    let ours = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (theirs, _) = l.accept().expect("accept");
+    (ours, theirs)
+}
+
+/// Spawns `cmd` in `cg` with stdin and stdout on `conn` (stderr /dev/null).
+/// `cmd` and `conn` are consumed so that only the child keeps the socket
+/// open: the peer sees EOF when the child exits.
+fn spawn_on_socket(cg: &TestCgroup, mut cmd: Command, conn: TcpStream) -> ChildGuard {
+    let fd = |s: &TcpStream| OwnedFd::from(s.try_clone().expect("dup socket"));
+    cmd.stdin(Stdio::from(fd(&conn)))
+        .stdout(Stdio::from(fd(&conn)))
+        .stderr(Stdio::null());
+    cg.enter(&mut cmd);
+    ChildGuard::spawn(&mut cmd)
+}
+
+#[test]
+fn reverse_shell_with_stdio_on_a_loopback_socket() {
+    let t = kernel_test!(reverse_shell_with_stdio_on_a_loopback_socket);
+    let cg = TestCgroup::unique("e2e-rsh");
+    let mut picket = picket_for(&cg);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+
+    // Negative: a program that is not a shell, with its stdio on a socket.
+    let (conn, mut peer) = loopback_pair(&listener);
+    let mut cat = spawn_on_socket(&cg, Command::new("/bin/cat"), conn);
+    let cat_pid = cat.id();
+    peer.write_all(b"not a shell\n").expect("write");
+    peer.shutdown(Shutdown::Write).expect("shutdown");
+    let mut echoed = String::new();
+    peer.read_to_string(&mut echoed).expect("read");
+    assert_eq!(echoed, "not a shell\n");
+    assert!(cat.wait_timeout(RUN).success());
+
+    // Negative: a shell on pipes.
+    let mut sh = Command::new("/bin/sh");
+    sh.args(["-c", "exit 0"]);
+    run_in(&cg, &mut sh);
+
+    // Positive: the shell reads commands from, and writes to, the listener's peer.
+    let (conn, mut attacker) = loopback_pair(&listener);
+    let mut shell = spawn_on_socket(&cg, Command::new("/bin/sh"), conn);
+    let shell_pid = shell.id();
+    attacker
+        .write_all(b"echo owned-$((6*7))\nexit\n")
+        .expect("send commands");
+    let mut answer = String::new();
+    attacker.read_to_string(&mut answer).expect("read answer");
+    assert_eq!(answer, "owned-42\n", "the shell really ran over the socket");
+    assert!(shell.wait_timeout(RUN).success());
+
+    let alert = picket.wait_alert("reverse-shell alert for the shell", WAIT, |a| {
+        a.rule.id == "reverse-shell" && a.event.process.pid == shell_pid
+    });
+    assert_eq!(alert.severity, Severity::Critical);
+    assert_eq!(
+        alert.rule.name,
+        "Shell with its standard streams on a network socket"
+    );
+    let ev = &alert.event;
+    assert_eq!(ev.event.kind, EventKindName::Exec);
+    let sh_path = canonical("/bin/sh");
+    assert_eq!(ev.process.executable.path, sh_path);
+    assert_eq!(ev.process.command_args, vec!["/bin/sh"]);
+    assert_eq!(ev.process.parent_pid, std::process::id());
+    assert_eq!(ev.process.stdio.stdin, FdType::Socket);
+    assert_eq!(ev.process.stdio.stdout, FdType::Socket);
+    assert_eq!(ev.process.stdio.stderr, FdType::CharDevice, "/dev/null");
+    assert_eq!(ev.process.linux.cgroup_id, cg.id());
+    assert!(ev.container.is_none(), "a host process");
+    assert!(
+        alert.message.starts_with(&format!(
+            "reverse shell: {sh_path} (/bin/sh) with stdin socket, stdout socket (exec)"
+        )),
+        "{}",
+        alert.message
+    );
+
+    picket.drain(Duration::from_millis(500));
+    let others: Vec<_> = picket
+        .alerts_of("reverse-shell")
+        .into_iter()
+        .filter(|a| a.event.process.pid != shell_pid)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "cat (pid {cat_pid}) and the shell on pipes must not match: {others:?}"
+    );
+    t.done();
+}
+
+/// The python one-liner: an interpreter dup2()s a connected socket onto its
+/// stdin and stdout (`fd_dup` events).
+#[test]
+fn reverse_shell_by_an_interpreter_duplicating_a_socket_onto_stdio() {
+    let t = kernel_test!(reverse_shell_by_an_interpreter_duplicating_a_socket_onto_stdio);
+    let cg = TestCgroup::unique("e2e-dup");
+    let mut picket = picket_for(&cg);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let port = listener.local_addr().expect("addr").port();
+    let script = |target: u32| {
+        format!(
+            "import socket,os,sys\n\
+             s=socket.create_connection(('127.0.0.1',{port}))\n\
+             print(os.getpid()); sys.stdout.flush()\n\
+             os.dup2(s.fileno(),{target})\n\
+             os.write({target}, b'hello from {target}\\n')\n"
+        )
+    };
+    // Negative first: the socket duplicated onto fd 7, not onto stdio.
+    // Then the one-liner, onto stdout.
+    let mut pids = Vec::new();
+    for target in [7u32, 1] {
+        let mut py = Command::new(PY);
+        py.args(["-c", &script(target)]);
+        cg.enter(&mut py);
+        py.stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut child = ChildGuard::spawn(&mut py);
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut line = String::new();
+        conn.read_to_string(&mut line).expect("read");
+        assert_eq!(line, format!("hello from {target}\n"));
+        assert!(child.wait_timeout(RUN).success());
+        let mut out = String::new();
+        child
+            .0
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("pid");
+        pids.push(out.trim().parse::<u32>().expect("pid line"));
+    }
+    let (negative_pid, positive_pid) = (pids[0], pids[1]);
+    let alert = picket.wait_alert("reverse-shell alert for the dup2", WAIT, |a| {
+        a.rule.id == "reverse-shell" && a.event.process.pid == positive_pid
+    });
+    assert_eq!(alert.severity, Severity::Critical);
+    let ev = &alert.event;
+    assert_eq!(ev.event.kind, EventKindName::FdDup);
+    let fd = ev.fd.as_ref().expect("fd section");
+    assert_eq!((fd.new, fd.old_type), (1, FdType::Socket));
+    assert_eq!(ev.process.executable.path, canonical(PY));
+    assert_eq!(ev.process.command_args[..2], [PY, "-c"]);
+    assert_eq!(ev.syscall.as_ref().map(|s| s.name.as_str()), Some("dup2"));
+
+    picket.drain(Duration::from_millis(500));
+    let wrong: Vec<_> = picket
+        .alerts_of("reverse-shell")
+        .into_iter()
+        .filter(|a| a.event.process.pid == negative_pid)
+        .collect();
+    assert!(wrong.is_empty(), "dup2 onto fd 7 must not match: {wrong:?}");
+    t.done();
+}
+
+/// A copy of `src` in `dir` with `mode` (owned by root).
+fn install(src: &str, dir: &Path, name: &str, mode: u32) -> String {
+    let dst = dir.join(name);
+    std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {src}: {e}"));
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    dst.display().to_string()
+}
+
+/// Runs `program args` as nobody (uid/gid 65534, no supplementary groups).
+fn as_nobody(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program])
+        .args(args);
+    c
+}
+
+#[test]
+fn setuid_root_binary_run_by_nobody() {
+    let t = kernel_test!(setuid_root_binary_run_by_nobody);
+    let cg = TestCgroup::unique("e2e-suid");
+    let mut picket = picket_for(&cg);
+    let dir = tempfile::Builder::new()
+        .prefix("picket-e2e-suid-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let plain = install("/usr/bin/id", dir.path(), "id-plain", 0o755);
+    let suid = install("/usr/bin/id", dir.path(), "id-suid", 0o4755);
+
+    // Negatives: the same binary without the setuid bit; a setuid helper on
+    // the host (excepted by the rule).
+    assert_eq!(run_in(&cg, &mut as_nobody(&plain, &["-u"])), "65534\n");
+    let su_version = run_in(&cg, &mut as_nobody("/usr/bin/su", &["--version"]));
+    assert!(su_version.starts_with("su from util-linux"), "{su_version}");
+    // Positive: nobody runs the setuid-root copy and really gets euid 0.
+    let mut cmd = as_nobody(&suid, &["-u"]);
+    cg.enter(&mut cmd);
+    cmd.stdin(Stdio::null());
+    let mut child = ChildGuard::spawn(cmd.stdout(Stdio::piped()));
+    let pid = child.id();
+    assert!(child.wait_timeout(RUN).success());
+    let mut out = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(out, "0\n", "nobody got euid 0");
+
+    let alert = picket.wait_alert("setuid escalation alert", WAIT, |a| {
+        a.rule.id == "privilege-escalation-setuid" && a.event.process.pid == pid
+    });
+    assert_eq!(alert.severity, Severity::High);
+    let ev = &alert.event;
+    assert_eq!(ev.event.kind, EventKindName::Exec);
+    assert_eq!(ev.process.executable.path, canonical(&suid));
+    assert_eq!(ev.process.command_args, vec![suid.as_str(), "-u"]);
+    assert_eq!(ev.process.user.id, 0, "euid");
+    assert_eq!(ev.process.real_user.id, 65534, "real uid");
+    assert_eq!(ev.process.real_group.id, 65534);
+    assert!(ev.container.is_none());
+
+    picket.drain(Duration::from_millis(500));
+    let others: Vec<_> = picket
+        .alerts_of("privilege-escalation-setuid")
+        .into_iter()
+        .filter(|a| a.event.process.pid != pid)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "setpriv, the plain copy and su must not match: {others:?}"
+    );
+    t.done();
+}
+
+#[test]
+fn seteuid_back_to_root() {
+    let t = kernel_test!(seteuid_back_to_root);
+    let cg = TestCgroup::unique("e2e-seteuid");
+    let mut picket = picket_for(&cg);
+    // Negative: root dropping to nobody. Positive: a process running with
+    // euid nobody (saved uid root) regaining euid 0.
+    let drop_only = run_in(
+        &cg,
+        Command::new(PY).args([
+            "-c",
+            "import os\nprint(os.getpid())\nos.setresuid(65534,65534,65534)\n",
+        ]),
+    );
+    let regain = run_in(
+        &cg,
+        Command::new(PY).args([
+            "-c",
+            "import os\nprint(os.getpid())\nos.seteuid(65534)\nos.seteuid(0)\nprint(os.geteuid())\n",
+        ]),
+    );
+    let drop_pid: u32 = drop_only.trim().parse().expect("pid");
+    let mut lines = regain.lines();
+    let pid: u32 = lines.next().expect("pid").parse().expect("pid");
+    assert_eq!(lines.next(), Some("0"), "euid regained");
+
+    let alert = picket.wait_alert("seteuid(0) alert", WAIT, |a| {
+        a.rule.id == "privilege-escalation-setuid" && a.event.process.pid == pid
+    });
+    assert_eq!(alert.severity, Severity::High);
+    let ev = &alert.event;
+    assert_eq!(ev.event.kind, EventKindName::PrivilegeChange);
+    let p = ev.privilege.as_ref().expect("privilege section");
+    assert_eq!((p.old.euid, p.new.euid), (65534, 0));
+    assert_eq!((p.old.uid, p.new.uid), (0, 0), "real uid stays root");
+    assert_eq!(ev.syscall.as_ref().map(|s| s.result), Some(0));
+    assert_eq!(ev.process.executable.path, canonical(PY));
+
+    picket.drain(Duration::from_millis(500));
+    let all = picket.alerts_of("privilege-escalation-setuid");
+    assert_eq!(
+        all.len(),
+        1,
+        "only seteuid(0) matches (not the drop by pid {drop_pid}, not seteuid(65534)): {all:?}"
+    );
+    t.done();
+}
+
+#[test]
+fn drop_and_execute_from_tmp_dev_shm_and_memfd() {
+    let t = kernel_test!(drop_and_execute_from_tmp_dev_shm_and_memfd);
+    let cg = TestCgroup::unique("e2e-drop");
+    let mut picket = picket_for(&cg);
+    let memfd_exec = |name: &str| {
+        format!(
+            "import os,sys\n\
+             fd=os.memfd_create('{name}', 0)\n\
+             os.write(fd, open('/bin/echo','rb').read())\n\
+             print(os.getpid()); sys.stdout.flush()\n\
+             os.execv('/proc/self/fd/%d' % fd, ['payload', 'from-memfd'])\n"
+        )
+    };
+    // Negatives: a program from /usr/bin; runc's memfd re-exec (excepted).
+    run_in(&cg, &mut Command::new("/bin/true"));
+    let runc = run_in(
+        &cg,
+        Command::new(PY).args(["-c", &memfd_exec("runc_cloned:/proc/self/exe")]),
+    );
+    let runc_pid: u32 = runc.lines().next().expect("pid").parse().expect("pid");
+
+    // Positives: droppers in /tmp and /dev/shm, and a fileless payload.
+    let tmp = tempfile::Builder::new()
+        .prefix("picket-e2e-drop-")
+        .tempdir_in("/tmp")
+        .expect("tempdir in /tmp");
+    let shm = tempfile::Builder::new()
+        .prefix("picket-e2e-drop-")
+        .tempdir_in("/dev/shm")
+        .expect("tempdir in /dev/shm");
+    let mut expected = Vec::new();
+    for dir in [tmp.path(), shm.path()] {
+        let payload = install("/bin/true", dir, "payload", 0o755);
+        let mut cmd = Command::new(&payload);
+        cmd.stdin(Stdio::null());
+        cg.enter(&mut cmd);
+        let mut child = ChildGuard::spawn(&mut cmd);
+        let pid = child.id();
+        assert!(child.wait_timeout(RUN).success());
+        expected.push((pid, canonical(&payload), vec![payload]));
+    }
+    let fileless = run_in(
+        &cg,
+        Command::new(PY).args(["-c", &memfd_exec("picket-e2e")]),
+    );
+    let mut lines = fileless.lines();
+    let pid: u32 = lines.next().expect("pid").parse().expect("pid");
+    assert_eq!(lines.next(), Some("from-memfd"), "the payload ran");
+    expected.push((
+        pid,
+        "/memfd:picket-e2e".into(),
+        vec!["payload".into(), "from-memfd".into()],
+    ));
+
+    for (pid, path, args) in &expected {
+        let alert = picket.wait_alert(&format!("drop-and-execute of {path}"), WAIT, |a| {
+            a.rule.id == "drop-and-execute" && a.event.process.pid == *pid
+        });
+        assert_eq!(alert.severity, Severity::High);
+        assert_eq!(alert.event.event.kind, EventKindName::Exec);
+        assert_eq!(&alert.event.process.executable.path, path);
+        assert_eq!(&alert.event.process.command_args, args);
+        assert!(
+            alert.message.starts_with(&format!("executed {path} (")),
+            "{}",
+            alert.message
+        );
+    }
+    picket.drain(Duration::from_millis(500));
+    let all = picket.alerts_of("drop-and-execute");
+    assert_eq!(
+        all.len(),
+        3,
+        "/bin/true and runc's memfd (pid {runc_pid}) must not match: {all:?}"
+    );
+    t.done();
+}
+
+/// `--only-cgroup` holds from the very start: a busy neighbour cgroup that
+/// execs all the time while the agent attaches its programs never shows up
+/// (the scope used to be set after attaching, and the events of those
+/// seconds, from the whole machine, came out afterwards).
+#[test]
+fn only_cgroup_scope_holds_while_the_agent_starts() {
+    let t = kernel_test!(only_cgroup_scope_holds_while_the_agent_starts);
+    let cg = TestCgroup::unique("e2e-scope");
+    let neighbour = TestCgroup::unique("e2e-neighbour");
+    let mut busy = Command::new("/bin/sh");
+    busy.args(["-c", "while :; do /bin/sleep 0.005; done"])
+        .stdin(Stdio::null());
+    neighbour.enter(&mut busy);
+    let busy = ChildGuard::spawn(&mut busy);
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![cg.path.clone()],
+        events: true,
+        ..Default::default()
+    });
+    let marker = run_in(&cg, Command::new("/bin/echo").arg("in-scope"));
+    assert_eq!(marker, "in-scope\n");
+    picket.wait_event("exec of the in-scope echo", WAIT, |e| {
+        e.kind() == EventKindName::Exec && e.process.command_args == ["/bin/echo", "in-scope"]
+    });
+    picket.drain(Duration::from_millis(500));
+    drop(busy);
+    let outside: Vec<String> = picket
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            picket_tests::run::Record::Event(e) if e.process.linux.cgroup_id != cg.id() => {
+                Some(format!(
+                    "{} pid {} cgroup {} {:?}",
+                    e.event.kind, e.process.pid, e.process.linux.cgroup, e.process.command_args
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{} events from outside the scope, e.g. {:?}",
+        outside.len(),
+        &outside[..outside.len().min(5)]
+    );
+    t.done();
+}
