@@ -26,6 +26,7 @@ fn base(kind: EventKindName, i: u32, in_container: bool) -> Event {
     ev.process.executable = Executable {
         path: format!("/usr/bin/{name}"),
         name: name.to_string(),
+        ..Default::default()
     };
     ev.process.command_args = vec![
         name.to_string(),
@@ -49,6 +50,7 @@ fn base(kind: EventKindName, i: u32, in_container: bool) -> Event {
         executable: Executable {
             path: "/usr/bin/tini".into(),
             name: "tini".into(),
+            ..Default::default()
         },
         command_line: "tini".into(),
     }];
@@ -126,6 +128,7 @@ fn mix() -> Vec<Event> {
                 ev.process.executable = Executable {
                     path: "/bin/sh".into(),
                     name: "sh".into(),
+                    ..Default::default()
                 };
                 ev.process.stdio.stdin = FdType::Socket;
             }
@@ -134,6 +137,7 @@ fn mix() -> Vec<Event> {
                 ev.process.executable = Executable {
                     path: "/tmp/x".into(),
                     name: "x".into(),
+                    ..Default::default()
                 };
             }
             2 => {
