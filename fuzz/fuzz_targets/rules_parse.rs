@@ -24,6 +24,7 @@ fn events() -> Vec<Event> {
             ev.process.executable = Executable {
                 path: "/bin/sh".into(),
                 name: "sh".into(),
+                ..Default::default()
             };
             ev.process.command_args = vec!["sh".into(), "-c".into(), "id".into()];
             ev.container = Some(Container {
