@@ -58,7 +58,6 @@ pub fn section(r: &ActionRecord) -> ContainmentAudit {
 /// are filled from the record's target.
 pub fn to_alert(r: &ActionRecord, host_name: &str, context: Option<&Event>) -> Alert {
     let mut ev = Event::new(EventKindName::Containment, r.time);
-    ev.host.name = host_name.to_string();
     match context {
         Some(c) => {
             ev.host = c.host.clone();
@@ -67,6 +66,7 @@ pub fn to_alert(r: &ActionRecord, host_name: &str, context: Option<&Event>) -> A
             ev.k8s = c.k8s.clone();
         }
         None => {
+            ev.host.name = host_name.to_string();
             let t = &r.target;
             if let Some(p) = &t.process {
                 ev.process.pid = p.pid;

@@ -185,6 +185,7 @@ pub fn requests_for(
     cgroup_root: &Path,
 ) -> Vec<ActionRequest> {
     let mut out = Vec::new();
+    let target = target_of(&alert.event, cgroup_root);
     for a in actions {
         let kind = match a {
             Action::Alert => continue,
@@ -197,7 +198,7 @@ pub fn requests_for(
         };
         let mut req = ActionRequest::new(
             kind,
-            target_of(&alert.event, cgroup_root),
+            target.clone(),
             Trigger::Rule {
                 rule: alert.rule.id.clone(),
                 alert_seq: alert.seq,
