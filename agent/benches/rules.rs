@@ -44,7 +44,7 @@ fn base(kind: EventKindName, i: u32, in_container: bool) -> Event {
         stdout: FdType::Pipe,
         stderr: FdType::Pipe,
     };
-    ev.process.ancestors = vec![Ancestor {
+    ev.process.ancestors = vec![std::sync::Arc::new(Ancestor {
         exec_id: "a".into(),
         pid: 1,
         executable: Executable {
@@ -53,7 +53,7 @@ fn base(kind: EventKindName, i: u32, in_container: bool) -> Event {
             ..Default::default()
         },
         command_line: "tini".into(),
-    }];
+    })];
     if in_container {
         ev.process.in_init_tree = Some(true);
         ev.container = Some(Container {

@@ -3,7 +3,7 @@
 //! Numbers that are ids (uids, pids, ports) are integers; capabilities and
 //! flags are exported both raw and as names so rules can use either.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -37,13 +37,16 @@ pub struct Id {
 }
 
 /// `process.capabilities.*`: capability names (`CAP_SYS_ADMIN`, ...).
+///
+/// The lists are shared (`Arc`): the same few masks recur on every event, and
+/// copying them per event dominated the cost of building one.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
     #[serde(default)]
-    pub effective: Vec<String>,
+    pub effective: Arc<[String]>,
     #[serde(default)]
-    pub permitted: Vec<String>,
+    pub permitted: Arc<[String]>,
 }
 
 /// What a standard fd of the process refers to.
@@ -185,7 +188,7 @@ pub struct Process {
     pub exit: Option<ExitStatus>,
     /// Nearest first, bounded (configurable).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ancestors: Vec<Ancestor>,
+    pub ancestors: Vec<Arc<Ancestor>>,
 }
 
 /// `thread.*`

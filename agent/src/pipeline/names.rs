@@ -11,7 +11,7 @@ pub fn capability(id: u32) -> String {
 }
 
 /// Names of the bits set in a capability mask.
-pub fn capability_set(mask: u64) -> Vec<String> {
+pub fn capability_set(mask: u64) -> std::sync::Arc<[String]> {
     crate::process::caps::names(mask)
 }
 
@@ -182,8 +182,8 @@ mod tests {
         assert_eq!(capability(40), "CAP_CHECKPOINT_RESTORE");
         assert_eq!(capability(63), "CAP_63");
         assert_eq!(
-            capability_set((1 << 7) | (1 << 6)),
-            vec!["CAP_SETGID", "CAP_SETUID"]
+            *capability_set((1 << 7) | (1 << 6)),
+            ["CAP_SETGID", "CAP_SETUID"]
         );
         assert_eq!(ptrace_request(16), "PTRACE_ATTACH");
         assert_eq!(ptrace_request(0x4206), "PTRACE_SEIZE");

@@ -3,7 +3,7 @@
 use std::{
     collections::{HashMap, HashSet},
     path::Path,
-    sync::LazyLock,
+    sync::{Arc, LazyLock, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -126,6 +126,10 @@ pub struct ProcessEntry {
     pub exited_at: Option<Instant>,
     pub exit: Option<ExitStatus>,
     last_used: u64,
+    /// This process as an ancestor of others, built on first use and shared
+    /// by every event of its descendants (an entry's image never changes:
+    /// an exec replaces the entry).
+    as_ancestor: OnceLock<Arc<Ancestor>>,
 }
 
 type Key = (u32, u64);
@@ -321,6 +325,7 @@ impl ProcessCache {
             exited_at: None,
             exit: None,
             last_used: 0,
+            as_ancestor: OnceLock::new(),
             info,
         };
         ((e.info.pid, t), e)
@@ -486,12 +491,12 @@ impl ProcessCache {
     /// Up to `max` ancestors of `(pid, start)`, nearest first. The walk stops
     /// at an unknown parent, after the host's pid 1 (its parent is 0) and on
     /// a cycle.
-    pub fn ancestors(&self, pid: u32, start_ns: u64, max: usize) -> Vec<Ancestor> {
+    pub fn ancestors(&self, pid: u32, start_ns: u64, max: usize) -> Vec<Arc<Ancestor>> {
         self.ancestors_of_key((pid, start_ticks(start_ns)), max)
     }
 
     /// Nearest-first ancestors of `key`.
-    fn ancestors_of_key(&self, key: Key, max: usize) -> Vec<Ancestor> {
+    fn ancestors_of_key(&self, key: Key, max: usize) -> Vec<Arc<Ancestor>> {
         let mut out = Vec::new();
         let mut seen = HashSet::from([key]);
         let mut cur = self.entries.get(&key);
@@ -506,12 +511,18 @@ impl ProcessCache {
             let Some(p) = self.entries.get(&pk) else {
                 break;
             };
-            out.push(Ancestor {
-                exec_id: p.exec_id.clone(),
-                pid: p.info.pid,
-                executable: executable(&p.info.exe),
-                command_line: p.info.args.join(" "),
-            });
+            out.push(
+                p.as_ancestor
+                    .get_or_init(|| {
+                        Arc::new(Ancestor {
+                            exec_id: p.exec_id.clone(),
+                            pid: p.info.pid,
+                            executable: executable(&p.info.exe),
+                            command_line: p.info.args.join(" "),
+                        })
+                    })
+                    .clone(),
+            );
             cur = Some(p);
         }
         out

@@ -85,12 +85,12 @@ fn three_levels_of_ancestry_with_exact_fields() {
     );
     assert_eq!(m.login_user.map(|u| u.id), Some(1000));
     assert_eq!(
-        m.capabilities.effective,
-        vec!["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+        *m.capabilities.effective,
+        ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
     );
     assert_eq!(
-        m.capabilities.permitted,
-        vec!["CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_50"]
+        *m.capabilities.permitted,
+        ["CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_50"]
     );
     assert_eq!(
         (m.stdio.stdin, m.stdio.stdout, m.stdio.stderr),
@@ -331,8 +331,8 @@ fn seed_from_a_fake_proc_skips_vanished_processes() {
         (100, 101, 102)
     );
     assert_eq!(m.login_user.map(|u| u.id), Some(1000));
-    assert_eq!(m.capabilities.effective, vec!["CAP_NET_ADMIN"]);
-    assert_eq!(m.capabilities.permitted, vec!["CAP_SYS_ADMIN"]);
+    assert_eq!(*m.capabilities.effective, ["CAP_NET_ADMIN"]);
+    assert_eq!(*m.capabilities.permitted, ["CAP_SYS_ADMIN"]);
     assert_eq!(
         (m.stdio.stdin, m.stdio.stdout, m.stdio.stderr),
         (FdType::CharDevice, FdType::File, FdType::Closed)

@@ -7,6 +7,8 @@
 //! for `network.peer.port` on `exec` events is a lint error instead of a rule
 //! that silently never fires.
 
+use std::sync::Arc;
+
 use crate::model::{Ancestor, Event, EventKindName as K, FdType, MetadataStatus};
 
 /// The type of a field, checked against the operators and literals used on it.
@@ -55,8 +57,8 @@ pub enum FieldValue<'a> {
     Bool(bool),
     Strs(&'a [String]),
     Ints(&'a [i64]),
-    AncestorStrs(&'a [Ancestor], fn(&Ancestor) -> &str),
-    AncestorInts(&'a [Ancestor], fn(&Ancestor) -> i64),
+    AncestorStrs(&'a [Arc<Ancestor>], fn(&Ancestor) -> &str),
+    AncestorInts(&'a [Arc<Ancestor>], fn(&Ancestor) -> i64),
 }
 
 impl<'a> FieldValue<'a> {

@@ -193,7 +193,7 @@ fn cidr_and_absent_fields() {
 fn ancestors_are_a_list_field() {
     let mut ev = exec("sh");
     ev.process.ancestors = vec![
-        Ancestor {
+        std::sync::Arc::new(Ancestor {
             exec_id: "a".into(),
             pid: 10,
             executable: Executable {
@@ -202,8 +202,8 @@ fn ancestors_are_a_list_field() {
                 ..Default::default()
             },
             command_line: String::new(),
-        },
-        Ancestor {
+        }),
+        std::sync::Arc::new(Ancestor {
             exec_id: "b".into(),
             pid: 1,
             executable: Executable {
@@ -212,7 +212,7 @@ fn ancestors_are_a_list_field() {
                 ..Default::default()
             },
             command_line: String::new(),
-        },
+        }),
     ];
     assert!(fires(r#"process.ancestors.executable.name == "sshd""#, &ev));
     assert!(fires("process.ancestors.pid == 1", &ev));
