@@ -31,6 +31,27 @@ pub struct Settings {
     pub _pad: u32,
 }
 
+/// Ring-buffer wake-up batching: indexes of the two-entry `RING_WAKEUP`
+/// array map.
+///
+/// By default a submitted record wakes the reader whenever the reader has
+/// caught up, which under an event storm is nearly every record. A wake-up
+/// is an `irq_work` (a self-IPI), and on a virtual machine an IPI is a trap
+/// to the hypervisor: measured here it made `fork`/`exit` programs cost
+/// several µs each. With a non-zero [`INTERVAL`](wakeup::INTERVAL), programs
+/// force a wake-up at most once per interval and submit the other records
+/// silently; the reader drains again one interval after every drain that
+/// found records, so no record waits longer than about one interval.
+pub mod wakeup {
+    /// Nanoseconds between forced wake-ups (written by the agent; 0 = the
+    /// kernel's default, a wake-up whenever the reader has caught up).
+    pub const INTERVAL: u32 = 0;
+    /// `CLOCK_BOOTTIME` of the last forced wake-up (written by programs;
+    /// racy between CPUs on purpose: a lost update costs one extra wake-up).
+    pub const LAST: u32 = 1;
+    pub const ENTRIES: u32 = 2;
+}
+
 /// Copies of every filter map (double buffering, see the module docs).
 pub const FILTER_GENERATIONS: u32 = 2;
 

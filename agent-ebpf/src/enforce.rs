@@ -241,7 +241,7 @@ fn try_contain_exec() -> Option<()> {
             (&raw const s.exe.data) as *const _,
         )
     };
-    entry.submit(0);
+    entry.submit(crate::maps::ring_submit_flags());
     Some(())
 }
 

@@ -3,7 +3,7 @@
 use agent_common::{
     EventKind, KernelOffsets,
     process::ArgvStage,
-    settings::{FILTER_GENERATIONS, Settings, cgroup_filter},
+    settings::{FILTER_GENERATIONS, Settings, cgroup_filter, wakeup},
 };
 use aya_ebpf::{
     macros::map,
@@ -45,6 +45,10 @@ pub fn count_lost(kind: EventKind) {
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
+/// Ring-buffer wake-up batching, see `agent_common::settings::wakeup`.
+#[map]
+pub static RING_WAKEUP: Array<u64> = Array::with_max_entries(wakeup::ENTRIES, 0);
+
 /// The active filter generation (one entry), see `agent_common::settings`.
 #[map]
 pub static FILTER_GEN: Array<u32> = Array::with_max_entries(1, 0);
@@ -73,5 +77,29 @@ pub fn cgroup_allowed(cgroup_id: u64) -> bool {
         cgroup_filter::ONLY_LISTED => listed,
         cgroup_filter::EXCLUDE_LISTED => !listed,
         _ => true,
+    }
+}
+
+/// Flags for `bpf_ringbuf_submit`: wake the reader only when the batching
+/// interval has passed since the last forced wake-up (see
+/// `agent_common::settings::wakeup`); 0 (the kernel's adaptive wake-up) when
+/// batching is off.
+#[inline(always)]
+pub fn ring_submit_flags() -> u64 {
+    let interval = RING_WAKEUP.get(wakeup::INTERVAL).copied().unwrap_or(0);
+    if interval == 0 {
+        return 0;
+    }
+    let Some(last) = RING_WAKEUP.get_ptr_mut(wakeup::LAST) else {
+        return 0;
+    };
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
+    // SAFETY: a valid pointer into the map's value; a torn or lost update
+    // between CPUs only moves one wake-up.
+    if now.wrapping_sub(unsafe { *last }) >= interval {
+        unsafe { *last = now };
+        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64
     }
 }

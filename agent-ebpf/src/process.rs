@@ -244,7 +244,7 @@ fn try_exec(ctx: &TracePointContext) -> Option<()> {
 
     ev.flags = flags;
     ev._pad = 0;
-    entry.submit(0);
+    entry.submit(crate::maps::ring_submit_flags());
     Some(())
 }
 
@@ -369,7 +369,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Option<()> {
     ev.child_tid = child_pid;
     ev.child_start_boottime_ns = read::<u64>(child, off!(task_start_boottime)).unwrap_or(0);
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    entry.submit(0);
+    entry.submit(crate::maps::ring_submit_flags());
     Some(())
 }
 
@@ -407,7 +407,7 @@ fn try_exit() -> Option<()> {
     ev.exit_code = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
     ev._pad = 0;
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    entry.submit(0);
+    entry.submit(crate::maps::ring_submit_flags());
     Some(())
 }
 

@@ -238,7 +238,7 @@ pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
 /// Submits a record and counts it.
 #[inline(always)]
 pub fn submit<T: 'static>(entry: RingBufEntry<T>, kind: EventKind) {
-    entry.submit(0);
+    entry.submit(crate::maps::ring_submit_flags());
     if let Some(c) = SUBMITTED.get_ptr_mut(kind as u32) {
         unsafe { *c += 1 };
     }

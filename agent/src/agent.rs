@@ -126,8 +126,9 @@ impl Agent {
         let (loss_tx, mut loss_rx) = mpsc::channel(16);
         let (ev_tx, ev_rx) = mpsc::channel(cfg.channel_capacity);
 
+        let repoll = cfg.sensor.ring_wakeup_interval;
         let reader = tokio::spawn(async move {
-            if let Err(e) = sensor::ring::run(ring, raw_tx).await {
+            if let Err(e) = sensor::ring::run(ring, raw_tx, repoll).await {
                 tracing::error!(error = %e, "ring-buffer reader stopped");
             }
         });

@@ -25,6 +25,13 @@ pub struct RunArgs {
     /// Ring buffer size in bytes (power of two, at least 4096).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub ring_buffer_bytes: u32,
+    /// Ring-buffer wake-up batching in microseconds: the kernel wakes the
+    /// agent at most once per interval and the agent re-reads the ring one
+    /// interval after each read, so a record waits about this long at most.
+    /// 0 wakes the agent for every record (lowest latency, and on virtual
+    /// machines several µs of kernel time per event).
+    #[arg(long, default_value_t = 1000, value_name = "MICROSECONDS")]
+    pub ring_wakeup_us: u64,
     /// Node name (exec ids, `host.name`, pod watch). Defaults to the host name.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -144,6 +151,7 @@ impl RunArgs {
         AgentConfig {
             sensor: SensorConfig {
                 ring_buffer_bytes: self.ring_buffer_bytes,
+                ring_wakeup_interval: Duration::from_micros(self.ring_wakeup_us),
                 ..Default::default()
             },
             pipeline,

@@ -412,6 +412,39 @@ async fn small_ring_buffer_reports_exact_losses() {
     t.done();
 }
 
+/// Wake-up batching (`--ring-wakeup-us`): with a long interval, a burst's
+/// first record wakes the reader and the rest are submitted silently. Nothing
+/// else happens in the test cgroup afterwards, so only the reader's re-poll
+/// can deliver the tail: every record must still arrive, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_wakeups_deliver_the_tail_of_a_burst() {
+    let t = kernel_test!(batched_wakeups_deliver_the_tail_of_a_burst);
+    let cg = TestCgroup::unique("wakeup");
+    let mut agent = start_agent(std::slice::from_ref(&cg.path), |c| {
+        c.sensor.ring_wakeup_interval = Duration::from_millis(200);
+    })
+    .await;
+    const N: usize = 200;
+    let mut cmd = Command::new("/usr/bin/perl");
+    cmd.args(["-e", &format!("for (1..{N}) {{ my $p = fork(); if (defined $p && $p == 0) {{ exit 0 }} }} 1 while wait() != -1;")]);
+    cg.enter(&mut cmd);
+    let status = cmd.status().expect("burst");
+    assert!(status.success());
+    let mut seen = Vec::new();
+    drain(&mut agent, &mut seen, Duration::from_millis(1500)).await;
+    let count = |k: EventKindName| seen.iter().filter(|e| e.kind() == k).count();
+    let lost: u64 = seen
+        .iter()
+        .filter_map(|e| e.lost.as_ref())
+        .map(|l| l.count)
+        .sum();
+    assert_eq!(lost, 0);
+    assert_eq!(count(EventKindName::Exec), 1, "perl's exec");
+    assert_eq!(count(EventKindName::Fork), N);
+    assert_eq!(count(EventKindName::Exit), N + 1, "the children and perl");
+    t.done();
+}
+
 /// `process.executable.written_after_container_start`: a binary copied into
 /// a container after its init started is flagged, one from before is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1019,11 +1019,21 @@ pub struct SensorConfig {
     /// program attaches, so nothing outside the scope is ever reported (nor
     /// counted as lost) while the agent starts.
     pub cgroup_filter: Option<(u32, Vec<u64>)>,
+    /// Ring-buffer wake-up batching (`agent_common::settings::wakeup`): at
+    /// most one forced wake-up of the reader per interval; zero wakes it per
+    /// record (the kernel's default). Also the reader's re-poll delay.
+    pub ring_wakeup_interval: std::time::Duration,
 }
+
+/// Default [`SensorConfig::ring_wakeup_interval`]: 1 ms keeps every record's
+/// wait for the reader near 1 ms while cutting wake-ups under a storm from
+/// one per record to at most 1,000 per second.
+pub const DEFAULT_RING_WAKEUP: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl Default for SensorConfig {
     fn default() -> Self {
         Self {
+            ring_wakeup_interval: DEFAULT_RING_WAKEUP,
             ring_buffer_bytes: 16 * 1024 * 1024,
             btf_path: PathBuf::from(offsets::VMLINUX_BTF),
             filters: super::filters::SensorFilters::default(),
@@ -1113,6 +1123,7 @@ impl Sensor {
         if let Some((mode, ids)) = &cfg.cgroup_filter {
             write_cgroup_filter(&mut ebpf, *mode, ids)?;
         }
+        write_ring_wakeup(&mut ebpf, cfg.ring_wakeup_interval)?;
 
         let mut status = BTreeMap::new();
         for spec in PROGRAMS {
@@ -1214,6 +1225,24 @@ impl Sensor {
     pub fn attached(&self, program: &str) -> bool {
         self.status.get(program) == Some(&ProgramStatus::Attached)
     }
+}
+
+/// Sets the ring-buffer wake-up interval (before any program attaches).
+fn write_ring_wakeup(ebpf: &mut Ebpf, interval: std::time::Duration) -> Result<(), LoadError> {
+    use agent_common::settings::wakeup;
+    let map = ebpf
+        .map_mut("RING_WAKEUP")
+        .ok_or(LoadError::MissingMap("RING_WAKEUP"))?;
+    let mut a: Array<_, u64> = Array::try_from(map).map_err(|source| LoadError::Map {
+        name: "RING_WAKEUP",
+        source,
+    })?;
+    let ns = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+    a.set(wakeup::INTERVAL, ns, 0)
+        .map_err(|source| LoadError::Map {
+            name: "RING_WAKEUP",
+            source,
+        })
 }
 
 /// See [`Sensor::set_cgroup_filter`].

@@ -1,6 +1,6 @@
 //! The ring-buffer reader: a tokio task woken by epoll on the map's fd.
 
-use std::sync::LazyLock;
+use std::{sync::LazyLock, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use prometheus_client::{
@@ -30,39 +30,65 @@ const BATCH: usize = 256;
 /// Reads records until `tx` closes. Decoded events are sent in batches; a full
 /// channel applies back-pressure to this task, which lets the ring buffer
 /// fill, which the kernel counts as lost events: nothing is dropped silently.
-pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Vec<RawEvent>>) -> std::io::Result<()> {
+///
+/// `repoll` is the kernel's wake-up batching interval
+/// (`agent_common::settings::wakeup`; zero = a wake-up per record). Records
+/// submitted after the last forced wake-up raise no readiness, so after every
+/// read that found records the ring is read again `repoll` later, until a
+/// read finds it empty; then only a wake-up resumes reading.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<Vec<RawEvent>>,
+    repoll: Duration,
+) -> std::io::Result<()> {
     // SAFETY: the ring buffer owns its map fd; it stays open and unchanged
     // for as long as the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut pending = false;
     loop {
-        let mut guard = fd.readable_mut().await?;
-        loop {
-            let mut batch = Vec::with_capacity(32);
-            {
-                let ring = guard.get_inner_mut();
-                while batch.len() < BATCH {
-                    let Some(item) = ring.next() else { break };
-                    match decode(&item) {
-                        Ok(ev) => {
-                            let kind = agent_common::EventKind::from_u16(ev.header().kind)
-                                .map(|k| k.name())
-                                .unwrap_or("unknown");
-                            RECEIVED.get_or_create(&KindLabel { kind }).inc();
-                            batch.push(ev);
-                        }
-                        Err(e) => record_error(&e),
-                    }
+        if pending && !repoll.is_zero() {
+            if let Ok(guard) = tokio::time::timeout(repoll, fd.readable_mut()).await {
+                guard?.clear_ready();
+            }
+        } else {
+            fd.readable_mut().await?.clear_ready();
+        }
+        // Readiness is cleared before draining, not after: a wake-up that
+        // arrives while we drain sets it again instead of being lost.
+        match drain(fd.get_mut(), &tx).await {
+            Some(n) => pending = n > 0,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Reads every record available now; the number read, or `None` once `tx`
+/// is closed.
+async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<RawEvent>>) -> Option<usize> {
+    let mut total = 0;
+    loop {
+        let mut batch = Vec::with_capacity(32);
+        while batch.len() < BATCH {
+            let Some(item) = ring.next() else { break };
+            match decode(&item) {
+                Ok(ev) => {
+                    let kind = agent_common::EventKind::from_u16(ev.header().kind)
+                        .map(|k| k.name())
+                        .unwrap_or("unknown");
+                    RECEIVED.get_or_create(&KindLabel { kind }).inc();
+                    batch.push(ev);
                 }
-            }
-            let full = batch.len() == BATCH;
-            if !batch.is_empty() && tx.send(batch).await.is_err() {
-                return Ok(());
-            }
-            if !full {
-                break;
+                Err(e) => record_error(&e),
             }
         }
-        guard.clear_ready();
+        let n = batch.len();
+        total += n;
+        if n > 0 && tx.send(batch).await.is_err() {
+            return None;
+        }
+        if n < BATCH {
+            return Some(total);
+        }
     }
 }
