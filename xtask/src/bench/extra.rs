@@ -141,7 +141,11 @@ fn paced_under_picket(
     let mut first_err = None;
     for c in children {
         match measure::wait_child(c, "paced workload") {
-            Ok((wall, report)) => {
+            Ok(measure::Waited {
+                wall_s: wall,
+                report,
+                ..
+            }) => {
                 ops += report.map(|r| r.ops).unwrap_or(0);
                 max_secs = max_secs.max(report.map(|r| r.secs).unwrap_or(wall));
             }
@@ -585,7 +589,11 @@ pub fn bpf_profile(ctx: &Ctx<'_>) -> Result<BpfProfile, BenchError> {
     let pid = mon.pid().unwrap_or(0);
     let before = prog_stats(pid);
     let child = measure::spawn_workload(ctx, Workload::Exec)?;
-    let (wall, report) = measure::wait_child(child, "exec storm")?;
+    let measure::Waited {
+        wall_s: wall,
+        report,
+        ..
+    } = measure::wait_child(child, "exec storm")?;
     let after = prog_stats(pid);
     drop(stats);
     mon.drain(

@@ -82,7 +82,10 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         o,
         "Medians with [min–max] over the runs. *vs baseline*: workload wall time relative to the \
-         same run without a monitor. *CPU / 1k events*: monitor user+sys time per 1,000 records it \
+         same run without a monitor. *workload CPU*: user+sys time of the workload and its children \
+         (the monitor's in-kernel work is charged here; the hypervisor's steal time is not), and its \
+         ratio to the baseline's. *steal*: machine-wide steal time during the runs, % of all CPUs. \
+         *CPU / 1k events*: monitor user+sys time per 1,000 records it \
          delivered (any process). *events/s*: records attributed to the workload per second of \
          workload. *delivered*: records of the workload's own kind (exec, connect, monitored open) \
          / operations that should produce one.\n"
@@ -99,14 +102,14 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "#### {}\n", w.name());
         let _ = writeln!(
             o,
-            "| monitor | wall s | vs baseline | monitor CPU ms / 1k events | events/s | delivered % | lost | peak RSS MiB | alert latency p50 / p99 / max ms |"
+            "| monitor | wall s | vs baseline | workload CPU s | vs baseline | steal % | monitor CPU ms / 1k events | events/s | delivered % | lost | peak RSS MiB | alert latency p50 / p99 / max ms |"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
         for c in cells {
             if c.runs.is_empty() {
                 let _ = writeln!(
                     o,
-                    "| {} | failed: {} | | | | | | | |",
+                    "| {} | failed: {} | | | | | | | | | | |",
                     c.monitor.name(),
                     c.errors.join("; ").replace('|', "\\|").replace('\n', " ")
                 );
@@ -133,7 +136,7 @@ pub fn render(r: &Report) -> String {
             };
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.monitor.name(),
                 s(c.wall_s, 3),
                 if c.monitor == Monitor::None {
@@ -141,6 +144,13 @@ pub fn render(r: &Report) -> String {
                 } else {
                     ratio_cell(c.ratio)
                 },
+                s(c.workload_cpu_s, 3),
+                if c.monitor == Monitor::None {
+                    "—".into()
+                } else {
+                    ratio_cell(c.cpu_ratio)
+                },
+                s(c.steal_pct, 1),
                 s(c.cpu_ms_per_1k_events, 1),
                 s(c.events_per_s, 0),
                 s(c.delivered_pct, 1),
@@ -358,10 +368,15 @@ mod tests {
         );
         assert!(md.contains("#### exec storm"));
         assert!(
-            md.contains("| picket | 1.040 | +4.0% | 10000.0 | 5 | 99.0 | 1 | 20.0 | — |"),
+            md.contains(
+                "| picket | 1.040 | +4.0% | 0.520 | +4.0% | 0.5 | 10000.0 | 5 | 99.0 | 1 | 20.0 | — |"
+            ),
             "{md}"
         );
-        assert!(md.contains("| none (baseline) | 1.000 | — |"));
+        assert!(
+            md.contains("| none (baseline) | 1.000 | — | 0.500 | — | 0.5 |"),
+            "{md}"
+        );
     }
 
     #[test]

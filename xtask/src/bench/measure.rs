@@ -13,6 +13,7 @@ use super::{
     BenchError,
     monitor::{self, Env, Monitor, Running},
     parse::{self, Attribution, EventRec, Record},
+    sys,
     workload::{self, ChildKind, Workload},
 };
 
@@ -31,6 +32,8 @@ pub struct Ctx<'a> {
     pub sizes: Sizes,
     /// This binary, for the workload children.
     pub self_exe: PathBuf,
+    /// The CPU the workloads are pinned to (with their children), if any.
+    pub pin_cpu: Option<usize>,
     pub open_dir: PathBuf,
     pub mixed_script: PathBuf,
     pub mixed_dir: PathBuf,
@@ -41,6 +44,11 @@ pub struct Ctx<'a> {
 pub struct RunResult {
     pub run: usize,
     pub wall_s: f64,
+    /// CPU (user+sys) the workload and its children used: the monitor's
+    /// in-kernel cost lands here, the hypervisor's steal time does not.
+    pub workload_cpu_s: Option<f64>,
+    /// Machine-wide steal time during the run, % of all CPUs' wall time.
+    pub steal_pct: Option<f64>,
     /// Operations the workload performed (execs, connects, opens; 0 for mixed).
     pub ops: u64,
     /// Monitor CPU (user+sys) from workload start until the monitor drained.
@@ -129,6 +137,10 @@ pub fn spawn_workload(ctx: &Ctx<'_>, w: Workload) -> Result<Child, BenchError> {
             c
         }
     };
+    clean_env(&mut cmd);
+    if let Some(cpu) = ctx.pin_cpu {
+        sys::pin_to_cpu(&mut cmd, cpu);
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -136,9 +148,20 @@ pub fn spawn_workload(ctx: &Ctx<'_>, w: Workload) -> Result<Child, BenchError> {
         .map_err(|e| BenchError::Child(format!("starting the {} workload: {e}", w.name())))
 }
 
+/// Removes what `cargo run` (hence `cargo xtask`) adds to the environment
+/// that changes how a workload runs: `LD_LIBRARY_PATH` lists the toolchain's
+/// and the target directory's library directories, so the dynamic loader of
+/// every `/bin/true` probed ~76 non-existent `libc.so.6` paths before the real
+/// one. That made each exec 15 times as many `openat` calls as on a normal
+/// host and charged every monitor hooking `openat` for them.
+pub fn clean_env(cmd: &mut Command) {
+    cmd.env_remove("LD_LIBRARY_PATH");
+}
+
 /// `<self> bench --child <kind>`.
 pub fn child_cmd(self_exe: &Path, kind: ChildKind) -> Command {
     let mut c = Command::new(self_exe);
+    clean_env(&mut c);
     let name = clap::ValueEnum::to_possible_value(&kind)
         .map(|v| v.get_name().to_string())
         .unwrap_or_default();
@@ -146,17 +169,35 @@ pub fn child_cmd(self_exe: &Path, kind: ChildKind) -> Command {
     c
 }
 
-/// Waits for a workload child (interruptible); returns its wall time and report.
-pub fn wait_child(
-    mut child: Child,
-    what: &str,
-) -> Result<(f64, Option<workload::ChildReport>), BenchError> {
+/// What a finished workload child left.
+#[derive(Debug, Clone, Copy)]
+pub struct Waited {
+    pub wall_s: f64,
+    /// User + system CPU of the child and every descendant it waited for
+    /// (`wait4`'s rusage). On a virtual machine this excludes steal time,
+    /// which the wall time does not.
+    pub cpu_s: f64,
+    pub report: Option<workload::ChildReport>,
+}
+
+/// Waits for a workload child (interruptible).
+pub fn wait_child(mut child: Child, what: &str) -> Result<Waited, BenchError> {
     let start = Instant::now();
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: all-zero is a valid rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut status = 0;
     loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) => {}
-            Err(e) => return Err(BenchError::Child(format!("{what}: {e}"))),
+        // SAFETY: pid is our own unreaped child; status and ru are valid
+        // out-pointers. Reaping here (instead of `Child::wait`) is what gives
+        // us the rusage; `child` is only used for its pipes afterwards.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break;
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(BenchError::Child(format!("{what}: wait4: {e}")));
         }
         if super::interrupted() {
             let _ = child.kill();
@@ -165,21 +206,29 @@ pub fn wait_child(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let wall = start.elapsed().as_secs_f64();
-    let out = child
-        .wait_with_output()
-        .map_err(|e| BenchError::Child(format!("{what}: {e}")))?;
-    if !out.status.success() {
+    let wall_s = start.elapsed().as_secs_f64();
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu_s = tv(ru.ru_utime) + tv(ru.ru_stime);
+    let read = |r: Option<&mut dyn std::io::Read>| {
+        let mut s = String::new();
+        if let Some(r) = r {
+            let _ = r.read_to_string(&mut s);
+        }
+        s
+    };
+    let stdout = read(child.stdout.as_mut().map(|s| s as &mut dyn std::io::Read));
+    let stderr = read(child.stderr.as_mut().map(|s| s as &mut dyn std::io::Read));
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         return Err(BenchError::Child(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "{what} failed (wait status {status:#x}): {}",
+            stderr.trim()
         )));
     }
-    Ok((
-        wall,
-        workload::parse_report(&String::from_utf8_lossy(&out.stdout)),
-    ))
+    Ok(Waited {
+        wall_s,
+        cpu_s,
+        report: workload::parse_report(&stdout),
+    })
 }
 
 /// How long to let a monitor catch up after a workload: Picket reads its
@@ -200,9 +249,18 @@ pub fn measure(
 ) -> Result<RunResult, BenchError> {
     let mon = Running::start(m, &ctx.env)?;
     let cpu0 = mon.cpu();
+    let steal0 = sys::steal_ticks();
     let child = spawn_workload(ctx, w)?;
     let root = child.id();
-    let (wall, report) = wait_child(child, w.name())?;
+    let Waited {
+        wall_s: wall,
+        cpu_s: workload_cpu_s,
+        report,
+    } = wait_child(child, w.name())?;
+    let steal_pct = steal0.zip(sys::steal_ticks()).map(|(a, b)| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        (b.saturating_sub(a)) as f64 / sys::clk_tck() as f64 / (wall * cpus) * 100.0
+    });
     mon.drain(
         drain_min(m),
         Duration::from_millis(300),
@@ -241,6 +299,8 @@ pub fn measure(
     Ok(RunResult {
         run,
         wall_s: wall,
+        workload_cpu_s: Some(workload_cpu_s),
+        steal_pct,
         ops,
         monitor_cpu_s: (m != Monitor::None)
             .then(|| monitor::cpu_ns_between(&cpu0, &cpu1) as f64 / 1e9),

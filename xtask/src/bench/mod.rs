@@ -147,6 +147,10 @@ pub struct BenchArgs {
     /// Size factor of the mixed workload (default 4; 1 with --quick).
     #[arg(long)]
     pub mixed_scale: Option<u64>,
+    /// Do not pin the storms to one CPU (by default they run on the last CPU,
+    /// see `pin_cpu`).
+    #[arg(long)]
+    pub no_pin: bool,
     /// Number of processes for the memory measurement.
     #[arg(long, default_value_t = 10_000)]
     pub processes: u64,
@@ -359,10 +363,17 @@ fn run(args: &BenchArgs) -> Result<(), BenchError> {
         },
         sizes,
         self_exe,
+        pin_cpu: if args.no_pin { None } else { sys::pin_cpu() },
         open_dir: tmp.0.join("open-files"),
         mixed_script: tmp.0.join("mixed.sh"),
         mixed_dir: tmp.0.join("mixed"),
     };
+    match ctx.pin_cpu {
+        Some(cpu) => notes.push(format!(
+            "workloads pinned to CPU {cpu} (with their children); monitors not pinned"
+        )),
+        None => notes.push("workloads not pinned to a CPU".into()),
+    }
     workload::make_open_files(&ctx.open_dir)?;
     std::fs::write(&ctx.mixed_script, workload::MIXED_SCRIPT)
         .map_err(|e| BenchError::io(&ctx.mixed_script, e))?;

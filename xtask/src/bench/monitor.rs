@@ -199,6 +199,7 @@ impl Running {
     fn spawn(&mut self, cmd: &mut Command) -> Result<(), BenchError> {
         let err =
             File::create(&self.stderr_path).map_err(|e| BenchError::io(&self.stderr_path, e))?;
+        super::measure::clean_env(cmd);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
