@@ -364,7 +364,8 @@ mod tests {
         );
         assert!(md.contains("- machine busy"));
         assert!(
-            md.contains("| Exec storm: slowdown at most 5% with the default rules | **met** |")
+            md.contains("| Exec storm: slowdown at most 5% with the default rules (every event printed, --events) | **met** |"),
+            "{md}"
         );
         assert!(md.contains("#### exec storm"));
         assert!(

@@ -74,7 +74,7 @@ pub struct RunResult {
 /// Whether `m` reports events of `w`'s kind at all (other pairs are skipped).
 pub fn applicable(w: Workload, m: Monitor) -> bool {
     match m {
-        Monitor::None | Monitor::Picket | Monitor::Auditd => true,
+        Monitor::None | Monitor::Picket | Monitor::PicketAlerts | Monitor::Auditd => true,
         Monitor::Execsnoop => matches!(w, Workload::Exec | Workload::Mixed),
         Monitor::Opensnoop => matches!(w, Workload::Open | Workload::Mixed),
     }
@@ -235,7 +235,7 @@ pub fn wait_child(mut child: Child, what: &str) -> Result<Waited, BenchError> {
 /// loss counters every second, so it gets at least 1.3 s.
 pub fn drain_min(m: Monitor) -> Duration {
     match m {
-        Monitor::Picket => Duration::from_millis(1300),
+        Monitor::Picket | Monitor::PicketAlerts => Duration::from_millis(1300),
         _ => Duration::from_millis(300),
     }
 }

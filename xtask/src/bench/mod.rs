@@ -306,6 +306,7 @@ fn run(args: &BenchArgs) -> Result<(), BenchError> {
     monitors.sort();
     monitors.dedup();
     let needs_picket = monitors.contains(&Monitor::Picket)
+        || monitors.contains(&Monitor::PicketAlerts)
         || parts.iter().any(|p| {
             matches!(
                 p,

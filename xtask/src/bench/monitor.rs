@@ -36,6 +36,9 @@ pub enum Monitor {
     None,
     /// `picket run --events --format json` with the default rules.
     Picket,
+    /// `picket run --format json` with the default rules: alerts (and loss
+    /// records) only, as deployed; in-kernel filters derived from the rules.
+    PicketAlerts,
     /// auditd with equivalent syscall rules.
     Auditd,
     /// libbpf-tools execsnoop (exec events only).
@@ -45,9 +48,10 @@ pub enum Monitor {
 }
 
 impl Monitor {
-    pub const ALL: [Monitor; 5] = [
+    pub const ALL: [Monitor; 6] = [
         Self::None,
         Self::Picket,
+        Self::PicketAlerts,
         Self::Auditd,
         Self::Execsnoop,
         Self::Opensnoop,
@@ -57,6 +61,7 @@ impl Monitor {
         match self {
             Self::None => "none (baseline)",
             Self::Picket => "picket",
+            Self::PicketAlerts => "picket (alerts only)",
             Self::Auditd => "auditd",
             Self::Execsnoop => "execsnoop",
             Self::Opensnoop => "opensnoop",
@@ -67,7 +72,7 @@ impl Monitor {
     pub fn parse(self, line: &str) -> Record {
         match self {
             Self::None => Record::Other,
-            Self::Picket => parse::picket_line(line),
+            Self::Picket | Self::PicketAlerts => parse::picket_line(line),
             Self::Auditd => parse::audit_line(line, auditd::KEY),
             Self::Execsnoop => parse::execsnoop_line(line),
             Self::Opensnoop => parse::opensnoop_line(line),
@@ -187,7 +192,8 @@ impl Running {
         };
         match monitor {
             Monitor::None => {}
-            Monitor::Picket => r.start_picket(env)?,
+            Monitor::Picket => r.start_picket(env, true)?,
+            Monitor::PicketAlerts => r.start_picket(env, false)?,
             Monitor::Auditd => r.start_auditd(env)?,
             Monitor::Execsnoop | Monitor::Opensnoop => r.start_libbpf_tool(env)?,
         }
@@ -227,17 +233,19 @@ impl Running {
         })
     }
 
-    fn start_picket(&mut self, env: &Env<'_>) -> Result<(), BenchError> {
+    fn start_picket(&mut self, env: &Env<'_>, events: bool) -> Result<(), BenchError> {
         let ready = env.tmp.join("picket.ready");
         let _ = std::fs::remove_file(&ready);
         let mut cmd = Command::new(env.picket_bin);
-        cmd.args([
-            "--log", "warn", "run", "--events", "--format", "json", "--rules",
-        ])
-        .arg(env.rules)
-        .arg("--ready-file")
-        .arg(&ready)
-        .args(env.picket_args);
+        cmd.args(["--log", "warn", "run"]);
+        if events {
+            cmd.arg("--events");
+        }
+        cmd.args(["--format", "json", "--rules"])
+            .arg(env.rules)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(env.picket_args);
         self.spawn(&mut cmd)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while !ready.exists() {

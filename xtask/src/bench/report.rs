@@ -190,60 +190,36 @@ pub(super) fn pct(ratio: f64) -> String {
     format!("{:+.1}%", (ratio - 1.0) * 100.0)
 }
 
-/// Steal time (median % of the runs) above which wall time is not trusted.
-pub const STEAL_TRUSTED_PCT: f64 = 2.0;
-
-/// The exec-storm slowdown target. Wall time is the figure the issue asks
-/// for, but on a virtual machine the hypervisor's steal time lands in it at
-/// random (up to a quarter of the CPU was seen here), more than the effect
-/// measured. Then the verdict uses the workload's own CPU time, which the
-/// monitor's in-kernel work raises and steal does not; the text says which.
-fn exec_target(picket: Option<&Cell>, steal: f64) -> Target {
-    let target = "Exec storm: slowdown at most 5% with the default rules".to_string();
-    let Some(c) = picket.filter(|c| c.ratio.is_some()) else {
+/// The exec-storm slowdown target for one picket configuration, judged on
+/// wall time (the figure the issue asks for). The workload's own CPU time
+/// and the steal time are shown beside it: on a virtual machine the other
+/// tenants move both wall and CPU time, and the reader should see how much.
+fn exec_target(label: &str, picket: Option<&Cell>, steal: f64) -> Target {
+    let target = format!("Exec storm: slowdown at most 5% with the default rules ({label})");
+    let Some((c, wall)) = picket.and_then(|c| Some((c, c.ratio?))) else {
         return Target {
             target,
             verdict: Verdict::NotMeasured,
-            measured: "no picket exec-storm run".into(),
+            measured: "no exec-storm run of this configuration".into(),
         };
-    };
-    let wall = c.ratio.expect("checked");
-    let range = |s: Summary| {
-        format!(
-            "{} (median of {} runs; range {} to {})",
-            pct(s.median),
-            s.n,
-            pct(s.min),
-            pct(s.max)
-        )
-    };
-    let (by, judged) = match c.cpu_ratio {
-        Some(cpu) if steal >= STEAL_TRUSTED_PCT => (
-            format!(
-                "workload CPU time {}; wall time {} not used: {steal:.1}% steal time during the runs",
-                range(cpu),
-                range(wall)
-            ),
-            cpu,
-        ),
-        cpu => (
-            format!(
-                "wall time {}{}",
-                range(wall),
-                cpu.map(|c| format!("; workload CPU time {}", pct(c.median)))
-                    .unwrap_or_default()
-            ),
-            wall,
-        ),
     };
     Target {
         target,
-        verdict: if judged.median <= 1.05 {
+        verdict: if wall.median <= 1.05 {
             Verdict::Met
         } else {
             Verdict::Missed
         },
-        measured: by,
+        measured: format!(
+            "wall time {} (median of {} runs; range {} to {}){}; steal time up to {steal:.1}% (median per monitor)",
+            pct(wall.median),
+            wall.n,
+            pct(wall.min),
+            pct(wall.max),
+            c.cpu_ratio
+                .map(|x| format!("; workload CPU time {}", pct(x.median)))
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -256,7 +232,9 @@ fn exec_steal(cells: &[&Cell]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Evaluates the issue's four targets (five verdicts: the exec target has two parts).
+/// Evaluates the issue's four targets: the exec target once per picket
+/// configuration measured (alerts only, as deployed; every event printed),
+/// its auditd comparison, then loss, latency and memory.
 pub fn targets(r: &Report) -> Vec<Target> {
     let mut t = Vec::new();
     let exec_cells: Vec<&Cell> = r
@@ -265,37 +243,55 @@ pub fn targets(r: &Report) -> Vec<Target> {
         .filter(|c| c.workload == Workload::Exec && !c.runs.is_empty())
         .collect();
     let steal = exec_steal(&exec_cells);
-    // The same measure for both, chosen as in `exec_target`.
-    let slowdown = |m: Monitor| {
-        let c = cell(&r.cells, Workload::Exec, m)?;
-        if steal >= STEAL_TRUSTED_PCT {
-            c.cpu_ratio.map(|s| (s, "workload CPU time"))
-        } else {
-            c.ratio.map(|s| (s, "wall time"))
-        }
-    };
-    t.push(exec_target(
-        cell(&r.cells, Workload::Exec, Monitor::Picket),
-        steal,
-    ));
-    t.push(
-        match (slowdown(Monitor::Picket), slowdown(Monitor::Auditd)) {
-            (Some((p, by)), Some((a, _))) => Target {
-                target: "Exec storm: slowdown below auditd's".into(),
-                verdict: if p.median < a.median {
-                    Verdict::Met
-                } else {
-                    Verdict::Missed
-                },
-                measured: format!("{by}: picket {} vs auditd {}", pct(p.median), pct(a.median)),
+    let modes = [
+        (Monitor::PicketAlerts, "alerts only, as deployed"),
+        (Monitor::Picket, "every event printed, --events"),
+    ];
+    let measured: Vec<_> = modes
+        .iter()
+        .filter(|(m, _)| cell(&r.cells, Workload::Exec, *m).is_some())
+        .collect();
+    if measured.is_empty() {
+        t.push(exec_target("picket", None, steal));
+    }
+    for (m, label) in &measured {
+        t.push(exec_target(
+            label,
+            cell(&r.cells, Workload::Exec, *m),
+            steal,
+        ));
+    }
+    let ratio = |m: Monitor| cell(&r.cells, Workload::Exec, m).and_then(|c| c.ratio);
+    let auditd = ratio(Monitor::Auditd);
+    let pickets: Vec<(String, Summary)> = measured
+        .iter()
+        .filter_map(|(m, _)| Some((m.name().to_string(), ratio(*m)?)))
+        .collect();
+    t.push(match auditd {
+        Some(a) if !pickets.is_empty() => Target {
+            target: "Exec storm: slowdown below auditd's".into(),
+            // Every configuration measured must beat auditd.
+            verdict: if pickets.iter().all(|(_, p)| p.median < a.median) {
+                Verdict::Met
+            } else {
+                Verdict::Missed
             },
-            _ => Target {
-                target: "Exec storm: slowdown below auditd's".into(),
-                verdict: Verdict::NotMeasured,
-                measured: "needs both a picket and an auditd exec-storm run".into(),
-            },
+            measured: format!(
+                "wall time: {} vs auditd {}",
+                pickets
+                    .iter()
+                    .map(|(n, p)| format!("{n} {}", pct(p.median)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                pct(a.median)
+            ),
         },
-    );
+        _ => Target {
+            target: "Exec storm: slowdown below auditd's".into(),
+            verdict: Verdict::NotMeasured,
+            measured: "needs both a picket and an auditd exec-storm run".into(),
+        },
+    });
     t.push(match &r.max_rate {
         Some(m) => {
             let best = m.max_without_loss_events_per_s.unwrap_or(0.0);
@@ -472,10 +468,15 @@ pub mod tests {
         ]);
         let t = targets(&r);
         assert_eq!(t.len(), 5);
+        assert_eq!(
+            t[0].target,
+            "Exec storm: slowdown at most 5% with the default rules (every event printed, --events)"
+        );
         assert_eq!(t[0].verdict, Verdict::Met);
         assert_eq!(
             t[0].measured,
-            "wall time +4.0% (median of 1 runs; range +4.0% to +4.0%); workload CPU time +4.0%"
+            "wall time +4.0% (median of 1 runs; range +4.0% to +4.0%); workload CPU time +4.0%; \
+             steal time up to 0.5% (median per monitor)"
         );
         assert_eq!(t[1].verdict, Verdict::Met);
         assert_eq!(t[1].measured, "wall time: picket +4.0% vs auditd +30.0%");
@@ -494,31 +495,30 @@ pub mod tests {
     }
 
     #[test]
-    fn steal_time_moves_the_exec_verdict_to_cpu_time() {
-        // Wall time +20% (steal-inflated), CPU time +3%.
-        let base = vec![run(0, 1.0, None, 0)];
-        let mut p = Cell::new(Workload::Exec, Monitor::Picket);
-        let mut pr = run(0, 1.2, Some(0.1), 10);
-        pr.workload_cpu_s = Some(0.515);
-        pr.steal_pct = Some(12.0);
-        p.runs = vec![pr];
-        p.summarise(&base);
-        let mut a = Cell::new(Workload::Exec, Monitor::Auditd);
-        let mut ar = run(0, 1.1, Some(0.1), 10);
-        ar.workload_cpu_s = Some(0.6);
-        a.runs = vec![ar];
-        a.summarise(&base);
-        let t = targets(&report(vec![p, a]));
-        assert_eq!(t[0].verdict, Verdict::Met);
+    fn both_picket_configurations_are_judged() {
+        let r = report(vec![
+            cell_with_ratio(Monitor::PicketAlerts, 1.02),
+            cell_with_ratio(Monitor::Picket, 1.08),
+            cell_with_ratio(Monitor::Auditd, 1.06),
+        ]);
+        let t = targets(&r);
+        assert_eq!(t.len(), 6);
         assert_eq!(
-            t[0].measured,
-            "workload CPU time +3.0% (median of 1 runs; range +3.0% to +3.0%); wall time +20.0% \
-             (median of 1 runs; range +20.0% to +20.0%) not used: 12.0% steal time during the runs"
+            (t[0].target.as_str(), t[0].verdict),
+            (
+                "Exec storm: slowdown at most 5% with the default rules (alerts only, as deployed)",
+                Verdict::Met
+            )
         );
-        assert_eq!(t[1].verdict, Verdict::Met);
+        assert_eq!(t[1].verdict, Verdict::Missed);
         assert_eq!(
-            t[1].measured,
-            "workload CPU time: picket +3.0% vs auditd +20.0%"
+            t[2].verdict,
+            Verdict::Missed,
+            "--events is slower than auditd"
+        );
+        assert_eq!(
+            t[2].measured,
+            "wall time: picket (alerts only) +2.0%, picket +8.0% vs auditd +6.0%"
         );
     }
 
