@@ -241,7 +241,10 @@ fn try_contain_exec() -> Option<()> {
             (&raw const s.exe.data) as *const _,
         )
     };
-    entry.submit(crate::maps::ring_submit_flags());
+    // Always the kernel's own wake-up, never the batching of the event ring:
+    // kill records are rare, and the reader of this ring does not re-poll, so
+    // a record submitted without a wake-up would wait for the next kill.
+    entry.submit(0);
     Some(())
 }
 

@@ -408,6 +408,10 @@ impl Containment {
         .map_err(std::io::Error::from)?;
         loop {
             let mut guard = fd.readable_mut().await?;
+            // Readiness is cleared before draining, not after: a record
+            // submitted while we drain wakes us again instead of waiting
+            // for the next kill.
+            guard.clear_ready();
             let mut kills = Vec::new();
             {
                 let ring = guard.get_inner_mut();
@@ -430,7 +434,7 @@ impl Containment {
                     }
                 }
             }
-            guard.clear_ready();
+            drop(guard);
             for k in kills {
                 self.kernel_kill(k).await;
             }

@@ -24,6 +24,22 @@ static RECEIVED: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(|| {
     )
 });
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabel {
+    /// `wakeup` (the kernel signalled the fd) or `repoll` (the batching
+    /// timer ran out first).
+    trigger: &'static str,
+}
+
+static READS: LazyLock<Family<TriggerLabel, Counter>> = LazyLock::new(|| {
+    crate::metrics::register(
+        "ring_reads",
+        "Reads of the ring buffer, by what started them: a kernel wake-up or the \
+         re-poll after a read that found records (wake-up batching, --ring-wakeup-us)",
+        Family::default(),
+    )
+});
+
 /// Most records drained per wake-up before yielding to the runtime.
 const BATCH: usize = 256;
 
@@ -47,13 +63,19 @@ pub async fn run(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut pending = false;
     loop {
-        if pending && !repoll.is_zero() {
-            if let Ok(guard) = tokio::time::timeout(repoll, fd.readable_mut()).await {
-                guard?.clear_ready();
+        let trigger = if pending && !repoll.is_zero() {
+            match tokio::time::timeout(repoll, fd.readable_mut()).await {
+                Ok(guard) => {
+                    guard?.clear_ready();
+                    "wakeup"
+                }
+                Err(_) => "repoll",
             }
         } else {
             fd.readable_mut().await?.clear_ready();
-        }
+            "wakeup"
+        };
+        READS.get_or_create(&TriggerLabel { trigger }).inc();
         // Readiness is cleared before draining, not after: a wake-up that
         // arrives while we drain sets it again instead of being lost.
         match drain(fd.get_mut(), &tx).await {
@@ -63,14 +85,17 @@ pub async fn run(
     }
 }
 
-/// Reads every record available now; the number read, or `None` once `tx`
-/// is closed.
+/// Reads every record available now; the number consumed (malformed ones
+/// included: they too may have been submitted without a wake-up), or `None`
+/// once `tx` is closed.
 async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<RawEvent>>) -> Option<usize> {
     let mut total = 0;
     loop {
         let mut batch = Vec::with_capacity(32);
-        while batch.len() < BATCH {
+        let mut consumed = 0;
+        while consumed < BATCH {
             let Some(item) = ring.next() else { break };
+            consumed += 1;
             match decode(&item) {
                 Ok(ev) => {
                     let kind = agent_common::EventKind::from_u16(ev.header().kind)
@@ -82,12 +107,11 @@ async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<RawEvent>>) ->
                 Err(e) => record_error(&e),
             }
         }
-        let n = batch.len();
-        total += n;
-        if n > 0 && tx.send(batch).await.is_err() {
+        total += consumed;
+        if !batch.is_empty() && tx.send(batch).await.is_err() {
             return None;
         }
-        if n < BATCH {
+        if consumed < BATCH {
             return Some(total);
         }
     }
