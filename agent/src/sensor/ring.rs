@@ -50,8 +50,14 @@ const BATCH: usize = 256;
 /// `repoll` is the kernel's wake-up batching interval
 /// (`agent_common::settings::wakeup`; zero = a wake-up per record). Records
 /// submitted after the last forced wake-up raise no readiness, so after every
-/// read that found records the ring is read again `repoll` later, until a
-/// read finds it empty; then only a wake-up resumes reading.
+/// read that found records the ring is read again `repoll` later, until two
+/// reads in a row find it empty; then only a wake-up resumes reading.
+///
+/// Why two: a record reserved (still busy) when a read finds the ring empty,
+/// and committed just after without a wake-up, would otherwise wait for the
+/// next forced wake-up — on a quiet host an unbounded delay. A program holds
+/// a record busy for microseconds, far less than `repoll`, so one more timed
+/// read finds it, at the cost of one timer per burst.
 pub async fn run(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Vec<RawEvent>>,
@@ -61,9 +67,10 @@ pub async fn run(
     // for as long as the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut pending = false;
+    // Timed re-reads left before waiting for a wake-up only.
+    let mut timed_reads = 0u8;
     loop {
-        let trigger = if pending && !repoll.is_zero() {
+        let trigger = if timed_reads > 0 && !repoll.is_zero() {
             match tokio::time::timeout(repoll, fd.readable_mut()).await {
                 Ok(guard) => {
                     guard?.clear_ready();
@@ -79,7 +86,8 @@ pub async fn run(
         // Readiness is cleared before draining, not after: a wake-up that
         // arrives while we drain sets it again instead of being lost.
         match drain(fd.get_mut(), &tx).await {
-            Some(n) => pending = n > 0,
+            Some(0) => timed_reads = timed_reads.saturating_sub(1),
+            Some(_) => timed_reads = 2,
             None => return Ok(()),
         }
     }
