@@ -19,6 +19,10 @@ pub struct RunArgs {
     /// Rule files or directories (default: ./rules).
     #[arg(long = "rules", value_name = "PATH")]
     pub rules: Vec<PathBuf>,
+    /// Falco rules Picket cannot evaluate faithfully: `disable` them (default)
+    /// or run them in `shadow` mode (counted, never alerted).
+    #[arg(long, value_enum, default_value = "disable")]
+    pub falco_unsupported: crate::rules::falco::Unsupported,
     /// Output format.
     #[arg(long, value_enum, default_value = "auto")]
     pub format: Format,
@@ -74,8 +78,14 @@ fn load_rules(args: &RunArgs) -> Result<(Arc<crate::rules::Engine>, Vec<PathBuf>
     } else {
         args.rules.clone()
     };
+    crate::rules::falco::set_unsupported_mode(args.falco_unsupported);
     let set =
         crate::rules::RuleSet::load(&paths).map_err(|d| crate::rules::diagnostics::render(&d))?;
+    if !set.falco_report().is_empty() {
+        for line in crate::rules::cli::falco_summary(set.falco_report()).lines() {
+            info!("{line}");
+        }
+    }
     let opts = crate::rules::EngineOptions {
         baseline_path: args.baseline.clone(),
         ..Default::default()

@@ -53,7 +53,8 @@ fn default_rules_lint_without_errors_or_warnings() {
     assert!(cli::lint(
         &cli::LintArgs {
             paths: vec![rules_dir()],
-            deny_warnings: true
+            deny_warnings: true,
+            falco_unsupported: Default::default(),
         },
         &mut out
     ));

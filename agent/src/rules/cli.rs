@@ -3,7 +3,7 @@
 
 use std::{io::Write, path::PathBuf, process::ExitCode, sync::Arc};
 
-use super::{compile::RuleSet, diagnostics::render, fields, fixtures};
+use super::{compile::RuleSet, diagnostics::render, falco, fields, fixtures};
 
 #[derive(Debug, clap::Args)]
 pub struct RulesArgs {
@@ -29,6 +29,10 @@ pub struct LintArgs {
     /// Treat warnings as errors.
     #[arg(long)]
     pub deny_warnings: bool,
+    /// Falco rules Picket cannot evaluate faithfully: `disable` them, or run
+    /// them in `shadow` mode (counted, never alerted).
+    #[arg(long, value_enum, default_value = "disable")]
+    pub falco_unsupported: falco::Unsupported,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +75,7 @@ pub fn main(args: RulesArgs) -> ExitCode {
 
 /// Lints `args.paths`, printing diagnostics to `out`. Returns success.
 pub fn lint(args: &LintArgs, out: &mut impl Write) -> bool {
+    falco::set_unsupported_mode(args.falco_unsupported);
     match RuleSet::load(&args.paths) {
         Ok(set) => {
             let warnings = set.warnings();
@@ -84,6 +89,9 @@ pub fn lint(args: &LintArgs, out: &mut impl Write) -> bool {
                 set.rules().len(),
                 set.files().len()
             );
+            if !set.falco_report().is_empty() {
+                let _ = write!(out, "{}", falco_summary(set.falco_report()));
+            }
             !args.deny_warnings || warnings.is_empty()
         }
         Err(diags) => {
@@ -91,6 +99,43 @@ pub fn lint(args: &LintArgs, out: &mut impl Write) -> bool {
             false
         }
     }
+}
+
+/// `Falco rules: N rules active, M disabled` and one line per rule not
+/// active, with its reasons.
+pub fn falco_summary(report: &[falco::RuleReport]) -> String {
+    use falco::Status;
+    let count = |f: fn(&Status) -> bool| report.iter().filter(|r| f(&r.status)).count();
+    let active = count(|s| matches!(s, Status::Active));
+    let shadow = count(|s| matches!(s, Status::Shadow(_)));
+    let disabled = report.len() - active - shadow;
+    let mut out = format!("Falco rules: {active} rules active, {disabled} disabled");
+    if shadow > 0 {
+        out.push_str(&format!(", {shadow} in shadow mode"));
+    }
+    out.push('\n');
+    for r in report {
+        let (what, reasons): (&str, &[String]) = match &r.status {
+            Status::Active => continue,
+            Status::DisabledInFile => ("disabled", &[][..]),
+            Status::Disabled(rs) => ("disabled", rs),
+            Status::Shadow(rs) => ("shadow", rs),
+        };
+        out.push_str(&format!(
+            "  {what}: {} ({}) {}:{}\n",
+            r.name,
+            r.id,
+            r.file.display(),
+            r.line
+        ));
+        if reasons.is_empty() {
+            out.push_str("      enabled: false in the file\n");
+        }
+        for reason in reasons {
+            out.push_str(&format!("      {reason}\n"));
+        }
+    }
+    out
 }
 
 /// Runs the fixtures, printing the report to `out`. Returns success.

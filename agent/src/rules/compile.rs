@@ -70,6 +70,8 @@ pub struct RuleSet {
     by_kind: Vec<Vec<usize>>,
     warnings: Vec<Diagnostic>,
     files: Vec<PathBuf>,
+    /// How each rule from a Falco rules file loaded (`rules::falco`).
+    falco: Vec<super::falco::RuleReport>,
 }
 
 /// Names an output template of a learned rule may use besides event fields.
@@ -159,6 +161,11 @@ impl RuleSet {
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
+
+    /// The rules that came from Falco rules files, with how each loaded.
+    pub fn falco_report(&self) -> &[super::falco::RuleReport] {
+        &self.falco
+    }
 }
 
 /// The rule files named by `paths` (files as given, directories scanned).
@@ -208,11 +215,15 @@ pub fn collect_files<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<PathBuf>, Vec<Di
 
 fn compile(sources: Vec<(PathBuf, String)>, diags: &mut Vec<Diagnostic>) -> RuleSet {
     let mut raws = Vec::new();
+    let mut falco_files = Vec::new();
     let mut files = Vec::new();
     for (path, text) in sources {
         files.push(path.clone());
         let file = Arc::new(SourceFile { path, text });
         match yaml::parse(&file.text) {
+            // Falco rule files are recognised by their shape and compiled
+            // into the same rule set (see `rules::falco`).
+            Ok(root) if super::falco::is_falco(&root) => falco_files.push((file.clone(), root)),
             Ok(root) => raws.push((file.clone(), parse::read_file(&file, &root, diags))),
             Err(e) => {
                 let mut d = Diagnostic::error(
@@ -364,6 +375,30 @@ fn compile(sources: Vec<(PathBuf, String)>, diags: &mut Vec<Diagnostic>) -> Rule
             );
         }
     }
+    let falco = super::falco::compile(&falco_files, diags);
+    for r in falco.rules {
+        if let Some(&prev) = ids.get(&*r.id) {
+            diags.push(
+                Diagnostic::error(
+                    r.file.clone(),
+                    yaml::Pos {
+                        line: r.line,
+                        column: 1,
+                    },
+                    format!(
+                        "duplicate rule id `{}` (first defined in {}:{})",
+                        r.id,
+                        rules[prev].file.display(),
+                        rules[prev].line
+                    ),
+                )
+                .rule(Some(&r.id)),
+            );
+            continue;
+        }
+        ids.insert(r.id.to_string(), rules.len());
+        rules.push(r);
+    }
     // Unused lists and macros are probably typos of a used name.
     let used = used_names(&raws);
     for (name, loc) in &defined_at {
@@ -384,6 +419,7 @@ fn compile(sources: Vec<(PathBuf, String)>, diags: &mut Vec<Diagnostic>) -> Rule
         by_kind,
         warnings: Vec::new(),
         files,
+        falco: falco.report,
     }
 }
 

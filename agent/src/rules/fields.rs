@@ -151,13 +151,19 @@ pub enum Accessor {
     PodLabel(Box<str>),
     /// `k8s.namespace.labels.<key>`
     NamespaceLabel(Box<str>),
+    /// A computed field with an index argument (Falco's `proc.aname[2]`).
+    Indexed(
+        &'static str,
+        usize,
+        for<'a> fn(&'a Event, usize) -> FieldValue<'a>,
+    ),
 }
 
 impl Accessor {
     /// The field's name for table fields (`None` for label lookups).
     pub fn field_name(&self) -> Option<&'static str> {
         match self {
-            Self::Static(name, _) => Some(name),
+            Self::Static(name, _) | Self::Indexed(name, ..) => Some(name),
             _ => None,
         }
     }
@@ -166,6 +172,7 @@ impl Accessor {
     pub fn get<'a>(&self, ev: &'a Event) -> FieldValue<'a> {
         match self {
             Self::Static(_, f) => f(ev),
+            Self::Indexed(_, i, f) => f(ev, *i),
             Self::PodLabel(key) => ev
                 .k8s
                 .as_ref()

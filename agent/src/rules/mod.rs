@@ -22,6 +22,7 @@ pub mod control;
 pub mod diagnostics;
 pub mod engine;
 pub mod expr;
+pub mod falco;
 pub mod fields;
 pub mod fixtures;
 pub mod metrics;

@@ -24,7 +24,7 @@ impl Extras for () {
 }
 
 #[derive(Debug)]
-enum Part {
+pub(crate) enum Part {
     Text(Box<str>),
     Field(Accessor),
     /// `{baseline.*}`: filled in by the engine.
@@ -37,6 +37,11 @@ pub struct Template {
 }
 
 impl Template {
+    /// A template assembled by another front end (Falco's `%field` outputs).
+    pub(crate) fn from_parts(parts: Vec<Part>) -> Template {
+        Template { parts }
+    }
+
     /// `extras` are the names besides fields this rule may use.
     pub fn compile(
         src: &Arc<ExprSource>,

@@ -668,7 +668,8 @@ fn lint_cli_fails_on_errors() {
     assert!(!cli::lint(
         &cli::LintArgs {
             paths: vec![dir.path().to_path_buf()],
-            deny_warnings: false
+            deny_warnings: false,
+            falco_unsupported: Default::default(),
         },
         &mut out
     ));
