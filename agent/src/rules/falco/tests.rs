@@ -626,3 +626,46 @@ fn shadow_flag_runs_unsupported_rules_in_shadow() {
         [K::Exec]
     );
 }
+
+#[test]
+fn lint_and_test_commands_report_falco_rules() {
+    use crate::rules::cli;
+    let mut out = Vec::new();
+    let lint = |deny: bool, out: &mut Vec<u8>| {
+        cli::lint(
+            &cli::LintArgs {
+                paths: vec![shaped_path()],
+                deny_warnings: deny,
+                falco_unsupported: Default::default(),
+            },
+            out,
+        )
+    };
+    assert!(lint(false, &mut out));
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(text.contains("20 rule(s) in 1 file(s) OK (16 enabled)\nFalco rules: 16 rules active, 4 disabled\n"), "{text}");
+    assert!(text.contains("  disabled: Symlink to a secret file (falco-symlink-to-a-secret-file) "), "{text}");
+    assert!(text.contains("stable-shaped.yaml:196:9: warning [rule falco-stdio-redirected-to-a-socket, condition]: Falco rule `Stdio redirected to a socket` disabled: field `fd.type` is mapped for"), "{text}");
+    assert!(!lint(true, &mut Vec::new()), "--deny-warnings fails on disabled rules");
+
+    let mut out = Vec::new();
+    assert!(cli::test(
+        &cli::TestArgs {
+            paths: vec![shaped_path().parent().expect("dir").to_path_buf()],
+            fixtures: Vec::new(),
+            rules: Vec::new(),
+            require_fixtures: false,
+            update: false,
+        },
+        &mut out
+    ));
+    let text = String::from_utf8(out).expect("utf8");
+    for line in [
+        "PASS falco-netcat-with-command-execution (1 positive, 2 negative)",
+        "PASS falco-data-wiping-tool (2 positive, 1 negative)",
+        "PASS falco-run-from-shared-memory (2 positive, 1 negative)",
+        "3 passed, 0 failed, 17 without fixtures",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+}
