@@ -528,6 +528,15 @@ pub struct Compiled {
 /// errors for malformed files, warnings (file:line + reason) for every rule
 /// Picket disables.
 pub fn compile(files: &[(Arc<SourceFile>, Node)], diags: &mut Vec<Diagnostic>) -> Compiled {
+    compile_with(files, diags, unsupported_mode())
+}
+
+/// [`compile`] with an explicit treatment of unsupported rules.
+pub fn compile_with(
+    files: &[(Arc<SourceFile>, Node)],
+    diags: &mut Vec<Diagnostic>,
+    mode: Unsupported,
+) -> Compiled {
     let mut rd = Reader {
         env: Env::default(),
         rules: Vec::new(),
@@ -537,7 +546,6 @@ pub fn compile(files: &[(Arc<SourceFile>, Node)], diags: &mut Vec<Diagnostic>) -
         rd.read(file, root);
     }
     let Reader { env, rules, diags } = rd;
-    let mode = unsupported_mode();
     let mut out = Compiled {
         rules: Vec::new(),
         report: Vec::new(),

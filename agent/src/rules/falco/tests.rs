@@ -504,6 +504,11 @@ fn operators_follow_falco_semantics() {
   condition: spawned_process and container.image.repository != nginx and proc.name = absent-test
   output: n
   priority: INFO
+- rule: Regex is a full match
+  desc: t
+  condition: spawned_process and proc.name regex "py[0-9]"
+  output: r
+  priority: INFO
 - rule: Ancestor index
   desc: t
   condition: spawned_process and proc.aname[2] = init and proc.apid[1] = 7 and proc.name = idx
@@ -535,6 +540,14 @@ fn operators_follow_falco_semantics() {
     assert_eq!(
         fired(&e, &ev(K::Exec, "/x/absent-test", &["absent-test"], true)),
         ["falco-not-equal-on-absent"]
+    );
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/usr/bin/py3", &["py3"], false)),
+        ["falco-regex-is-a-full-match"]
+    );
+    assert_eq!(
+        fired(&e, &ev(K::Exec, "/usr/bin/py34", &["py34"], false)),
+        Vec::<String>::new()
     );
     let a = e.evaluate(&ev(K::Exec, "/x/idx", &["idx"], false));
     assert_eq!(a.len(), 1);
@@ -600,31 +613,37 @@ fn hostile_input_is_reported_not_panicking() {
 }
 
 #[test]
-fn shadow_flag_runs_unsupported_rules_in_shadow() {
-    // The mode is process-wide; this is the only test that sets it... but
-    // other tests rely on the default. Check the translation instead.
-    let t = super::translate::translate(
-        &super::translate::Env::default(),
-        &super::translate::Text::new(Arc::new(crate::rules::source::ExprSource {
-            file: Arc::new(crate::rules::source::SourceFile {
-                path: "t.yaml".into(),
-                text: "x".into(),
-            }),
-            node: crate::rules::yaml::Node {
-                pos: Default::default(),
-                value: crate::rules::yaml::Value::Scalar(
-                    "evt.type in (execve, execveat) and user.name = root".into(),
-                    crate::rules::yaml::Style::Plain,
-                ),
-            },
-        })),
+fn shadow_mode_runs_unsupported_rules_without_alerting() {
+    let text = "- rule: Root shell\n  desc: t\n  condition: evt.type in (execve, execveat) and proc.name = bash and not user.name = admin\n  output: o\n  priority: INFO\n- rule: Broken\n  desc: t\n  condition: evt.type in (execve, execveat) and not_a_macro\n  output: o\n  priority: INFO\n";
+    let file = Arc::new(crate::rules::source::SourceFile {
+        path: "s.yaml".into(),
+        text: text.into(),
+    });
+    let root = crate::rules::yaml::parse(text).expect("yaml");
+    let mut diags = Vec::new();
+    let c = super::compile_with(&[(file, root)], &mut diags, super::Unsupported::Shadow);
+    assert!(
+        matches!(&c.report[0].status, Status::Shadow(r) if r == &["line 3: field `user.name`: Picket does not resolve user and group names (numeric ids only)".to_string()]),
+        "{:?}",
+        c.report[0].status
     );
-    assert_eq!(t.unsupported.len(), 1);
-    assert!(t.errors.is_empty());
-    assert_eq!(
-        t.kinds.expect("kinds").into_iter().collect::<Vec<_>>(),
-        [K::Exec]
+    // Errors are never run, not even in shadow mode.
+    assert!(
+        matches!(&c.report[1].status, Status::Disabled(r) if r == &["line 8: unknown macro `not_a_macro`".to_string()]),
+        "{:?}",
+        c.report[1].status
     );
+    let mut set_rules = c.rules.into_iter();
+    let shadow = set_rules.next().expect("rule");
+    assert!(shadow.enabled);
+    assert_eq!(shadow.mode, crate::rules::Mode::Shadow);
+    // `not user.name = admin` with the unsupported check false: true.
+    assert!(
+        shadow
+            .condition()
+            .eval(&ev(K::Exec, "/bin/bash", &["bash"], false))
+    );
+    assert!(!set_rules.next().expect("rule").enabled);
 }
 
 #[test]
@@ -643,10 +662,21 @@ fn lint_and_test_commands_report_falco_rules() {
     };
     assert!(lint(false, &mut out));
     let text = String::from_utf8(out).expect("utf8");
-    assert!(text.contains("20 rule(s) in 1 file(s) OK (16 enabled)\nFalco rules: 16 rules active, 4 disabled\n"), "{text}");
-    assert!(text.contains("  disabled: Symlink to a secret file (falco-symlink-to-a-secret-file) "), "{text}");
+    assert!(
+        text.contains(
+            "20 rule(s) in 1 file(s) OK (16 enabled)\nFalco rules: 16 rules active, 4 disabled\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  disabled: Symlink to a secret file (falco-symlink-to-a-secret-file) "),
+        "{text}"
+    );
     assert!(text.contains("stable-shaped.yaml:196:9: warning [rule falco-stdio-redirected-to-a-socket, condition]: Falco rule `Stdio redirected to a socket` disabled: field `fd.type` is mapped for"), "{text}");
-    assert!(!lint(true, &mut Vec::new()), "--deny-warnings fails on disabled rules");
+    assert!(
+        !lint(true, &mut Vec::new()),
+        "--deny-warnings fails on disabled rules"
+    );
 
     let mut out = Vec::new();
     assert!(cli::test(

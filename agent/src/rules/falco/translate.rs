@@ -657,7 +657,11 @@ impl<'a> Cx<'a> {
             "contains" => self.build(&r, Op::Contains, texts(vals), is_list, op_loc),
             "startswith" => self.build(&r, Op::StartsWith, texts(vals), is_list, op_loc),
             "endswith" => self.build(&r, Op::EndsWith, texts(vals), is_list, op_loc),
-            "regex" => self.build(&r, Op::Matches, texts(vals), is_list, op_loc),
+            // libsinsp matches RE2 anchored at both ends.
+            "regex" => {
+                let pats = vals.iter().map(|(v, _)| format!("^(?:{v})$")).collect();
+                self.regex(&r, pats, op_loc)
+            }
             "icontains" => {
                 let pats = vals
                     .iter()
