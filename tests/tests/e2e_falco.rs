@@ -49,7 +49,7 @@ fn falco_rules_fire_with_their_falco_names() {
 
     // Negatives: benign look-alikes of the positives below.
     assert!(
-        run_in(&cg, &mut Command::new("/bin/cat").arg("/etc/hostname"))
+        run_in(&cg, Command::new("/bin/cat").arg("/etc/hostname"))
             .status
             .success()
     );

@@ -212,13 +212,11 @@ fn lex(s: &str) -> Result<Vec<Token>, ParseError> {
                     } else if d == b']' {
                         depth = depth.saturating_sub(1);
                     } else if depth == 0
-                        && matches!(
+                        && (matches!(
                             d,
                             b' ' | b'\t' | b'\n' | b'\r' | b'(' | b')' | b',' | b'=' | b'<' | b'>'
-                        )
+                        ) || (d == b'!' && b.get(i + 1) == Some(&b'=')))
                     {
-                        break;
-                    } else if depth == 0 && d == b'!' && b.get(i + 1) == Some(&b'=') {
                         break;
                     }
                     i += 1;

@@ -131,6 +131,10 @@ pub fn severity(priority: &str) -> Option<Severity> {
     })
 }
 
+/// One element of an exception's values tuple: (value, bare) items and
+/// whether it was written as a list.
+type ExcElem = (Vec<(String, bool)>, bool);
+
 #[derive(Clone, Debug)]
 struct ExcDef {
     name: String,
@@ -139,7 +143,7 @@ struct ExcDef {
     /// `fields` was one name: `values` is one list of values.
     single: bool,
     /// One tuple per entry; each element: (values, is_list).
-    values: Vec<Vec<(Vec<(String, bool)>, bool)>>,
+    values: Vec<Vec<ExcElem>>,
     loc: Loc,
 }
 
@@ -361,12 +365,8 @@ impl Reader<'_> {
         out
     }
 
-    fn exception_values(
-        &mut self,
-        n: &Node,
-        single: bool,
-    ) -> Vec<Vec<(Vec<(String, bool)>, bool)>> {
-        let elem = |e: &Node| -> (Vec<(String, bool)>, bool) {
+    fn exception_values(&mut self, n: &Node, single: bool) -> Vec<Vec<ExcElem>> {
+        let elem = |e: &Node| -> ExcElem {
             match &e.value {
                 Value::Seq(items) => (
                     items

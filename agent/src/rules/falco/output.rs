@@ -81,11 +81,12 @@ pub fn compile(text: &str) -> Template {
                 used -= 1;
             }
             let mut arg = None;
-            if used == end && after[end..].starts_with('[') {
-                if let Some(close) = after[end..].find(']') {
-                    arg = Some(after[end + 1..end + close].to_string());
-                    used = end + close + 1;
-                }
+            if used == end
+                && after[end..].starts_with('[')
+                && let Some(close) = after[end..].find(']')
+            {
+                arg = Some(after[end + 1..end + close].to_string());
+                used = end + close + 1;
             }
             (n.to_string(), arg, used)
         };
