@@ -672,7 +672,7 @@ fn lint_and_test_commands_report_falco_rules() {
         text.contains("  disabled: Symlink to a secret file (falco-symlink-to-a-secret-file) "),
         "{text}"
     );
-    assert!(text.contains("stable-shaped.yaml:196:9: warning [rule falco-stdio-redirected-to-a-socket, condition]: Falco rule `Stdio redirected to a socket` disabled: field `fd.type` is mapped for"), "{text}");
+    assert!(text.contains("stable-shaped.yaml:196:64: warning [rule falco-stdio-redirected-to-a-socket, condition]: Falco rule `Stdio redirected to a socket` disabled: field `fd.type` is mapped for"), "{text}");
     assert!(
         !lint(true, &mut Vec::new()),
         "--deny-warnings fails on disabled rules"
