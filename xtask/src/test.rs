@@ -20,6 +20,7 @@ pub const KERNEL_TEST_BINARIES: &[&str] = &[
     "e2e_run",
     "e2e_container",
     "e2e_k8s",
+    "runtime_containerd",
 ];
 
 #[derive(clap::Args)]
