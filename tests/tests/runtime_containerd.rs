@@ -337,8 +337,24 @@ fn runtime_setup_raises_no_alert() {
     picket.drain(Duration::from_millis(1000));
     // runc init: namespaces, mounts, pivot_root, capability drops,
     // `runc:[2:INIT]`: the runtime's own set-up, not container activity.
-    let alerts = picket.alerts();
-    assert!(alerts.is_empty(), "{}", picket.dump());
+    assert!(picket.alerts().is_empty(), "{}", picket.dump());
+    // The runtime's exec stage (`runc exec` joins the namespaces) is not
+    // an escape either: the exec itself is the only alert.
+    ctr.exec("e1", None, &["/bin/true"]);
+    picket.wait_alert("exec-into-pod alert", WAIT, |a| {
+        a.rule.id == "exec-into-pod" && a.event.process.command_args == ["/bin/true"]
+    });
+    picket.drain(Duration::from_millis(1000));
+    assert_eq!(
+        picket
+            .alerts()
+            .iter()
+            .map(|a| a.rule.id.as_str())
+            .collect::<Vec<_>>(),
+        ["exec-into-pod"],
+        "{}",
+        picket.dump()
+    );
     drop(ctr);
     t.done();
 }
