@@ -380,6 +380,13 @@ impl RealContainer<'_> {
         self.ctrd.ctr_ok(&args)
     }
 
+    /// [`exec`](Self::exec) that may fail (the exec'd process killed).
+    pub fn try_exec(&self, exec_id: &str, argv: &[&str]) -> Output {
+        let mut args = vec!["task", "exec", "--exec-id", exec_id, &self.id];
+        args.extend_from_slice(argv);
+        self.ctrd.ctr(&args)
+    }
+
     /// Waits until the task stopped (its entrypoint exited).
     pub fn wait_stopped(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

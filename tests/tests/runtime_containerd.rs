@@ -358,3 +358,74 @@ fn runtime_setup_raises_no_alert() {
     drop(ctr);
     t.done();
 }
+
+#[test]
+fn kernel_kill_process_on_every_layout() {
+    let t = kernel_test!(kernel_kill_process_on_every_layout);
+    let tree = CgroupTree::new("kill");
+    let ctrd = Containerd::start();
+    let pod_uid = "2c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f";
+    let layouts = [
+        Layout::KubeCgroupfs,
+        Layout::KubeSystemd,
+        Layout::Docker,
+        Layout::Podman,
+    ];
+    let ids: Vec<String> = layouts.iter().map(|_| new_container_id()).collect();
+    let rels: Vec<String> = layouts
+        .iter()
+        .zip(&ids)
+        .map(|(l, id)| l.path(pod_uid, id))
+        .collect();
+    let dirs: Vec<_> = rels.iter().map(|r| tree.precreate(r)).collect();
+    let work = tempfile::tempdir().expect("tempdir");
+    let rules = work.path().join("kill.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - id: rt-kill\n    name: rt-kill\n    description: real-runtime kill\n    severity: critical\n    events: [exec]\n    condition: 'container.id exists and process.command_line == \"/bin/cat /etc/passwd\"'\n    output: 'ran {process.command_line}'\n    tags: [T1059]\n    actions: [alert, kill-process]\n",
+    )
+    .expect("rules");
+    let config = work.path().join("picket.yaml");
+    std::fs::write(
+        &config,
+        "containment:\n  enabled: true\n  rate_limits: {per_rule: null, per_namespace: null, global: null}\n",
+    )
+    .expect("config");
+    let mut picket = PicketRun::start(RunOptions {
+        rules: vec![rules],
+        only_cgroups: dirs,
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    });
+    let running: Vec<_> = rels
+        .iter()
+        .zip(&ids)
+        .map(|(rel, id)| ctrd.run(id, &tree.cgroup_path(rel), &["/bin/sleep", "1000"]))
+        .collect();
+    for (i, ctr) in running.iter().enumerate() {
+        let out = ctr.try_exec("k1", &["/bin/cat", "/etc/passwd"]);
+        assert!(!out.status.success(), "{:?}: {out:?}", layouts[i]);
+        assert!(
+            out.stdout.is_empty(),
+            "{:?}: cat ran although the kernel should have killed it at exec",
+            layouts[i]
+        );
+        let audit = picket.wait_alert(&format!("{:?}'s kill audit", layouts[i]), WAIT, |a| {
+            a.rule.id == "containment-action"
+                && a.event.container.as_ref().is_some_and(|c| c.id == ids[i])
+        });
+        let c = audit
+            .event
+            .containment
+            .as_ref()
+            .expect("containment section");
+        assert_eq!(
+            (c.action.as_str(), c.outcome.as_str(), c.trigger.as_str()),
+            ("kill-process", "succeeded", "kernel"),
+            "{:?}: {c:?}",
+            layouts[i]
+        );
+    }
+    drop(running);
+    t.done();
+}
