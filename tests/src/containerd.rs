@@ -214,7 +214,7 @@ impl Containerd {
             enter_cgroup(&mut cmd, cg);
         }
         let daemon = ChildGuard::spawn(&mut cmd);
-        let mut me = Self {
+        let me = Self {
             dir,
             socket,
             rootfs,

@@ -25,7 +25,7 @@ use std::{
 /// `FILEID_KERNFS` from `include/linux/exportfs.h`.
 const FILEID_KERNFS: i32 = 0xfe;
 /// `CGROUP2_SUPER_MAGIC` from `include/uapi/linux/magic.h`.
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+const CGROUP2_SUPER_MAGIC: libc::__fsword_t = 0x6367_7270;
 
 /// What a lookup by handle found.
 #[derive(Debug)]
@@ -68,7 +68,7 @@ impl HandleOpener {
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: a valid fd and a valid out pointer.
         if unsafe { libc::fstatfs(mount.as_raw_fd(), &raw mut st) } != 0
-            || i64::from(st.f_type) != CGROUP2_SUPER_MAGIC
+            || st.f_type != CGROUP2_SUPER_MAGIC
         {
             return None;
         }
