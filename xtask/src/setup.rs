@@ -15,6 +15,13 @@ const APT_PACKAGES: &[&str] = &[
     "procps",
     "python3-pip",
     "python3-venv",
+    // Real-runtime tests (tests/src/containerd.rs): a private containerd
+    // driving runc, containers from a static-busybox rootfs. crun is
+    // installed for the runtime tests too (it refuses hybrid v1/v2 hosts).
+    "containerd",
+    "runc",
+    "crun",
+    "busybox-static",
 ];
 
 #[derive(clap::Args, Default)]

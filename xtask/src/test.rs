@@ -21,6 +21,7 @@ pub const KERNEL_TEST_BINARIES: &[&str] = &[
     "e2e_container",
     "e2e_k8s",
     "e2e_falco",
+    "runtime_containerd",
 ];
 
 #[derive(clap::Args)]

@@ -4,6 +4,7 @@
 //! v2 path; [`parse_cgroup_path`] reads the container id, runtime and pod
 //! UID out of that path. Processes outside containers are `host`.
 
+mod handle;
 mod parse;
 mod resolver;
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! cgroup id -> cgroup v2 path.
 //!
 //! The kernel tags each event with `bpf_get_current_cgroup_id()`, which is
-//! the inode number of the task's cgroup v2 directory. Turning it into a
-//! path (and so into a container) needs a walk of the cgroup v2 hierarchy;
-//! results are cached, and a miss triggers a rescan at most once per
-//! interval so a flood of unknown ids cannot keep the agent walking
+//! the inode number of the task's cgroup v2 directory. An unknown id is
+//! looked up on the spot by file handle (see [`super::handle`]): the first
+//! event of a brand-new or short-lived container is attributed without
+//! waiting for a walk. Results are cached. Where the kernel refuses handle
+//! lookups, a miss triggers a walk of the hierarchy at most once per
+//! interval, so a flood of unknown ids cannot keep the agent walking
 //! directories.
 
 use std::{
@@ -17,6 +19,8 @@ use std::{
 
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tracing::{debug, warn};
+
+use super::handle::{HandleLookup, HandleOpener};
 
 /// Errors of cgroup discovery and lookups.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,7 @@ pub enum CgroupError {
 
 struct Metrics {
     misses: Counter,
+    lookups: Counter,
     rescans: Counter,
     entries: Gauge,
 }
@@ -43,6 +48,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     misses: crate::metrics::register(
         "cgroup_resolver_misses",
         "cgroup ids that could not be mapped to a path (unknown even after a rescan, or rescan rate-limited)",
+        Counter::default(),
+    ),
+    lookups: crate::metrics::register(
+        "cgroup_resolver_handle_lookups",
+        "Unknown cgroup ids resolved on the spot by kernfs file handle (no walk)",
         Counter::default(),
     ),
     rescans: crate::metrics::register(
@@ -81,6 +91,8 @@ impl Default for ScanLimits {
 pub struct ResolverStats {
     pub hits: u64,
     pub misses: u64,
+    /// Unknown ids resolved on the spot by file handle.
+    pub handle_lookups: u64,
     pub rescans: u64,
     /// Rescans that stopped at [`ScanLimits`] before the whole tree.
     pub truncated_scans: u64,
@@ -96,6 +108,9 @@ pub struct CgroupResolver {
     min_rescan_interval: Duration,
     last_rescan: Option<Instant>,
     stats: ResolverStats,
+    /// `None` when `root` is not a cgroup2 mount or the kernel refused a
+    /// handle lookup (then only walks find new cgroups).
+    opener: Option<HandleOpener>,
 }
 
 /// Default minimum time between two miss-triggered rescans.
@@ -122,8 +137,14 @@ impl CgroupResolver {
 
     /// A resolver for a known cgroup v2 root (tests, `--cgroup-root`).
     pub fn with_root(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let opener = HandleOpener::open(&root);
+        if opener.is_none() {
+            debug!(root = %root.display(), "not a cgroup2 mount: unknown cgroup ids are found by walks only");
+        }
         Self {
-            root: root.into(),
+            root,
+            opener,
             cache: HashMap::new(),
             limits: ScanLimits::default(),
             min_rescan_interval: DEFAULT_RESCAN_INTERVAL,
@@ -161,7 +182,13 @@ impl CgroupResolver {
         self.cache.is_empty()
     }
 
-    /// The path of cgroup `id`, rescanning on a miss when the last rescan
+    /// Whether unknown ids are resolved on the spot (kernfs file handles).
+    pub fn resolves_on_the_spot(&self) -> bool {
+        self.opener.is_some()
+    }
+
+    /// The path of cgroup `id`: from the cache, else from the kernel by
+    /// file handle, else (handles unavailable) by a walk when the last one
     /// is older than the rescan interval.
     pub fn resolve(&mut self, id: u64) -> Option<&str> {
         self.resolve_at(id, Instant::now())
@@ -179,6 +206,31 @@ impl CgroupResolver {
             self.stats.hits += 1;
             return self.cache.get(&id).map(String::as_str);
         }
+        if let Some(opener) = &self.opener {
+            match opener.lookup(id) {
+                HandleLookup::Found(path) => {
+                    self.stats.handle_lookups += 1;
+                    METRICS.lookups.inc();
+                    self.insert(id, path);
+                    return self.cache.get(&id).map(String::as_str);
+                }
+                HandleLookup::Gone => {
+                    // A walk cannot find a removed cgroup either.
+                    self.stats.misses += 1;
+                    METRICS.misses.inc();
+                    debug!(cgroup_id = id, "cgroup id unknown to the kernel (removed?)");
+                    return None;
+                }
+                HandleLookup::Unsupported(e) => {
+                    warn!(
+                        root = %self.root.display(),
+                        error = %e,
+                        "the kernel refused a cgroup lookup by file handle; new cgroups are found by walks of the hierarchy (at most one per interval) from now on"
+                    );
+                    self.opener = None;
+                }
+            }
+        }
         let may_rescan = self
             .last_rescan
             .is_none_or(|t| now.saturating_duration_since(t) >= self.min_rescan_interval);
@@ -193,6 +245,19 @@ impl CgroupResolver {
         METRICS.misses.inc();
         debug!(cgroup_id = id, rescanned = may_rescan, "unknown cgroup id");
         None
+    }
+
+    /// Caches one entry, evicting an arbitrary one when full.
+    fn insert(&mut self, id: u64, path: String) {
+        if self.cache.len() >= self.limits.max_entries
+            && let Some(old) = self.cache.keys().next().copied()
+        {
+            self.cache.remove(&old);
+        }
+        self.cache.insert(id, path);
+        METRICS
+            .entries
+            .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
     }
 
     /// Walks the hierarchy now. Entries of cgroups that disappeared are kept

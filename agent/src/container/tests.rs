@@ -306,6 +306,7 @@ fn resolver_rescans_on_miss_at_most_once_per_interval() {
         ResolverStats {
             hits: 2,
             misses: 0,
+            handle_lookups: 0,
             rescans: 1,
             truncated_scans: 0
         }
@@ -437,4 +438,49 @@ fn real_cgroup_v2_hierarchy() {
         cgroup_path_of_pid(u32::MAX),
         Err(CgroupError::Io { .. })
     ));
+}
+
+#[test]
+fn new_cgroup_resolves_on_the_spot_without_a_walk() {
+    // A rescan interval far longer than the test: only the handle lookup
+    // can find the new cgroup.
+    let mut r = CgroupResolver::detect()
+        .expect("cgroup v2 is mounted")
+        .with_rescan_interval(Duration::from_secs(3600));
+    assert!(r.resolves_on_the_spot(), "root may open file handles");
+    let root = r.root().to_path_buf();
+    assert_eq!(r.resolve(ino(&root)), Some("/"));
+    assert_eq!(
+        (r.stats().handle_lookups, r.stats().rescans),
+        (1, 0),
+        "even the root is found without a walk"
+    );
+    let walks = 0;
+    let cg = TestCgroup::create(&root);
+    let name = cg
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_owned();
+    let id = ino(&cg.path.join("pod"));
+    assert_eq!(r.resolve(id), Some(format!("/{name}/pod").as_str()));
+    assert_eq!(r.stats().rescans, walks, "no walk for a new cgroup");
+    assert_eq!(r.stats().handle_lookups, 2);
+    // Cached: no second lookup.
+    assert_eq!(r.resolve(id), Some(format!("/{name}/pod").as_str()));
+    assert_eq!(r.stats().handle_lookups, 2);
+
+    // A removed cgroup that was never seen: gone, a miss, still no walk.
+    let gone = TestCgroup::create(&root);
+    let gone_id = ino(&gone.path.join("pod"));
+    drop(gone);
+    let misses = r.stats().misses;
+    assert_eq!(r.resolve(gone_id), None);
+    assert_eq!(r.stats().misses, misses + 1);
+    assert_eq!(r.stats().rescans, walks);
+    assert!(
+        r.resolves_on_the_spot(),
+        "a gone cgroup does not disable lookups"
+    );
 }

@@ -167,11 +167,7 @@ impl Pipeline {
             ppid: e.ppid,
             parent_start_ns: e.parent_start_boottime_ns,
             vpid: e.ns.ns_pid,
-            exe: if e.flags & exec_flags::EXE_MISSING != 0 {
-                cstr(&e.filename)
-            } else {
-                path_from_components(&e.exe, e.exe_len)
-            },
+            exe: exe_path(e),
             args,
             args_truncated: e.flags & exec_flags::ARGV_TRUNCATED != 0,
             cwd: if e.flags & exec_flags::CWD_MISSING != 0 {
@@ -266,6 +262,25 @@ pub fn decode_wait_status(raw: u32) -> ExitStatus {
         signal,
         core_dumped: raw & 0x80 != 0,
     }
+}
+
+/// The executable's path: from the kernel's dentry walk, or the path given
+/// to execve when the walk found nothing. An executable is never `/`: an
+/// empty walk means a pseudo file that is its own root, such as the sealed
+/// memfd copy runc 1.1 re-executes as `runc init` (execve of
+/// `/proc/self/exe`); the execve path names it better than `/`.
+fn exe_path(e: &ExecEvent) -> String {
+    if e.flags & exec_flags::EXE_MISSING != 0 {
+        return cstr(&e.filename);
+    }
+    let walked = path_from_components(&e.exe, e.exe_len);
+    if walked == "/" {
+        let given = cstr(&e.filename);
+        if !given.is_empty() {
+            return given;
+        }
+    }
+    walked
 }
 
 #[cfg(test)]
