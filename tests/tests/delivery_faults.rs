@@ -106,9 +106,10 @@ fn lines(path: &Path) -> Vec<(u64, String)> {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| {
+            let a = v.get("alert")?;
             Some((
-                v.get("seq")?.as_u64()?,
-                v.get("message")?.as_str()?.to_owned(),
+                a.get("seq")?.as_u64()?,
+                a.get("message")?.as_str()?.to_owned(),
             ))
         })
         .collect()
@@ -143,7 +144,8 @@ async fn disk_and_fd_faults_degrade_counted_and_recover() {
     let errors = sample("picket_sink_spool_errors_total{sink=\"file\"}");
     disk.chattr("+i", &cursors);
     assert_eq!(d.publish(a("a2")).await.unwrap(), 2);
-    assert!(eventually(STEP, || lines(&out).len() == 2).await);
+    let ok = eventually(STEP, || lines(&out).len() == 2).await;
+    assert!(ok, "{:?} {:?}", lines(&out), d.readiness().problems());
     assert!(
         eventually(STEP, || d
             .readiness()
@@ -190,9 +192,11 @@ async fn disk_and_fd_faults_degrade_counted_and_recover() {
     );
     assert!(eventually(STEP, || lines(&out).len() == 3).await);
     assert_eq!(lines(&out)[2], (0, big.clone()));
-    assert_eq!(
-        sample("picket_sink_unspooled_alerts_total{sink=\"file\"}"),
-        1.0
+    assert!(
+        eventually(STEP, || sample(
+            "picket_sink_unspooled_alerts_total{sink=\"file\"}"
+        ) == 1.0)
+        .await
     );
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(d.publish(a("a4")).await.unwrap(), 3);
