@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo, UdsConnectInfo};
 
+use super::authority::AuthorityFix;
 use crate::delivery::telemetry::METRICS;
 
 /// Pause after a failed `accept` (EMFILE and friends) before the next one.
@@ -88,11 +89,11 @@ impl Connected for Capped<TcpStream> {
     }
 }
 
-impl Connected for Capped<UnixStream> {
+impl Connected for Capped<AuthorityFix<UnixStream>> {
     type ConnectInfo = UdsConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        self.io.get_ref().connect_info()
     }
 }
 
@@ -109,10 +110,13 @@ impl Accept for TcpListener {
     }
 }
 
+/// Unix-socket clients get their `:authority` fixed (see `authority`).
 impl Accept for UnixListener {
-    type Io = UnixStream;
-    async fn accept(&self) -> io::Result<UnixStream> {
-        UnixListener::accept(self).await.map(|(s, _)| s)
+    type Io = AuthorityFix<UnixStream>;
+    async fn accept(&self) -> io::Result<AuthorityFix<UnixStream>> {
+        UnixListener::accept(self)
+            .await
+            .map(|(s, _)| AuthorityFix::new(s))
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod agent;
 mod alerts;
+mod authority;
 pub mod client;
 mod events;
 pub mod identity;
