@@ -200,7 +200,7 @@ async fn disk_and_fd_faults_degrade_counted_and_recover() {
     );
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(d.publish(a("a4")).await.unwrap(), 3);
-    assert!(d.readiness().problems().get("spool").is_none());
+    assert!(!d.readiness().problems().contains_key("spool"));
     assert!(eventually(STEP, || d.spool().cursor("file") == Some(3)).await);
 
     // 3. The process runs out of file descriptors: the sink still delivers
