@@ -179,6 +179,13 @@ impl RunArgs {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
+    match crate::delivery::limits::raise_nofile() {
+        Ok((old, new)) => info!(
+            old,
+            new, "RLIMIT_NOFILE soft limit raised to the hard limit"
+        ),
+        Err(e) => warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -116,7 +116,12 @@ async fn metrics_health_and_readiness_over_http() {
     for (k, v) in expect {
         assert_eq!(m.get(*k), Some(v), "{k} in\n{body}");
     }
-    assert!(!m.contains_key("picket_sink_failed_attempts_total{sink=\"file\"}"));
+    // Present at 0 from the start (issue #17 item 7), not absent until the
+    // first failure.
+    assert_eq!(
+        m.get("picket_sink_failed_attempts_total{sink=\"file\"}"),
+        Some(&0.0)
+    );
 
     assert_eq!(get(http, "/healthz").await, (200, "ok\n".to_owned()));
     let (status, body) = get(http, "/readyz").await;

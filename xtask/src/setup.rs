@@ -104,6 +104,7 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         ]))?;
     }
     bpf_linker()?;
+    python_grpcio()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -224,4 +225,21 @@ pub fn is_root() -> bool {
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+/// Python grpcio + grpcio-tools: `tests/tests/delivery_python.rs` checks the
+/// API with the standard Python client, generating its stubs from `proto/`.
+fn python_grpcio() -> Result<()> {
+    if ok(Command::new("python3").args(["-c", "import grpc, grpc_tools"])) {
+        return Ok(());
+    }
+    sh(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "grpcio",
+        "grpcio-tools",
+    ]))
 }

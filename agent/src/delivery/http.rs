@@ -5,9 +5,10 @@
 //! axum: tonic 0.14 already depends on axum 0.8 (its router), so this adds
 //! no new crates, and it is less code than hand-driving hyper connections.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -17,11 +18,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Readiness flags shared by the agent (cheap to clone).
+/// Readiness shared by the agent (cheap to clone): two start-up flags plus
+/// a set of named problems (`sink otlp` -> "cursor write failed: ...").
+/// Ready means both flags set and no problem. Other parts of the agent add
+/// their own named conditions with [`set_problem`](Self::set_problem).
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     programs_loaded: Arc<AtomicBool>,
     sinks_started: Arc<AtomicBool>,
+    problems: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl Readiness {
@@ -47,8 +52,41 @@ impl Readiness {
         self.sinks_started.load(Ordering::Acquire)
     }
 
+    fn problems_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.problems.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks condition `name` as failing with `reason` (not ready until
+    /// cleared).
+    pub fn set_problem(&self, name: &str, reason: impl Into<String>) {
+        self.problems_map().insert(name.to_owned(), reason.into());
+    }
+
+    /// Condition `name` holds again.
+    pub fn clear_problem(&self, name: &str) {
+        self.problems_map().remove(name);
+    }
+
+    /// The failing conditions, by name.
+    pub fn problems(&self) -> BTreeMap<String, String> {
+        self.problems_map().clone()
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.programs_loaded() && self.sinks_started()
+        self.programs_loaded() && self.sinks_started() && self.problems_map().is_empty()
+    }
+
+    /// The `/readyz` body when not ready.
+    pub fn explain(&self) -> String {
+        let mut out = format!(
+            "not ready: programs_loaded={} sinks_started={}\n",
+            self.programs_loaded(),
+            self.sinks_started()
+        );
+        for (name, reason) in self.problems_map().iter() {
+            out.push_str(&format!("{name}: {reason}\n"));
+        }
+        out
     }
 }
 
@@ -102,14 +140,7 @@ fn router(readiness: Readiness) -> Router {
                     if r.is_ready() {
                         (StatusCode::OK, "ready\n".to_owned())
                     } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!(
-                                "not ready: programs_loaded={} sinks_started={}\n",
-                                r.programs_loaded(),
-                                r.sinks_started()
-                            ),
-                        )
+                        (StatusCode::SERVICE_UNAVAILABLE, r.explain())
                     }
                 }
             }),

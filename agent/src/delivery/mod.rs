@@ -18,6 +18,7 @@ pub mod filter;
 pub mod grpc;
 pub mod http;
 pub mod jsonl;
+pub mod limits;
 pub mod otlp;
 pub mod proto;
 mod retry;
@@ -54,10 +55,18 @@ pub enum DeliveryError {
     Otlp(#[from] otlp::OtlpError),
     #[error(transparent)]
     Jsonl(#[from] jsonl::JsonlError),
-    #[error("invalid sink name {0:?}")]
+    #[error("invalid sink name {0:?} (1-64 of [A-Za-z0-9._-], not starting with \"api.\")")]
     SinkName(String),
+    #[error("event_buffer {0} is out of range (1..={MAX_EVENT_BUFFER})")]
+    EventBuffer(usize),
     #[error("spool task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// A configured sink's name: a valid cursor name outside the namespace of
+/// API subscribers, so no API client can acknowledge on a sink's behalf.
+fn config_sink_name(name: &str) -> bool {
+    spool::valid_sink_name(name) && !name.starts_with(grpc::identity::SUBSCRIBER_PREFIX)
 }
 
 /// What the rest of the agent lends the delivery stack.
@@ -85,7 +94,18 @@ pub struct Delivery {
     http_addr: Option<SocketAddr>,
     readiness: Readiness,
     shutdown_timeout: Duration,
+    /// Alerts the spool could not take, for the live sinks.
+    unspooled: broadcast::Sender<Arc<Alert>>,
 }
+
+/// Largest accepted `event_buffer` (live events buffered for slow event
+/// subscribers); beyond it the allocation alone would threaten the node.
+pub const MAX_EVENT_BUFFER: usize = 1 << 20;
+
+/// Attempts to append an alert before it is delivered unspooled, and the
+/// first pause between them (quadrupling: 10, 40, 160 ms).
+const APPEND_ATTEMPTS: u32 = 4;
+const APPEND_FIRST_PAUSE: Duration = Duration::from_millis(10);
 
 fn spawn_sink<S: sink::Sink>(
     name: String,
@@ -93,11 +113,12 @@ fn spawn_sink<S: sink::Sink>(
     spool: &Spool,
     policy: sink::SinkPolicy,
     shutdown: watch::Receiver<bool>,
+    ctx: sink::SinkContext,
 ) -> JoinHandle<()> {
     let spool = spool.clone();
     tokio::spawn(async move {
         let n = name.clone();
-        match sink::run_sink(name, s, spool, policy, shutdown).await {
+        match sink::run_sink(name, s, spool, policy, shutdown, ctx).await {
             Ok(()) | Err(spool::SpoolError::Closed) => tracing::info!(sink = %n, "sink stopped"),
             Err(e) => tracing::error!(sink = %n, error = %e, "sink stopped on a spool error"),
         }
@@ -107,10 +128,16 @@ fn spawn_sink<S: sink::Sink>(
 impl Delivery {
     /// Opens the spool and starts the configured sinks and servers.
     pub async fn start(cfg: DeliveryConfig, hooks: DeliveryHooks) -> Result<Self, DeliveryError> {
+        let event_buffer = cfg.event_buffer.unwrap_or(4096);
+        if !(1..=MAX_EVENT_BUFFER).contains(&event_buffer) {
+            return Err(DeliveryError::EventBuffer(event_buffer));
+        }
+        telemetry::register_known();
         let spool_cfg = cfg.spool.clone();
         let spool = tokio::task::spawn_blocking(move || Spool::open(spool_cfg)).await??;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (events, _) = broadcast::channel(cfg.event_buffer.unwrap_or(4096).max(1));
+        let (events, _) = broadcast::channel(event_buffer);
+        let (unspooled, _) = broadcast::channel(1024);
         let host_name = cfg
             .host_name
             .clone()
@@ -130,10 +157,15 @@ impl Delivery {
             http_addr: None,
             readiness: hooks.readiness.clone(),
             shutdown_timeout: Duration::from_millis(cfg.shutdown_timeout_ms.unwrap_or(5000)),
+            unspooled: unspooled.clone(),
+        };
+        let ctx = |me: &Self| sink::SinkContext {
+            readiness: me.readiness.clone(),
+            unspooled: Some(me.unspooled.subscribe()),
         };
         // On any error below `me` is dropped, which stops what already started.
         for j in &cfg.jsonl {
-            if !spool::valid_sink_name(&j.name) {
+            if !config_sink_name(&j.name) {
                 return Err(DeliveryError::SinkName(j.name.clone()));
             }
             let s = jsonl::JsonlSink::open(j)?;
@@ -141,16 +173,18 @@ impl Delivery {
                 max_delay_ms: 0,
                 ..Default::default()
             };
+            let c = ctx(&me);
             me.sinks.push(spawn_sink(
                 j.name.clone(),
                 s,
                 &spool,
                 policy,
                 shutdown_rx.clone(),
+                c,
             ));
         }
         if let Some(o) = &cfg.otlp {
-            if !spool::valid_sink_name(&o.name) {
+            if !config_sink_name(&o.name) {
                 return Err(DeliveryError::SinkName(o.name.clone()));
             }
             let s = otlp::OtlpSink::new(o, &host_name, &node_name)?;
@@ -162,12 +196,14 @@ impl Delivery {
                     shutdown_rx.clone(),
                 )));
             }
+            let c = ctx(&me);
             me.sinks.push(spawn_sink(
                 o.name.clone(),
                 s,
                 &spool,
                 o.policy.clone(),
                 shutdown_rx.clone(),
+                c,
             ));
         }
         if let Some(g) = &cfg.grpc {
@@ -181,6 +217,8 @@ impl Delivery {
                 node_name: node_name.clone(),
                 started: jiff::Timestamp::now(),
                 shutdown: shutdown_rx.clone(),
+                streams: Arc::new(tokio::sync::Semaphore::new(g.max_streams.max(1))),
+                unspooled: unspooled.clone(),
             });
             let (addr, task) = grpc::serve(g, state).await?;
             me.grpc_addr = Some(addr);
@@ -197,9 +235,49 @@ impl Delivery {
 
     /// Appends `alert` to the spool and returns its sequence number. Never
     /// waits for a sink; the disk write runs on the blocking pool.
-    pub async fn publish(&self, mut alert: Alert) -> Result<u64, DeliveryError> {
-        let spool = self.spool.clone();
-        Ok(tokio::task::spawn_blocking(move || spool.append(&mut alert)).await??)
+    ///
+    /// A failing disk (ENOSPC, EIO, EPERM, EMFILE) is retried
+    /// [`APPEND_ATTEMPTS`] times with a short back-off (each failure counted
+    /// in `picket_spool_append_failures_total`). If the spool still refuses,
+    /// the alert is handed to the live sinks once, with `seq` 0 (counted in
+    /// `picket_alerts_unspooled_total`, `/readyz` reports condition `spool`
+    /// until an append succeeds again), and `Ok(0)` is returned: degraded,
+    /// not lost.
+    pub async fn publish(&self, alert: Alert) -> Result<u64, DeliveryError> {
+        let mut pause = APPEND_FIRST_PAUSE;
+        let mut last_err = None;
+        for attempt in 1..=APPEND_ATTEMPTS {
+            let spool = self.spool.clone();
+            let mut a = alert.clone();
+            match tokio::task::spawn_blocking(move || spool.append(&mut a)).await? {
+                Ok(seq) => {
+                    if attempt > 1 {
+                        tracing::info!(seq, attempt, "spool append succeeded after failures");
+                    }
+                    self.readiness.clear_problem("spool");
+                    return Ok(seq);
+                }
+                Err(e @ spool::SpoolError::Io { .. }) => {
+                    telemetry::METRICS.spool_append_failures.inc();
+                    tracing::warn!(attempt, error = %e, "spool append failed");
+                    last_err = Some(e);
+                    if attempt < APPEND_ATTEMPTS {
+                        tokio::time::sleep(pause).await;
+                        pause *= 4;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let reason = last_err.map_or_else(String::new, |e| e.to_string());
+        self.readiness
+            .set_problem("spool", format!("append failed: {reason}"));
+        telemetry::METRICS.alerts_unspooled.inc();
+        let mut a = alert;
+        a.seq = 0;
+        tracing::error!(rule = %a.rule.id, error = %reason, "alert not spooled; delivered live to the sinks (degraded)");
+        let _ = self.unspooled.send(Arc::new(a));
+        Ok(0)
     }
 
     /// Offers an enriched event to live gRPC event subscribers (not spooled;

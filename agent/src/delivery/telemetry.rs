@@ -38,6 +38,13 @@ pub struct Metrics {
     pub events_dropped: Counter,
     pub otlp_batches: Family<ResultLabel, Counter>,
     pub otlp_events: Family<ResultLabel, Counter>,
+    pub grpc_streams_rejected: Counter,
+    pub grpc_connections_rejected: Counter,
+    pub grpc_accept_errors: Counter,
+    pub spool_append_failures: Counter,
+    pub alerts_unspooled: Counter,
+    pub sink_spool_errors: Family<SinkLabel, Counter>,
+    pub sink_unspooled: Family<SinkLabel, Counter>,
 }
 
 /// The process-wide delivery metrics.
@@ -112,7 +119,77 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Raw events for OTLP export by result: exported, or dropped (lagged: the exporter fell behind the event rate; export_failed: the collector stayed unreachable through the retries).",
         Family::default(),
     ),
+    grpc_streams_rejected: register(
+        "grpc_streams_rejected",
+        "Alert and event streams refused with RESOURCE_EXHAUSTED because grpc.max_streams were open.",
+        Counter::default(),
+    ),
+    grpc_connections_rejected: register(
+        "grpc_connections_rejected",
+        "gRPC connections closed at once because grpc.max_connections were open.",
+        Counter::default(),
+    ),
+    grpc_accept_errors: register(
+        "grpc_accept_errors",
+        "Failed accept() calls of the gRPC listener (e.g. EMFILE: out of file descriptors).",
+        Counter::default(),
+    ),
+    spool_append_failures: register(
+        "spool_append_failures",
+        "Failed attempts to append an alert to the spool (disk full, I/O or permission errors); retried.",
+        Counter::default(),
+    ),
+    alerts_unspooled: register(
+        "alerts_unspooled",
+        "Alerts the spool could not take after retries; handed to the live sinks once instead (degraded: no replay, seq 0).",
+        Counter::default(),
+    ),
+    sink_spool_errors: register(
+        "sink_spool_errors",
+        "Spool read or cursor write failures of a sink; the sink retries with back-off and /readyz reports it.",
+        Family::default(),
+    ),
+    sink_unspooled: register(
+        "sink_unspooled_alerts",
+        "Unspooled alerts (spool write failed) a sink delivered live.",
+        Family::default(),
+    ),
 });
+
+/// Result labels of `picket_otlp_batches_total`.
+pub const OTLP_BATCH_RESULTS: [&str; 4] = ["ok", "partial", "retry", "rejected"];
+
+/// Result labels of `picket_otlp_events_total`.
+pub const OTLP_EVENT_RESULTS: [&str; 3] = ["exported", "dropped_lagged", "dropped_export_failed"];
+
+/// Creates every per-sink series of `name` at 0, so dashboards and
+/// `absent()`/`rate()` alerts see them before the first event.
+pub fn register_sink(name: &str) {
+    let l = sink(name);
+    let _ = METRICS.sink_lag.get_or_create(&l);
+    let _ = METRICS.sink_delivered.get_or_create(&l);
+    let _ = METRICS.sink_failed.get_or_create(&l);
+    let _ = METRICS.sink_retries.get_or_create(&l);
+    let _ = METRICS.sink_gaps.get_or_create(&l);
+    let _ = METRICS.sink_spool_errors.get_or_create(&l);
+    let _ = METRICS.sink_unspooled.get_or_create(&l);
+}
+
+/// Creates the series with known labels at 0 (see [`register_sink`]).
+pub fn register_known() {
+    LazyLock::force(&METRICS);
+    for r in OTLP_BATCH_RESULTS {
+        let _ = METRICS
+            .otlp_batches
+            .get_or_create(&ResultLabel { result: r.into() });
+    }
+    for r in OTLP_EVENT_RESULTS {
+        let _ = METRICS
+            .otlp_events
+            .get_or_create(&ResultLabel { result: r.into() });
+    }
+    register_sink("grpc");
+}
 
 /// The label value for sink `name`.
 pub fn sink(name: &str) -> SinkLabel {

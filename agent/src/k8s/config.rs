@@ -98,7 +98,10 @@ impl K8sArgs {
             K8sMode::On => true,
             K8sMode::Off => false,
             K8sMode::Auto => {
-                self.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+                // kubectl's convention: a set KUBECONFIG names the cluster.
+                self.kubeconfig.is_some()
+                    || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+                    || std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty())
             }
         };
         K8sConfig {

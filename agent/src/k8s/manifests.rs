@@ -18,8 +18,9 @@ use std::{
 
 use tracing::error;
 
-/// The repository's rules directory, as the ConfigMap's default source.
-const DEFAULT_RULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+/// The rules directory of a checkout, relative to the working directory
+/// (not the build machine's absolute path, which `--help` would show).
+const DEFAULT_RULES_DIR: &str = "rules";
 const DEFAULT_IMAGE: &str = concat!("ghcr.io/picket-dev/picket:", env!("CARGO_PKG_VERSION"));
 
 /// `picket manifests` options.
@@ -604,7 +605,7 @@ mod tests {
             namespace: "picket".into(),
             image: DEFAULT_IMAGE.into(),
             containment,
-            rules_dir: PathBuf::from(DEFAULT_RULES_DIR),
+            rules_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules")),
         }
     }
 

@@ -2,6 +2,15 @@
 //! watch) or on SIGHUP, and swap the new set into the engine atomically. A
 //! set that fails to compile is rejected whole: the old one keeps running,
 //! the failure is logged with its diagnostics and counted.
+//!
+//! The watcher reloads only when the *content* changed: file events also
+//! come from reads (`cat rules.yaml`), from the reload's own reads and from
+//! other files in the same directory (logs), and reloading on each of them
+//! loops forever. A fingerprint of every rule file's path and bytes is
+//! compared with the last one loaded; an unchanged set is counted as
+//! `picket_rules_reloads_total{result="unchanged"}` and nothing else
+//! happens. A rule file that is empty (or only whitespace) is treated as
+//! broken, not as "no rules": it is what an interrupted write leaves behind.
 
 use std::{
     path::PathBuf,
@@ -36,15 +45,70 @@ pub enum ReloadError {
 struct Inner {
     engine: Arc<Engine>,
     paths: Vec<PathBuf>,
-    /// Serializes reloads from the watcher thread and SIGHUP.
-    lock: Mutex<()>,
+    /// Serializes reloads from the watcher thread and SIGHUP; holds the
+    /// fingerprint of the rule files last loaded (or last rejected).
+    lock: Mutex<Option<u64>>,
+}
+
+/// A fingerprint of the rule files (paths and bytes), and the diagnostics
+/// of files that cannot be used: unreadable, or empty.
+fn fingerprint(paths: &[PathBuf]) -> (u64, Vec<Diagnostic>) {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    let mut diags = Vec::new();
+    let files = super::compile::collect_files(paths).unwrap_or_else(|d| {
+        d.len().hash(&mut h);
+        Vec::new()
+    });
+    for f in files {
+        f.hash(&mut h);
+        match std::fs::read(&f) {
+            Ok(bytes) => {
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    diags.push(Diagnostic::error(
+                        &f,
+                        super::yaml::Pos::default(),
+                        "the rules file is empty (an interrupted write?); keeping the running rules",
+                    ));
+                }
+                bytes.hash(&mut h);
+            }
+            Err(e) => e.kind().hash(&mut h),
+        }
+    }
+    (h.finish(), diags)
 }
 
 impl Inner {
+    /// Reloads when the rule files' content differs from what was loaded
+    /// last (file watch); returns `None` when nothing changed.
+    fn reload_if_changed(&self) -> Option<Result<usize, ReloadError>> {
+        let (fp, _) = fingerprint(&self.paths);
+        let last = *self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if last == Some(fp) {
+            self.engine
+                .metrics()
+                .reloads
+                .get_or_create(&ResultLabel {
+                    result: "unchanged",
+                })
+                .inc();
+            return None;
+        }
+        Some(self.reload())
+    }
+
     fn reload(&self) -> Result<usize, ReloadError> {
-        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let m = self.engine.metrics();
-        match RuleSet::load(&self.paths) {
+        let (fp, empty) = fingerprint(&self.paths);
+        *last = Some(fp);
+        let loaded = if empty.is_empty() {
+            RuleSet::load(&self.paths)
+        } else {
+            Err(empty)
+        };
+        match loaded {
             Ok(set) => {
                 let n = set.rules().len();
                 for w in set.warnings() {
@@ -79,11 +143,20 @@ impl RuleWatcher {
     /// Does not watch anything yet: call [`Self::watch`] for file changes and
     /// [`Self::reload`] (e.g. on SIGHUP) yourself or through [`Self::run_sighup`].
     pub fn new(engine: Arc<Engine>, paths: Vec<PathBuf>) -> Self {
+        // The engine was just loaded from these files: remember them so the
+        // first file event without a change does not reload.
+        let (fp, _) = fingerprint(&paths);
+        for result in ["success", "failure", "unchanged"] {
+            let _ = engine
+                .metrics()
+                .reloads
+                .get_or_create(&ResultLabel { result });
+        }
         Self {
             inner: Arc::new(Inner {
                 engine,
                 paths,
-                lock: Mutex::new(()),
+                lock: Mutex::new(Some(fp)),
             }),
             debouncer: None,
         }
@@ -101,7 +174,7 @@ impl RuleWatcher {
         let inner = self.inner.clone();
         let mut deb = new_debouncer(debounce, move |res: DebounceEventResult| match res {
             Ok(events) if !events.is_empty() => {
-                let _ = inner.reload();
+                let _ = inner.reload_if_changed();
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "rule file watch error"),
@@ -225,6 +298,39 @@ mod tests {
         assert_eq!(count(&metrics, "success"), 1);
         assert_eq!(engine.rules().rules().len(), 2);
         assert_eq!(metrics.rules_loaded.get(), 2);
+    }
+
+    #[test]
+    fn reads_and_unrelated_files_do_not_reload_and_an_emptied_file_is_rejected() {
+        let (dir, engine, metrics) = setup();
+        let rules = dir.path().join("r.yaml");
+        let mut w = RuleWatcher::new(engine.clone(), vec![rules.clone()]);
+        w.watch(Duration::from_millis(50)).expect("watch");
+        // `cat` the file and write a log next to it, several times.
+        for i in 0..5 {
+            let _ = std::fs::read_to_string(&rules).expect("read");
+            std::fs::write(dir.path().join("agent.log"), format!("line {i}\n")).expect("log");
+            std::thread::sleep(Duration::from_millis(120));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(count(&metrics, "success"), 0);
+        assert_eq!(count(&metrics, "failure"), 0);
+        assert!(count(&metrics, "unchanged") >= 1);
+        // An interrupted write: the file is truncated to 0 bytes.
+        std::fs::write(&rules, "").expect("truncate");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count(&metrics, "failure") == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(count(&metrics, "failure"), 1);
+        assert_eq!(engine.rules().rules().len(), 1);
+        // The rejected content is not retried on every event either.
+        let _ = std::fs::read_to_string(&rules).expect("read");
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(count(&metrics, "failure"), 1);
+        let err = w.reload().unwrap_err();
+        assert!(err.to_string().contains("the rules file is empty"), "{err}");
+        assert_eq!(engine.rules().rules().len(), 1);
     }
 
     #[test]

@@ -40,6 +40,19 @@ pub fn kind_name(slot: u32) -> String {
         .unwrap_or_else(|| format!("kind_{slot}"))
 }
 
+/// Creates `picket_events_lost_total{kind,reason}` at 0 for every kind, so
+/// `rate()` and `absent()` alerts can be written before the first loss.
+pub fn register_kinds() {
+    for slot in 0..EventKind::COUNT {
+        if let Some(k) = EventKind::from_u16(slot as u16) {
+            let _ = LOST.get_or_create(&LostLabel {
+                kind: k.name().to_string(),
+                reason: "ringbuf_full",
+            });
+        }
+    }
+}
+
 /// Tracks counter totals between polls.
 pub struct LossTracker {
     map: PerCpuArray<MapData, u64>,
@@ -48,6 +61,7 @@ pub struct LossTracker {
 
 impl LossTracker {
     pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
+        register_kinds();
         Self {
             map,
             last: BTreeMap::new(),

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -13,8 +13,14 @@ use crate::delivery::proto::{self, pb};
 use crate::delivery::spool::{SpoolError, SpoolItem, valid_sink_name};
 use crate::delivery::telemetry::METRICS;
 
-/// Items read from the spool per wake-up.
-const READ_BATCH: usize = 256;
+/// Items read from the spool per wake-up. Small on purpose: with
+/// [`STREAM_QUEUE`] this bounds what a stream that stops reading holds in
+/// memory (a few dozen alerts, plus the HTTP/2 flow-control window); the rest
+/// stays on disk and the stream lags on the spool.
+const READ_BATCH: usize = 16;
+
+/// Encoded messages queued per stream ahead of the transport.
+const STREAM_QUEUE: usize = 4;
 
 pub struct AlertApi {
     pub state: Arc<ApiState>,
@@ -41,6 +47,8 @@ impl pb::alert_service_server::AlertService for AlertApi {
         req: Request<pb::StreamAlertsRequest>,
     ) -> Result<Response<AlertStream>, Status> {
         let peer = super::identity::peer_identity(&req);
+        let principal = super::identity::principal(&req);
+        let slot = self.state.stream_slot()?;
         let r = req.into_inner();
         let filter = proto::alert_filter_from_pb(r.filter.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -51,16 +59,22 @@ impl pb::alert_service_server::AlertService for AlertApi {
                 "subscriber: 1-64 characters of [A-Za-z0-9._-]",
             ));
         }
+        // The cursor lives in the caller's own namespace.
+        let cursor = if sub.is_empty() {
+            String::new()
+        } else {
+            super::identity::subscriber_cursor(&principal, &sub)
+        };
         let start = match (r.from_seq, sub.is_empty()) {
             (Some(s), _) => s.max(1),
-            (None, false) => match spool.cursor(&sub) {
+            (None, false) => match spool.cursor(&cursor) {
                 Some(c) => c + 1,
                 None => {
                     // First time: register the subscriber at the current end so
                     // a disconnect before its first ack loses nothing after now.
                     let last = spool.last_seq();
                     spool
-                        .ack(&sub, last)
+                        .ack(&cursor, last)
                         .map_err(|e| Status::internal(e.to_string()))?;
                     last + 1
                 }
@@ -68,14 +82,21 @@ impl pb::alert_service_server::AlertService for AlertApi {
             (None, true) => spool.last_seq() + 1,
         };
         tracing::info!(peer = %peer, subscriber = %sub, from_seq = start, filter = ?filter, "alert stream opened");
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let mut shutdown = self.state.shutdown.clone();
+        let mut unspooled = self.state.unspooled.subscribe();
         tokio::spawn(async move {
-            let _guard = SubscriberGuard::new();
+            let _guard = SubscriberGuard::new(slot);
             let mut reader = spool.reader(start);
             'outer: loop {
                 let items = tokio::select! {
                     r = reader.next_batch(READ_BATCH) => r,
+                    u = unspooled.recv() => match u {
+                        // Degraded delivery (the spool refused it): seq 0.
+                        Ok(a) if filter.matches(&a) => Ok(vec![SpoolItem::Alert(Box::new((*a).clone()))]),
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
                     _ = tx.closed() => break,
                     _ = shutdown.changed() => break,
                 };
@@ -115,6 +136,7 @@ impl pb::alert_service_server::AlertService for AlertApi {
     }
 
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
+        let principal = super::identity::principal(&req);
         let r = req.into_inner();
         if !valid_sink_name(&r.subscriber) {
             return Err(Status::invalid_argument(
@@ -124,7 +146,10 @@ impl pb::alert_service_server::AlertService for AlertApi {
         let acked_seq = self
             .state
             .spool
-            .ack(&r.subscriber, r.seq)
+            .ack(
+                &super::identity::subscriber_cursor(&principal, &r.subscriber),
+                r.seq,
+            )
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::AckResponse { acked_seq }))
     }

@@ -30,11 +30,12 @@ impl pb::event_service_server::EventService for EventApi {
         let filter = proto::event_filter_from_pb(req.get_ref().filter.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(peer = %peer, filter = ?filter, "event stream opened");
+        let slot = self.state.stream_slot()?;
         let mut events = self.state.events.subscribe();
         let mut shutdown = self.state.shutdown.clone();
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            let _guard = SubscriberGuard::new();
+            let _guard = SubscriberGuard::new(slot);
             loop {
                 let msg = tokio::select! {
                     r = events.recv() => match r {

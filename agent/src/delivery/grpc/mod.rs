@@ -5,9 +5,11 @@
 
 mod agent;
 mod alerts;
+mod authority;
 pub mod client;
 mod events;
 pub mod identity;
+mod incoming;
 mod rules;
 
 use std::ffi::CString;
@@ -40,10 +42,21 @@ pub struct GrpcConfig {
     pub tls: Option<ServerTls>,
     /// Allow TCP without TLS (tests, or a loopback-only sidecar).
     pub insecure_plaintext: bool,
-    /// Permission bits of the Unix socket.
+    /// Permission bits of the Unix socket: an octal string (`"0660"`,
+    /// `"0o660"`, `"660"`) or a number (its value, e.g. 432 in JSON). Modes
+    /// that give anything to others (`0o007`) or bits above `0o777` are
+    /// rejected: an unquoted YAML `660` is the decimal number 660.
+    #[serde(deserialize_with = "unix_mode::deserialize")]
     pub unix_mode: u32,
     /// Group (name or number) that owns the Unix socket.
     pub unix_group: Option<String>,
+    /// Most alert and event streams open at once (all clients together);
+    /// one more is refused with RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// Most connections open at once; one more is closed at once.
+    pub max_connections: usize,
+    /// Deadline of the TLS handshake (ms).
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for GrpcConfig {
@@ -54,6 +67,9 @@ impl Default for GrpcConfig {
             insecure_plaintext: false,
             unix_mode: 0o660,
             unix_group: None,
+            max_streams: 64,
+            max_connections: 256,
+            handshake_timeout_ms: 5000,
         }
     }
 }
@@ -76,6 +92,8 @@ pub enum GrpcError {
     },
     #[error("unknown group {0:?}")]
     Group(String),
+    #[error("{0}")]
+    Mode(String),
 }
 
 /// Where the server ended up listening.
@@ -96,15 +114,33 @@ pub struct ApiState {
     pub node_name: String,
     pub started: jiff::Timestamp,
     pub shutdown: watch::Receiver<bool>,
+    /// Alerts the spool could not take; streams pass them on live.
+    pub unspooled: broadcast::Sender<Arc<crate::model::Alert>>,
+    /// Slots of open alert/event streams (`GrpcConfig::max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
-/// Counts an open stream in `picket_grpc_subscribers` while alive.
-struct SubscriberGuard;
+impl ApiState {
+    /// Takes one stream slot, or refuses with RESOURCE_EXHAUSTED (counted in
+    /// `picket_grpc_streams_rejected_total`).
+    fn stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, tonic::Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            METRICS.grpc_streams_rejected.inc();
+            tonic::Status::resource_exhausted(
+                "too many open streams on this agent (grpc.max_streams); retry later",
+            )
+        })
+    }
+}
+
+/// Counts an open stream in `picket_grpc_subscribers` and holds its stream
+/// slot while alive.
+struct SubscriberGuard(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl SubscriberGuard {
-    fn new() -> Self {
+    fn new(slot: tokio::sync::OwnedSemaphorePermit) -> Self {
         METRICS.grpc_subscribers.inc();
-        Self
+        Self(slot)
     }
 }
 
@@ -169,7 +205,10 @@ pub async fn serve(
     cfg: &GrpcConfig,
     state: Arc<ApiState>,
 ) -> Result<(BoundAddr, JoinHandle<()>), GrpcError> {
-    let mut builder = Server::builder();
+    let mut builder = Server::builder()
+        // Dead peers give their connection slot back.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
     let mut shutdown = state.shutdown.clone();
     let signal = async move {
         while !*shutdown.borrow_and_update() {
@@ -212,14 +251,14 @@ pub async fn serve(
         let listener = tokio::net::UnixListener::bind(&path).map_err(io_err(&shown))?;
         std::fs::set_permissions(
             &path,
-            std::fs::Permissions::from_mode(cfg.unix_mode & 0o777),
+            std::fs::Permissions::from_mode(unix_mode::check(cfg.unix_mode)?),
         )
         .map_err(io_err(&shown))?;
         if let Some(g) = &cfg.unix_group {
             let gid = lookup_gid(g)?;
             std::os::unix::fs::chown(&path, None, Some(gid)).map_err(io_err(&shown))?;
         }
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let incoming = incoming::capped(listener, cfg.max_connections);
         let router = router(&mut builder);
         tracing::info!(socket = %shown, mode = format!("{:o}", cfg.unix_mode), "gRPC API listening on a Unix socket");
         let task = tokio::spawn(async move {
@@ -234,7 +273,10 @@ pub async fn serve(
         .parse()
         .map_err(|_| GrpcError::Address(cfg.listen.clone()))?;
     match (&cfg.tls, cfg.insecure_plaintext) {
-        (Some(tls), _) => builder = builder.tls_config(tls.load()?)?,
+        (Some(tls), _) => {
+            let timeout = std::time::Duration::from_millis(cfg.handshake_timeout_ms.max(1));
+            builder = builder.tls_config(tls.load()?.timeout(timeout))?
+        }
         (None, true) => tracing::warn!(%addr, "gRPC API on plaintext TCP (insecure_plaintext)"),
         (None, false) => return Err(GrpcError::NeedsTls(cfg.listen.clone())),
     }
@@ -242,7 +284,7 @@ pub async fn serve(
         .await
         .map_err(io_err(&cfg.listen))?;
     let local = listener.local_addr().map_err(io_err(&cfg.listen))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let incoming = incoming::capped(listener, cfg.max_connections);
     let router = router(&mut builder);
     tracing::info!(addr = %local, tls = cfg.tls.is_some(), "gRPC API listening");
     let task = tokio::spawn(async move {
@@ -251,4 +293,80 @@ pub async fn serve(
         }
     });
     Ok((BoundAddr::Tcp(local), task))
+}
+
+/// `unix_mode`: accepted spellings and the safety check.
+pub mod unix_mode {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(u64),
+        Text(String),
+    }
+
+    /// Parses an octal string: `0660`, `0o660`, `660`.
+    pub fn parse(s: &str) -> Result<u32, String> {
+        let t = s.trim();
+        let digits = t
+            .strip_prefix("0o")
+            .or_else(|| t.strip_prefix("0O"))
+            .unwrap_or(t);
+        u32::from_str_radix(digits, 8)
+            .map_err(|_| format!("unix_mode {s:?} is not an octal mode like \"0660\""))
+    }
+
+    /// Rejects modes that are not permission bits or that let others (not
+    /// the owner, not the group) connect: the socket reaches Contain.
+    pub fn check(mode: u32) -> Result<u32, super::GrpcError> {
+        if mode > 0o777 {
+            return Err(super::GrpcError::Mode(format!(
+                "unix_mode {mode} (0o{mode:o}) is not a permission mode; an unquoted YAML number is decimal: write it as a quoted octal string, e.g. unix_mode: \"0660\""
+            )));
+        }
+        if mode & 0o007 != 0 {
+            return Err(super::GrpcError::Mode(format!(
+                "unix_mode 0o{mode:03o} gives access to others; the socket must be reachable by owner and group only (e.g. \"0660\")"
+            )));
+        }
+        Ok(mode)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let mode = match Raw::deserialize(d)? {
+            Raw::Num(n) => u32::try_from(n).map_err(|_| {
+                serde::de::Error::custom(format!("unix_mode {n} is not a permission mode"))
+            })?,
+            Raw::Text(s) => parse(&s).map_err(serde::de::Error::custom)?,
+        };
+        check(mode).map_err(serde::de::Error::custom)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::GrpcConfig;
+
+        fn load(v: serde_json::Value) -> Result<u32, String> {
+            serde_json::from_value::<GrpcConfig>(serde_json::json!({ "unix_mode": v }))
+                .map(|c| c.unix_mode)
+                .map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn octal_strings_and_numbers() {
+            assert_eq!(load("0660".into()), Ok(0o660));
+            assert_eq!(load("0o640".into()), Ok(0o640));
+            assert_eq!(load("600".into()), Ok(0o600));
+            assert_eq!(load(432.into()), Ok(0o660));
+            let e = load(666.into()).unwrap_err();
+            assert!(e.contains("quoted octal string"), "{e}");
+            let e = load("0666".into()).unwrap_err();
+            assert!(e.contains("gives access to others"), "{e}");
+            let e = load("0o661".into()).unwrap_err();
+            assert!(e.contains("gives access to others"), "{e}");
+            let e = load("rw-rw----".into()).unwrap_err();
+            assert!(e.contains("not an octal mode"), "{e}");
+        }
+    }
 }

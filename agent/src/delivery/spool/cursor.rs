@@ -18,6 +18,17 @@ pub fn valid_sink_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// Cursor file names: sink names, and API subscriber cursors, which add
+/// the caller's namespace (`api.<principal>.<name>`, see
+/// `grpc::identity`): up to 200 characters of the same alphabet.
+pub fn valid_cursor_name(name: &str) -> bool {
+    (1..=200).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
 /// Loads every valid cursor file; unreadable ones are logged and skipped.
 pub fn load_all(dir: &Path) -> Result<BTreeMap<String, u64>, SpoolError> {
     let mut out = BTreeMap::new();
@@ -26,7 +37,7 @@ pub fn load_all(dir: &Path) -> Result<BTreeMap<String, u64>, SpoolError> {
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if !valid_sink_name(&name) {
+        if !valid_cursor_name(&name) {
             continue;
         }
         let path = entry.path();

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use super::telemetry::{self, METRICS};
 use crate::model::Alert;
 
-pub use cursor::valid_sink_name;
+pub use cursor::{valid_cursor_name, valid_sink_name};
 pub use reader::{Gap, SpoolItem, SpoolReader};
 
 /// When spool writes are forced to stable storage.
@@ -188,11 +188,11 @@ impl Spool {
         let mut next_seq = 1;
         if let Some(last) = segments.back_mut() {
             next_seq = recover_last(last, cfg.fsync)?;
-        } else {
-            // No data: continue after the highest acknowledged position so
-            // sequence numbers never repeat even if segments were removed.
-            next_seq = cursors.values().copied().max().map_or(next_seq, |m| m + 1);
         }
+        // Continue after the highest acknowledged position too, so sequence
+        // numbers never repeat even if segments were removed or a truncated
+        // tail held records a sink had already read.
+        next_seq = next_seq.max(cursors.values().copied().max().map_or(1, |m| m + 1));
         let active_path = match segments.back() {
             Some(s) => s.path.clone(),
             None => {
@@ -286,8 +286,16 @@ impl Spool {
                 source: e,
             });
         }
-        if self.inner.cfg.fsync == FsyncPolicy::Always {
-            file.sync_data().map_err(io_err(&seg.path))?;
+        if self.inner.cfg.fsync == FsyncPolicy::Always
+            && let Err(e) = file.sync_data()
+        {
+            // Not durable: take the record back out so this sequence number
+            // is never written twice (the retry appends it again).
+            let _ = file.set_len(seg.bytes);
+            return Err(SpoolError::Io {
+                path: seg.path,
+                source: e,
+            });
         }
         if let Some(s) = st.segments.back_mut() {
             s.bytes += rec_len;
@@ -418,7 +426,7 @@ impl Spool {
     /// Records that sink `name` processed everything up to `seq` (clamped to
     /// the newest committed alert; never moves back). Returns the position.
     pub fn ack(&self, name: &str, seq: u64) -> Result<u64, SpoolError> {
-        if !valid_sink_name(name) {
+        if !valid_cursor_name(name) {
             return Err(SpoolError::SinkName(name.to_owned()));
         }
         let last = self.last_seq();
@@ -453,7 +461,7 @@ impl Spool {
         name: &str,
         default_start: u64,
     ) -> Result<SpoolReader, SpoolError> {
-        if !valid_sink_name(name) {
+        if !valid_cursor_name(name) {
             return Err(SpoolError::SinkName(name.to_owned()));
         }
         let start = self.cursor(name).map_or(default_start, |c| c + 1);
@@ -510,8 +518,10 @@ fn list_segments(seg_dir: &Path) -> Result<VecDeque<Segment>, SpoolError> {
     Ok(segs.into())
 }
 
-/// Scans the last segment, truncates it after the last valid record and
-/// returns the next sequence number.
+/// Scans the last segment and returns the next sequence number. A corrupt
+/// record in the middle is skipped (the readers report exactly its sequence
+/// numbers as a gap) and everything valid after it is kept; only a torn or
+/// corrupt tail with nothing valid behind it is truncated.
 fn recover_last(seg: &mut Segment, fsync: FsyncPolicy) -> Result<u64, SpoolError> {
     let file = OpenOptions::new()
         .read(true)
@@ -523,11 +533,26 @@ fn recover_last(seg: &mut Segment, fsync: FsyncPolicy) -> Result<u64, SpoolError
     let mut expect = seg.first_seq;
     loop {
         match record::read_at(&file, offset, len).map_err(io_err(&seg.path))? {
-            record::ReadOutcome::Record(r) if r.seq == expect => {
+            record::ReadOutcome::Record(r) if r.seq >= expect => {
                 offset += r.disk_len();
-                expect += 1;
+                expect = r.seq + 1;
             }
-            _ => break,
+            record::ReadOutcome::End => break,
+            // A bad checksum, or a valid record out of order (spliced).
+            _ => match record::find_next(&file, offset, len, expect).map_err(io_err(&seg.path))? {
+                Some((next, seq)) => {
+                    tracing::warn!(
+                        segment = %seg.path.display(),
+                        offset,
+                        from_seq = expect,
+                        to_seq = seq - 1,
+                        "spool recovery: skipping a corrupt record; later records kept"
+                    );
+                    METRICS.spool_corrupt.inc();
+                    offset = next;
+                }
+                None => break,
+            },
         }
     }
     if offset < len {

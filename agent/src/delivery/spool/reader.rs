@@ -190,18 +190,36 @@ impl SpoolReader {
                 ReadOutcome::End => return Ok(false),
                 ReadOutcome::Corrupt => {
                     METRICS.spool_corrupt.inc();
-                    let resume = end.max(self.next + 1);
-                    tracing::warn!(
-                        segment = %path.display(),
-                        offset = seg.offset,
-                        from_seq = self.next,
-                        to_seq = resume - 1,
-                        "corrupt spool record; skipping the rest of the segment"
-                    );
-                    out.push(SpoolItem::Gap(Gap::new(self.next, resume)));
-                    self.next = resume;
-                    self.seg = None;
-                    return Ok(true);
+                    match record::find_next(&seg.file, seg.offset, len, self.next)
+                        .map_err(io_err(&path))?
+                    {
+                        // The next valid record; the branch above turns the
+                        // skipped sequence numbers into an exact gap.
+                        Some((offset, seq)) => {
+                            tracing::warn!(
+                                segment = %path.display(),
+                                offset = seg.offset,
+                                from_seq = self.next,
+                                to_seq = seq.saturating_sub(1),
+                                "corrupt spool record skipped"
+                            );
+                            seg.offset = offset;
+                        }
+                        None => {
+                            let resume = end.max(self.next + 1);
+                            tracing::warn!(
+                                segment = %path.display(),
+                                offset = seg.offset,
+                                from_seq = self.next,
+                                to_seq = resume - 1,
+                                "corrupt spool record with nothing valid after it; skipping the rest of the segment"
+                            );
+                            out.push(SpoolItem::Gap(Gap::new(self.next, resume)));
+                            self.next = resume;
+                            self.seg = None;
+                            return Ok(true);
+                        }
+                    }
                 }
             }
         }

@@ -85,6 +85,51 @@ pub fn read_at(file: &File, offset: u64, file_len: u64) -> std::io::Result<ReadO
     Ok(ReadOutcome::Record(RawRecord { seq, payload }))
 }
 
+/// Most bytes [`find_next`] scans for the next valid record.
+const MAX_RESYNC_SCAN: u64 = 256 << 20;
+
+/// After a corrupt record at `offset`, finds the next valid record: the
+/// first later offset holding a record whose checksum matches and whose
+/// sequence number is at least `min_seq` (and plausibly close to it).
+/// Returns `(offset, seq)`, or `None` when nothing valid follows.
+///
+/// This is what lets one flipped byte cost exactly the records it hit
+/// instead of the rest of the segment. A false match needs a 32-bit CRC
+/// collision on top of a plausible sequence number and length.
+pub fn find_next(
+    file: &File,
+    offset: u64,
+    file_len: u64,
+    min_seq: u64,
+) -> std::io::Result<Option<(u64, u64)>> {
+    let start = offset + 1;
+    if start + HEADER_LEN > file_len {
+        return Ok(None);
+    }
+    let n = (file_len - start).min(MAX_RESYNC_SCAN);
+    let mut buf = vec![0u8; n as usize];
+    file.read_exact_at(&mut buf, start)?;
+    let max_seq = min_seq.saturating_add(1 << 32);
+    let hl = HEADER_LEN as usize;
+    let mut p = 0usize;
+    while p + hl <= buf.len() {
+        let h = &buf[p..p + hl];
+        let seq = u64::from_le_bytes(h[0..8].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(h[8..12].try_into().unwrap_or_default());
+        if seq >= min_seq && seq < max_seq && len <= MAX_PAYLOAD {
+            let end = p + hl + len as usize;
+            if end <= buf.len() {
+                let crc = u32::from_le_bytes(h[12..16].try_into().unwrap_or_default());
+                if checksum(seq, len, &buf[p + hl..end]) == crc {
+                    return Ok(Some((start + p as u64, seq)));
+                }
+            }
+        }
+        p += 1;
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +164,32 @@ mod tests {
             read_at(&f, 0, bad.len() as u64).unwrap(),
             ReadOutcome::Corrupt
         );
+    }
+
+    #[test]
+    fn find_next_skips_exactly_the_corrupt_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let recs: Vec<Vec<u8>> = (1..=4)
+            .map(|i| encode(i, format!("{{\"n\":{i}}}").as_bytes()))
+            .collect();
+        let mut all = recs.concat();
+        let second = recs[0].len();
+        all[second + HEADER_LEN as usize + 2] ^= 0x40;
+        std::fs::write(&path, &all).unwrap();
+        let f = File::open(&path).unwrap();
+        let len = all.len() as u64;
+        assert_eq!(
+            read_at(&f, second as u64, len).unwrap(),
+            ReadOutcome::Corrupt
+        );
+        let third = (second + recs[1].len()) as u64;
+        assert_eq!(
+            find_next(&f, second as u64, len, 2).unwrap(),
+            Some((third, 3))
+        );
+        // Nothing valid after the last record.
+        let last = third + recs[2].len() as u64;
+        assert_eq!(find_next(&f, last, len, 4).unwrap(), None);
     }
 }
