@@ -129,8 +129,12 @@ fn try_contain_exec() -> Option<()> {
     }
 
     // Scope: the task's cgroup and its ancestors.
+    // A protected subtree is not skipped here: a rule that matches in it
+    // leaves a `REFUSED_PROTECTED` record, so the refusal is audited like
+    // the user-space path's.
     let mut scoped = 0u64;
     let mut cg_flags = 0u32;
+    let mut protected = 0u64;
     for level in 0..MAX_CGROUP_LEVELS {
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
         if id == 0 {
@@ -139,10 +143,10 @@ fn try_contain_exec() -> Option<()> {
         if let Some(e) = unsafe { ENFORCE_CGROUPS.get(&id) } {
             scoped |= e.rules;
             cg_flags |= e.flags;
+            if e.flags & cgroup_flags::PROTECTED != 0 && protected == 0 {
+                protected = id;
+            }
         }
-    }
-    if cg_flags & cgroup_flags::PROTECTED != 0 {
-        return None;
     }
     let mut in_scope = cfg.scope_any | scoped;
     if cg_flags & cgroup_flags::CONTAINER_ROOT != 0 {
@@ -200,7 +204,9 @@ fn try_contain_exec() -> Option<()> {
     }
 
     let enforcing = cand & !cfg.dry_run;
-    let (rule, action, ret) = if enforcing != 0 {
+    let (rule, action, ret) = if protected != 0 {
+        (lowest_bit(cand), enforce_action::REFUSED_PROTECTED, 0)
+    } else if enforcing != 0 {
         let ret = unsafe { bpf_send_signal(SIGKILL) };
         let action = if ret == 0 {
             enforce_action::KILLED
@@ -233,6 +239,7 @@ fn try_contain_exec() -> Option<()> {
     ev.signal_ret = ret;
     ev.flags = flags;
     ev.exe_len = exe_len;
+    ev.protected_cgroup = protected;
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     unsafe {
         bpf_probe_read_kernel(
