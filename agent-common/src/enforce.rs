@@ -96,8 +96,8 @@ pub mod enforce_action {
     /// `bpf_send_signal` failed (`signal_ret` has the error).
     pub const SIGNAL_FAILED: u32 = 3;
     /// A rule matched in a protected cgroup subtree (a protected pod, the
-    /// agent's own cgroup): nothing was done. `protected_cgroup` names the
-    /// protected ancestor, so user space can say which protection held.
+    /// agent's own cgroup): nothing was done. User space finds which
+    /// protected ancestor it was from the record's cgroup.
     pub const REFUSED_PROTECTED: u32 = 4;
 }
 
@@ -128,9 +128,6 @@ pub struct EnforceEvent {
     /// Valid bytes of `exe`.
     pub exe_len: u32,
     pub comm: [u8; 16],
-    /// The outermost protected cgroup among the task's cgroup and its
-    /// ancestors (`action` is then `REFUSED_PROTECTED`); 0 if none.
-    pub protected_cgroup: u64,
     /// The executable as an [`exe_key`] (reversed leaf-first components).
     pub exe: [u8; EXE_KEY_LEN],
 }

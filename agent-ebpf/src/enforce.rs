@@ -87,6 +87,10 @@ struct Scratch {
     walk: [u8; PATH_BUF],
     exe: Key<[u8; EXE_KEY_LEN]>,
     argv: Key<[u8; ARGV_KEY_LEN]>,
+    /// Whether the task is in a protected subtree. Kept in map memory, not
+    /// in a register: a value live across the path walk would multiply
+    /// the verifier's states past its limit.
+    protected: u32,
 }
 
 #[map]
@@ -132,9 +136,10 @@ fn try_contain_exec() -> Option<()> {
     // A protected subtree is not skipped here: a rule that matches in it
     // leaves a `REFUSED_PROTECTED` record, so the refusal is audited like
     // the user-space path's.
+    // (User space finds which protected ancestor it was: tracking the id
+    // here multiplies the verifier's states.)
     let mut scoped = 0u64;
     let mut cg_flags = 0u32;
-    let mut protected = 0u64;
     for level in 0..MAX_CGROUP_LEVELS {
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
         if id == 0 {
@@ -143,9 +148,6 @@ fn try_contain_exec() -> Option<()> {
         if let Some(e) = unsafe { ENFORCE_CGROUPS.get(&id) } {
             scoped |= e.rules;
             cg_flags |= e.flags;
-            if e.flags & cgroup_flags::PROTECTED != 0 && protected == 0 {
-                protected = id;
-            }
         }
     }
     let mut in_scope = cfg.scope_any | scoped;
@@ -158,6 +160,7 @@ fn try_contain_exec() -> Option<()> {
     }
 
     let s = unsafe { &mut *ENFORCE_SCRATCH.get_ptr_mut(0)? };
+    unsafe { core::ptr::write_volatile(&raw mut s.protected, cg_flags & cgroup_flags::PROTECTED) };
     let task = current_task();
     let mut flags = 0u32;
 
@@ -204,6 +207,7 @@ fn try_contain_exec() -> Option<()> {
     }
 
     let enforcing = cand & !cfg.dry_run;
+    let protected = unsafe { core::ptr::read_volatile(&raw const s.protected) };
     let (rule, action, ret) = if protected != 0 {
         (lowest_bit(cand), enforce_action::REFUSED_PROTECTED, 0)
     } else if enforcing != 0 {
@@ -239,7 +243,6 @@ fn try_contain_exec() -> Option<()> {
     ev.signal_ret = ret;
     ev.flags = flags;
     ev.exe_len = exe_len;
-    ev.protected_cgroup = protected;
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     unsafe {
         bpf_probe_read_kernel(

@@ -195,3 +195,140 @@ fn user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes() 
     drop(picket);
     t.done();
 }
+
+/// A kubelet-style container cgroup of pod `uid` below a test-private
+/// `kubepods`.
+fn pod_container_cgroup(tag: &str, uid: &str, ctr: &str) -> TestCgroup {
+    TestCgroup::create(&format!(
+        "picket-e2e-{tag}-{}/kubepods/besteffort/pod{uid}/cri-containerd-{ctr}.scope",
+        std::process::id()
+    ))
+}
+
+/// `picket run` arguments that point the agent at the test API server.
+fn kube_args(kubeconfig: &Path) -> Vec<String> {
+    vec![
+        "--kubernetes".into(),
+        "on".into(),
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--k8s-metadata-wait".into(),
+        "5s".into(),
+    ]
+}
+
+/// Issue 16 items 1 and 5: an in-kernel kill rule spares a pod of a
+/// protected namespace that appeared after the rule was installed (the
+/// kernel learns its cgroup from the pod watch) and says so in a refused
+/// record; in an unprotected pod the kernel kills, and the record names the
+/// process, container and pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
+    let t = kernel_test!(kernel_kill_rules_spare_protected_pods_and_name_what_they_killed);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let server = TestApiServer::start().await.expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let (sys_uid, web_uid) = (
+        "7a1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f11",
+        "7b1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f12",
+    );
+    let (sys_ctr, web_ctr) = ("5a".repeat(32), "5b".repeat(32));
+    let sys = pod_container_cgroup("prot-sys", sys_uid, &sys_ctr);
+    let web = pod_container_cgroup("prot-web", web_uid, &web_ctr);
+    let evil = marker_program(dir.path(), "evil");
+    let rules = format!(
+        "rules:\n{}",
+        rule(
+            "e2e-protected-kill",
+            &format!(
+                "container.id exists and process.executable.path == \"{}\"",
+                evil.display()
+            )
+        )
+    );
+    let mut picket = Picket::start_with(
+        dir.path(),
+        &rules,
+        CONFIG,
+        &[&sys, &web],
+        &kube_args(&kubeconfig),
+    );
+    // Both pods appear after the agent (and its kill rules) started.
+    let mut p = pod("kube-system", "coredns-1", sys_uid, "e2e-node");
+    add_container(
+        &mut p,
+        "coredns",
+        "coredns:1",
+        Some(&format!("containerd://{sys_ctr}")),
+    );
+    server.apply_pod(&p);
+    let mut p = pod("shop", "web-1", web_uid, "e2e-node");
+    add_container(
+        &mut p,
+        "web",
+        "web:1",
+        Some(&format!("containerd://{web_ctr}")),
+    );
+    server.apply_pod(&p);
+    // The watch delivers the pods and the next walk marks the protected
+    // pod's cgroup (pod-cache changes trigger a walk at once).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let marker = dir.path().join("sys-ran");
+    let status = in_container(&sys, &evil, &[marker.to_str().expect("utf-8")])
+        .status()
+        .expect("run in kube-system pod");
+    assert!(status.success(), "killed in a protected pod: {status:?}");
+    assert!(
+        marker.exists(),
+        "the program did not run in the protected pod"
+    );
+    let audit = picket.wait_for("kernel refusal record", |v| {
+        audit_of(v, "e2e-protected-kill").is_some_and(|c| c["outcome"] == "refused")
+    });
+    let c = &audit["event"]["containment"];
+    assert_eq!(c["trigger"], "kernel");
+    assert_eq!(c["refusal"], "protected_namespace");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("not killed in the kernel")
+                && m.ends_with("namespace kube-system is protected")),
+        "{c}"
+    );
+    assert_eq!(audit["event"]["k8s"]["pod"]["name"], "coredns-1");
+    assert_eq!(audit["event"]["k8s"]["namespace"]["name"], "kube-system");
+    assert_eq!(audit["event"]["container"]["id"], sys_ctr.as_str());
+
+    let marker = dir.path().join("web-ran");
+    let status = in_container(&web, &evil, &[marker.to_str().expect("utf-8")])
+        .status()
+        .expect("run in shop pod");
+    assert!(killed(status), "{status:?}");
+    assert!(!marker.exists(), "the program ran in an unprotected pod");
+    let audit = picket.wait_for("kernel kill record", |v| {
+        audit_of(v, "e2e-protected-kill").is_some_and(|c| c["outcome"] == "succeeded")
+    });
+    let alert = picket.wait_for("the detection", |v| {
+        v["rule"]["id"] == "e2e-protected-kill" && v["event"]["k8s"]["pod"]["name"] == "web-1"
+    });
+    // The record carries the context of the alert of the same exec.
+    assert_eq!(audit["event"]["process"], alert["event"]["process"]);
+    assert_eq!(
+        audit["event"]["process"]["executable"]["path"],
+        evil.display().to_string()
+    );
+    assert_eq!(audit["event"]["container"]["id"], web_ctr.as_str());
+    assert_eq!(audit["event"]["k8s"]["pod"]["name"], "web-1");
+    assert_eq!(audit["event"]["k8s"]["namespace"]["name"], "shop");
+    let pid = alert["event"]["process"]["pid"].as_u64().expect("pid");
+    assert_eq!(
+        audit["event"]["containment"]["target"],
+        format!("pod shop/web-1 container {} pid {pid}", &web_ctr[..12])
+    );
+    drop(picket);
+    drop(server);
+    t.done();
+}

@@ -149,7 +149,9 @@ impl Containment {
             &walk,
         );
         if own.is_none() && self.cfg.safety.own_cgroup.is_some() {
-            tracing::debug!("the agent's cgroup contains the container roots: in the kernel only the agent's own process is protected");
+            tracing::debug!(
+                "the agent's cgroup contains the container roots: in the kernel only the agent's own process is protected"
+            );
         }
         let scan = Scan::compute(&walk, &pods, &self.cfg.safety, own);
         let mut st = lock(&self.scopes);
@@ -170,7 +172,8 @@ impl Containment {
             return Ok(false);
         }
         if let Some(k) = &self.kernel {
-            lock(k).set_cgroup_facts(scan.roots.clone(), scan.protected.keys().copied().collect())?;
+            lock(k)
+                .set_cgroup_facts(scan.roots.clone(), scan.protected.keys().copied().collect())?;
         }
         info!(
             container_roots = scan.roots.len(),
@@ -213,13 +216,35 @@ impl Containment {
         }
     }
 
-    /// Why the kernel refused in protected cgroup `id`.
-    fn protection_of(&self, id: u64) -> Refusal {
-        lock(&self.scopes)
-            .written
-            .as_ref()
-            .and_then(|s| s.protected.get(&id).cloned())
-            .unwrap_or(Refusal::ProtectedCgroup(id))
+    /// Why the kernel refused for a task in cgroup `id`: the protection of
+    /// the cgroup or of its nearest protected ancestor (by path).
+    fn protection_of(&self, id: u64, target: &Target) -> Refusal {
+        let st = lock(&self.scopes);
+        let Some(scan) = st.written.as_ref() else {
+            return Refusal::ProtectedCgroup(id);
+        };
+        if let Some(r) = scan.protected.get(&id) {
+            return r.clone();
+        }
+        let path = target.cgroup.as_deref();
+        let mut best: Option<(usize, &Refusal)> = None;
+        for (pid, r) in &scan.protected {
+            let anc = match st.attributed.get(pid) {
+                Some(a) => self.cfg.cgroup_root.join(a.rel.trim_start_matches('/')),
+                None if *r == Refusal::OwnCgroup => match &self.cfg.safety.own_cgroup {
+                    Some(p) => p.clone(),
+                    None => continue,
+                },
+                None => continue,
+            };
+            if path.is_some_and(|p| p.starts_with(&anc)) {
+                let depth = anc.components().count();
+                if best.is_none_or(|(d, _)| depth > d) {
+                    best = Some((depth, r));
+                }
+            }
+        }
+        best.map_or(Refusal::ProtectedCgroup(id), |(_, r)| r.clone())
     }
 
     /// Replaces the container roots and protected cgroups the kernel uses
@@ -464,7 +489,7 @@ impl Containment {
                 true,
             ),
             enforce_action::REFUSED_PROTECTED => {
-                let r = self.protection_of(k.protected_cgroup);
+                let r = self.protection_of(k.cgroup_id, &req.target);
                 let msg = format!(
                     "not killed in the kernel: pid {} at exec of {} in {cgroup}: {r}",
                     k.pid, k.executable

@@ -127,8 +127,6 @@ pub struct KernelKill {
     pub action: u32,
     pub signal_ret: i64,
     pub flags: u32,
-    /// The protected ancestor cgroup (`REFUSED_PROTECTED` records), else 0.
-    pub protected_cgroup: u64,
 }
 
 /// Owner of the containment maps and links.
@@ -578,7 +576,6 @@ pub fn decode_record(buf: &[u8], rule_id: impl Fn(u32) -> Option<String>) -> Opt
         action: ev.action,
         signal_ret: ev.signal_ret,
         flags: ev.flags,
-        protected_cgroup: ev.protected_cgroup,
     })
 }
 

@@ -195,7 +195,12 @@ impl RunContainment {
                 }
             }));
             tasks.push(tokio::spawn(sync_scopes(engine.clone(), k8s.clone())));
-            let (e, r, k, pods) = (engine.clone(), rules.clone(), in_kernel.clone(), k8s.clone());
+            let (e, r, k, pods) = (
+                engine.clone(),
+                rules.clone(),
+                in_kernel.clone(),
+                k8s.clone(),
+            );
             let mut changes = rules.subscribe();
             tasks.push(tokio::spawn(async move {
                 // Protected pods must be known to the kernel before any
@@ -298,7 +303,11 @@ impl RunContainment {
                 if r.len() >= RECENT_ALERTS {
                     r.pop_front();
                 }
-                r.push_back((alert.event.process.pid, alert.rule.id.clone(), alert.event.clone()));
+                r.push_back((
+                    alert.event.process.pid,
+                    alert.rule.id.clone(),
+                    alert.event.clone(),
+                ));
             }
         }
         let mut reqs = requests_for(alert, &rule.actions, in_kernel, &self.cgroup_root);

@@ -218,9 +218,15 @@ mod tests {
         let id = "1a".repeat(32);
         let kp = mk(r, "kubepods");
         let pod = mk(r, &format!("kubepods/besteffort/pod{uid}"));
-        let ctr = mk(r, &format!("kubepods/besteffort/pod{uid}/cri-containerd-{id}.scope"));
+        let ctr = mk(
+            r,
+            &format!("kubepods/besteffort/pod{uid}/cri-containerd-{id}.scope"),
+        );
         let docker = mk(r, &format!("system.slice/docker-{}.scope", "2b".repeat(32)));
-        let podman = mk(r, &format!("machine.slice/libpod-{}.scope", "3c".repeat(32)));
+        let podman = mk(
+            r,
+            &format!("machine.slice/libpod-{}.scope", "3c".repeat(32)),
+        );
         mk(r, "system.slice/sshd.service");
         let w = walk(r);
         assert!(!w.truncated);
@@ -228,7 +234,10 @@ mod tests {
         assert_eq!(w.attributed.len(), 4, "{:?}", w.attributed);
         assert_eq!(w.attributed[&pod].pod_uid.as_deref(), Some(uid));
         assert_eq!(w.attributed[&pod].container_id, None);
-        assert_eq!(w.attributed[&ctr].container_id.as_deref(), Some(id.as_str()));
+        assert_eq!(
+            w.attributed[&ctr].container_id.as_deref(),
+            Some(id.as_str())
+        );
         assert_eq!(
             w.attributed[&docker].container_id.as_deref(),
             Some("2b".repeat(32).as_str())
