@@ -332,3 +332,140 @@ async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
     drop(server);
     t.done();
 }
+
+/// `connect()` to `dest` (IPv4 TCP) from a child in `cg`: the errno, or
+/// `None` when it connected.
+fn connect_from(cg: &TestCgroup, dest: std::net::SocketAddrV4) -> Option<i32> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("/bin/true");
+    cg.enter(&mut cmd);
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dest.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*dest.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: socket/connect/close only, on memory prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let rc = libc::connect(
+                fd,
+                (&raw const sin).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if rc < 0 { Err(err) } else { Ok(()) }
+        });
+    }
+    match cmd.status() {
+        Ok(s) => {
+            assert!(s.success());
+            None
+        }
+        Err(e) => Some(e.raw_os_error().expect("errno from the child")),
+    }
+}
+
+/// Issue 16 item 2: a block placed by a rule (on one container's cgroup)
+/// is found and lifted by `picket release --pod ns/name`, which says what
+/// it released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_lifts_a_rule_placed_block_and_says_what_it_released() {
+    let t = kernel_test!(release_lifts_a_rule_placed_block_and_says_what_it_released);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let server = TestApiServer::start().await.expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let uid = "7c1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f13";
+    let ctr = "5c".repeat(32);
+    let cg = pod_container_cgroup("release", uid, &ctr);
+    let trigger = marker_program(dir.path(), "exfil");
+    let rules = format!(
+        "rules:\n  - id: e2e-block\n    name: e2e-block\n    description: e2e\n    severity: critical\n    events: [exec]\n    condition: 'container.id exists and process.executable.path == \"{}\"'\n    output: 'ran {{process.executable.path}}'\n    tags: [T1041]\n    actions: [alert, block-egress]\n",
+        trigger.display()
+    );
+    let sock = dir.path().join("picket.sock");
+    let config = format!(
+        "{CONFIG}delivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        dir.path().join("spool").display(),
+        sock.display()
+    );
+    let mut p = pod("shop", "web-2", uid, "e2e-node");
+    add_container(&mut p, "web", "web:1", Some(&format!("containerd://{ctr}")));
+    server.apply_pod(&p);
+    let mut picket =
+        Picket::start_with(dir.path(), &rules, &config, &[&cg], &kube_args(&kubeconfig));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let std::net::SocketAddr::V4(dest) = listener.local_addr().expect("addr") else {
+        panic!("v4 listener");
+    };
+    assert_eq!(connect_from(&cg, dest), None, "before the block");
+
+    let marker = dir.path().join("exfil-ran");
+    let status = in_container(&cg, &trigger, &[marker.to_str().expect("utf-8")])
+        .status()
+        .expect("run trigger");
+    assert!(status.success());
+    let audit = picket.wait_for("block-egress record", |v| {
+        audit_of(v, "e2e-block").is_some_and(|c| c["action"] == "block-egress")
+    });
+    assert_eq!(
+        audit["event"]["containment"]["outcome"], "succeeded",
+        "{audit}"
+    );
+    assert_eq!(
+        connect_from(&cg, dest),
+        Some(libc::EPERM),
+        "blocked by the rule"
+    );
+
+    let out = Command::new(picket_tests::picket_run::picket_bin())
+        .args(["release", "--server"])
+        .arg(format!("unix:{}", sock.display()))
+        .args([
+            "--pod",
+            "shop/web-2",
+            "--action",
+            "block-egress",
+            "--reason",
+            "INC-16",
+        ])
+        .output()
+        .expect("picket release");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("nothing to release"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("egress block lifted: {}", cg.path.display())),
+        "{stdout}"
+    );
+    assert_eq!(connect_from(&cg, dest), None, "released");
+    // Nothing is left: a second release says so.
+    let out = Command::new(picket_tests::picket_run::picket_bin())
+        .args(["release", "--server"])
+        .arg(format!("unix:{}", sock.display()))
+        .args(["--pod", "shop/web-2"])
+        .output()
+        .expect("picket release");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("nothing to release on pod shop/web-2"),
+        "{stdout}"
+    );
+    drop(picket);
+    drop(listener);
+    drop(server);
+    t.done();
+}

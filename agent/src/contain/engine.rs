@@ -563,7 +563,27 @@ impl Containment {
     /// pod from its UID when the action needs one.
     async fn resolve_target(&self, req: &mut ActionRequest) -> Result<(), ContainError> {
         let t = &mut req.target;
+        // The pod cache (the watch) first: no API round trip for this
+        // node's pods.
+        if t.pod_uid.is_none()
+            && let Some((ns, pod)) = t.pod_ref()
+        {
+            let st = lock(&self.scopes);
+            if let Some(p) = st
+                .pods
+                .values()
+                .find(|p| p.namespace == ns && p.name == pod)
+            {
+                t.pod_uid = Some(p.uid.clone());
+                t.labels = p.labels.clone();
+            }
+        }
+        let cached = t
+            .pod_uid
+            .as_ref()
+            .is_some_and(|u| lock(&self.scopes).pods.contains_key(u));
         if let (Some(kube), Some((ns, pod))) = (&self.kube, t.pod_ref())
+            && !cached
             && (t.pod_uid.is_none() || t.labels.is_empty())
         {
             let (ns, pod) = (ns.to_string(), pod.to_string());
@@ -686,19 +706,29 @@ impl Containment {
                 let (Some(k), Some(cg)) = (self.kernel.as_ref(), t.cgroup.as_ref()) else {
                     return Ok(None);
                 };
-                let Ok(id) = cgroups::cgroup_id(cg) else {
-                    return Ok(None);
-                };
+                // Every block on the pod, whoever placed it: a responder's
+                // on the pod cgroup, a rule's on one container's cgroup
+                // below it.
                 let mut k = lock(k);
-                if !k.egress_blocks().any(|(b, _)| b == id) {
+                let found: Vec<(u64, PathBuf)> = k
+                    .egress_blocks()
+                    .filter(|(_, b)| b.path.starts_with(cg))
+                    .map(|(id, b)| (id, b.path.clone()))
+                    .collect();
+                if found.is_empty() {
                     return Ok(None);
                 }
                 if !dry_run {
-                    k.release_egress(id)?;
+                    for (id, _) in &found {
+                        k.release_egress(*id)?;
+                    }
                 }
+                let paths: Vec<String> =
+                    found.iter().map(|(_, p)| p.display().to_string()).collect();
                 Ok(Some(format!(
-                    "egress block of cgroup {} lifted",
-                    cg.display()
+                    "egress block{} lifted: {}",
+                    if found.len() == 1 { "" } else { "s" },
+                    paths.join(", ")
                 )))
             }
             ActionKind::IsolatePod => {
