@@ -469,3 +469,58 @@ async fn release_lifts_a_rule_placed_block_and_says_what_it_released() {
     drop(server);
     t.done();
 }
+
+/// Issue 16 item 3: an in-kernel kill rule acts on a Docker-style
+/// container outside `kubepods` and on a pod whose `kubepods` cgroup was
+/// created after the agent started.
+#[test]
+fn kernel_kill_rules_reach_docker_scopes_and_late_kubepods() {
+    let t = kernel_test!(kernel_kill_rules_reach_docker_scopes_and_late_kubepods);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let evil = marker_program(dir.path(), "evil");
+    let rules = format!(
+        "rules:\n{}",
+        rule(
+            "e2e-any-container",
+            &format!(
+                "container.id exists and process.executable.path == \"{}\"",
+                evil.display()
+            )
+        )
+    );
+    // Scope the agent's telemetry to a parent created now; the containers
+    // below it appear after the agent started.
+    let parent = TestCgroup::create(&format!("picket-e2e-late-{}", std::process::id()));
+    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&parent]);
+    let docker = TestCgroup::create(&format!(
+        "picket-e2e-late-{}/system.slice/docker-{}.scope",
+        std::process::id(),
+        "5d".repeat(32)
+    ));
+    let late = TestCgroup::create(&format!(
+        "picket-e2e-late-{}/kubepods/besteffort/pod7d1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f14/cri-containerd-{}.scope",
+        std::process::id(),
+        "5e".repeat(32)
+    ));
+    // The next walk (every 500 ms) tells the kernel about both.
+    std::thread::sleep(Duration::from_secs(2));
+    for (cg, id) in [(&docker, "5d".repeat(32)), (&late, "5e".repeat(32))] {
+        let marker = dir.path().join(format!("ran-{}", &id[..2]));
+        let status = in_container(cg, &evil, &[marker.to_str().expect("utf-8")])
+            .status()
+            .expect("run evil");
+        assert!(killed(status), "{}: {status:?}", cg.path.display());
+        assert!(!marker.exists(), "{}: the program ran", cg.path.display());
+        let audit = picket.wait_for("kernel kill record", |v| {
+            audit_of(v, "e2e-any-container").is_some_and(|c| {
+                c["outcome"] == "succeeded" && v["event"]["container"]["id"] == id.as_str()
+            })
+        });
+        assert_eq!(audit["event"]["containment"]["trigger"], "kernel");
+    }
+    drop(picket);
+    drop(late);
+    drop(docker);
+    drop(parent);
+    t.done();
+}
