@@ -195,6 +195,11 @@ impl RunContainment {
                 }
             }));
             tasks.push(tokio::spawn(sync_scopes(engine.clone(), k8s.clone())));
+            // Host mode: no pods to wait for; the rules are in the kernel
+            // before `start` returns (before the agent reports ready).
+            if !k8s.enabled() {
+                install(&engine, &rules, &in_kernel);
+            }
             let (e, r, k, pods) = (
                 engine.clone(),
                 rules.clone(),
@@ -217,8 +222,8 @@ impl RunContainment {
                     {
                         warn!(error = %err, "kernel containment scopes not updated");
                     }
+                    install(&e, &r, &k);
                 }
-                install(&e, &r, &k);
                 while changes.changed().await.is_ok() {
                     install(&e, &r, &k);
                 }
