@@ -95,6 +95,10 @@ pub mod enforce_action {
     pub const DRY_RUN: u32 = 2;
     /// `bpf_send_signal` failed (`signal_ret` has the error).
     pub const SIGNAL_FAILED: u32 = 3;
+    /// A rule matched in a protected cgroup subtree (a protected pod, the
+    /// agent's own cgroup): nothing was done. User space finds which
+    /// protected ancestor it was from the record's cgroup.
+    pub const REFUSED_PROTECTED: u32 = 4;
 }
 
 /// `EnforceEvent::flags` bits.

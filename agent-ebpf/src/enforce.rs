@@ -87,6 +87,10 @@ struct Scratch {
     walk: [u8; PATH_BUF],
     exe: Key<[u8; EXE_KEY_LEN]>,
     argv: Key<[u8; ARGV_KEY_LEN]>,
+    /// Whether the task is in a protected subtree. Kept in map memory, not
+    /// in a register: a value live across the path walk would multiply
+    /// the verifier's states past its limit.
+    protected: u32,
 }
 
 #[map]
@@ -129,6 +133,11 @@ fn try_contain_exec() -> Option<()> {
     }
 
     // Scope: the task's cgroup and its ancestors.
+    // A protected subtree is not skipped here: a rule that matches in it
+    // leaves a `REFUSED_PROTECTED` record, so the refusal is audited like
+    // the user-space path's.
+    // (User space finds which protected ancestor it was: tracking the id
+    // here multiplies the verifier's states.)
     let mut scoped = 0u64;
     let mut cg_flags = 0u32;
     for level in 0..MAX_CGROUP_LEVELS {
@@ -141,9 +150,6 @@ fn try_contain_exec() -> Option<()> {
             cg_flags |= e.flags;
         }
     }
-    if cg_flags & cgroup_flags::PROTECTED != 0 {
-        return None;
-    }
     let mut in_scope = cfg.scope_any | scoped;
     if cg_flags & cgroup_flags::CONTAINER_ROOT != 0 {
         in_scope |= cfg.scope_container;
@@ -154,6 +160,7 @@ fn try_contain_exec() -> Option<()> {
     }
 
     let s = unsafe { &mut *ENFORCE_SCRATCH.get_ptr_mut(0)? };
+    unsafe { core::ptr::write_volatile(&raw mut s.protected, cg_flags & cgroup_flags::PROTECTED) };
     let task = current_task();
     let mut flags = 0u32;
 
@@ -200,7 +207,10 @@ fn try_contain_exec() -> Option<()> {
     }
 
     let enforcing = cand & !cfg.dry_run;
-    let (rule, action, ret) = if enforcing != 0 {
+    let protected = unsafe { core::ptr::read_volatile(&raw const s.protected) };
+    let (rule, action, ret) = if protected != 0 {
+        (lowest_bit(cand), enforce_action::REFUSED_PROTECTED, 0)
+    } else if enforcing != 0 {
         let ret = unsafe { bpf_send_signal(SIGKILL) };
         let action = if ret == 0 {
             enforce_action::KILLED

@@ -238,7 +238,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let cfg = args.agent_config();
     let node_name = cfg.pipeline.node_name.clone();
     let k8s = match crate::k8s::K8sEnricher::start(args.k8s.to_config(&node_name)).await {
-        Ok(k) => k,
+        Ok(k) => std::sync::Arc::new(k),
         Err(e) => {
             error!(error = %e, "Kubernetes enrichment cannot start");
             return ExitCode::FAILURE;
@@ -257,7 +257,7 @@ async fn run(args: RunArgs) -> ExitCode {
             &contain_cfg,
             &node_name,
             &mut agent,
-            k8s.client(),
+            k8s.clone(),
             engine.clone(),
         ) {
             Ok((c, rx)) => (Some(c), rx),

@@ -51,6 +51,18 @@ impl Drop for Picket {
 
 impl Picket {
     pub fn start(dir: &Path, rules: &str, config: &str, cgroups: &[&TestCgroup]) -> Self {
+        Self::start_with(dir, rules, config, cgroups, &[])
+    }
+
+    /// [`Picket::start`] with extra `picket run` arguments (e.g.
+    /// `--kubernetes on --kubeconfig FILE`).
+    pub fn start_with(
+        dir: &Path,
+        rules: &str,
+        config: &str,
+        cgroups: &[&TestCgroup],
+        extra: &[String],
+    ) -> Self {
         let rules_dir = dir.join("rules");
         std::fs::create_dir_all(&rules_dir).expect("rules dir");
         std::fs::write(rules_dir.join("e2e.yaml"), rules).expect("rules");
@@ -73,6 +85,7 @@ impl Picket {
         for cg in cgroups {
             cmd.arg("--only-cgroup").arg(&cg.path);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("spawn picket run");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
@@ -89,12 +102,14 @@ impl Picket {
             lines,
             seen: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: loading every program takes over a minute on a loaded
+        // two-core machine.
+        let deadline = Instant::now() + Duration::from_secs(240);
         while !ready.exists() {
             if let Ok(Some(status)) = me.child.try_wait() {
                 panic!("picket run exited before it was ready: {status}");
             }
-            assert!(Instant::now() < deadline, "picket run not ready in 60 s");
+            assert!(Instant::now() < deadline, "picket run not ready in 240 s");
             std::thread::sleep(Duration::from_millis(50));
         }
         me

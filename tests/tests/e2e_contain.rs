@@ -195,3 +195,332 @@ fn user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes() 
     drop(picket);
     t.done();
 }
+
+/// A kubelet-style container cgroup of pod `uid` below a test-private
+/// `kubepods`.
+fn pod_container_cgroup(tag: &str, uid: &str, ctr: &str) -> TestCgroup {
+    TestCgroup::create(&format!(
+        "picket-e2e-{tag}-{}/kubepods/besteffort/pod{uid}/cri-containerd-{ctr}.scope",
+        std::process::id()
+    ))
+}
+
+/// `picket run` arguments that point the agent at the test API server.
+fn kube_args(kubeconfig: &Path) -> Vec<String> {
+    vec![
+        "--kubernetes".into(),
+        "on".into(),
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--k8s-metadata-wait".into(),
+        "5s".into(),
+    ]
+}
+
+/// Issue 16 items 1 and 5: an in-kernel kill rule spares a pod of a
+/// protected namespace that appeared after the rule was installed (the
+/// kernel learns its cgroup from the pod watch) and says so in a refused
+/// record; in an unprotected pod the kernel kills, and the record names the
+/// process, container and pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
+    let t = kernel_test!(kernel_kill_rules_spare_protected_pods_and_name_what_they_killed);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let server = TestApiServer::start().await.expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let (sys_uid, web_uid) = (
+        "7a1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f11",
+        "7b1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f12",
+    );
+    let (sys_ctr, web_ctr) = ("5a".repeat(32), "5b".repeat(32));
+    let sys = pod_container_cgroup("prot-sys", sys_uid, &sys_ctr);
+    let web = pod_container_cgroup("prot-web", web_uid, &web_ctr);
+    let evil = marker_program(dir.path(), "evil");
+    let rules = format!(
+        "rules:\n{}",
+        rule(
+            "e2e-protected-kill",
+            &format!(
+                "container.id exists and process.executable.path == \"{}\"",
+                evil.display()
+            )
+        )
+    );
+    let mut picket = Picket::start_with(
+        dir.path(),
+        &rules,
+        CONFIG,
+        &[&sys, &web],
+        &kube_args(&kubeconfig),
+    );
+    // Both pods appear after the agent (and its kill rules) started.
+    let mut p = pod("kube-system", "coredns-1", sys_uid, "e2e-node");
+    add_container(
+        &mut p,
+        "coredns",
+        "coredns:1",
+        Some(&format!("containerd://{sys_ctr}")),
+    );
+    server.apply_pod(&p);
+    let mut p = pod("shop", "web-1", web_uid, "e2e-node");
+    add_container(
+        &mut p,
+        "web",
+        "web:1",
+        Some(&format!("containerd://{web_ctr}")),
+    );
+    server.apply_pod(&p);
+    // The watch delivers the pods and the next walk marks the protected
+    // pod's cgroup (pod-cache changes trigger a walk at once).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let marker = dir.path().join("sys-ran");
+    let status = in_container(&sys, &evil, &[marker.to_str().expect("utf-8")])
+        .status()
+        .expect("run in kube-system pod");
+    assert!(status.success(), "killed in a protected pod: {status:?}");
+    assert!(
+        marker.exists(),
+        "the program did not run in the protected pod"
+    );
+    let audit = picket.wait_for("kernel refusal record", |v| {
+        audit_of(v, "e2e-protected-kill").is_some_and(|c| c["outcome"] == "refused")
+    });
+    let c = &audit["event"]["containment"];
+    assert_eq!(c["trigger"], "kernel");
+    assert_eq!(c["refusal"], "protected_namespace");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("not killed in the kernel")
+                && m.ends_with("namespace kube-system is protected")),
+        "{c}"
+    );
+    assert_eq!(audit["event"]["k8s"]["pod"]["name"], "coredns-1");
+    assert_eq!(audit["event"]["k8s"]["namespace"]["name"], "kube-system");
+    assert_eq!(audit["event"]["container"]["id"], sys_ctr.as_str());
+
+    let marker = dir.path().join("web-ran");
+    let status = in_container(&web, &evil, &[marker.to_str().expect("utf-8")])
+        .status()
+        .expect("run in shop pod");
+    assert!(killed(status), "{status:?}");
+    assert!(!marker.exists(), "the program ran in an unprotected pod");
+    let audit = picket.wait_for("kernel kill record", |v| {
+        audit_of(v, "e2e-protected-kill").is_some_and(|c| c["outcome"] == "succeeded")
+    });
+    let alert = picket.wait_for("the detection", |v| {
+        v["rule"]["id"] == "e2e-protected-kill" && v["event"]["k8s"]["pod"]["name"] == "web-1"
+    });
+    // The record carries the context of the alert of the same exec.
+    assert_eq!(audit["event"]["process"], alert["event"]["process"]);
+    assert_eq!(
+        audit["event"]["process"]["executable"]["path"],
+        evil.display().to_string()
+    );
+    assert_eq!(audit["event"]["container"]["id"], web_ctr.as_str());
+    assert_eq!(audit["event"]["k8s"]["pod"]["name"], "web-1");
+    assert_eq!(audit["event"]["k8s"]["namespace"]["name"], "shop");
+    let pid = alert["event"]["process"]["pid"].as_u64().expect("pid");
+    assert_eq!(
+        audit["event"]["containment"]["target"],
+        format!("pod shop/web-1 container {} pid {pid}", &web_ctr[..12])
+    );
+    drop(picket);
+    drop(server);
+    t.done();
+}
+
+/// `connect()` to `dest` (IPv4 TCP) from a child in `cg`: the errno, or
+/// `None` when it connected.
+fn connect_from(cg: &TestCgroup, dest: std::net::SocketAddrV4) -> Option<i32> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("/bin/true");
+    cg.enter(&mut cmd);
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dest.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*dest.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: socket/connect/close only, on memory prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let rc = libc::connect(
+                fd,
+                (&raw const sin).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if rc < 0 { Err(err) } else { Ok(()) }
+        });
+    }
+    match cmd.status() {
+        Ok(s) => {
+            assert!(s.success());
+            None
+        }
+        Err(e) => Some(e.raw_os_error().expect("errno from the child")),
+    }
+}
+
+/// Issue 16 item 2: a block placed by a rule (on one container's cgroup)
+/// is found and lifted by `picket release --pod ns/name`, which says what
+/// it released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_lifts_a_rule_placed_block_and_says_what_it_released() {
+    let t = kernel_test!(release_lifts_a_rule_placed_block_and_says_what_it_released);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let server = TestApiServer::start().await.expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let uid = "7c1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f13";
+    let ctr = "5c".repeat(32);
+    let cg = pod_container_cgroup("release", uid, &ctr);
+    let trigger = marker_program(dir.path(), "exfil");
+    let rules = format!(
+        "rules:\n  - id: e2e-block\n    name: e2e-block\n    description: e2e\n    severity: critical\n    events: [exec]\n    condition: 'container.id exists and process.executable.path == \"{}\"'\n    output: 'ran {{process.executable.path}}'\n    tags: [T1041]\n    actions: [alert, block-egress]\n",
+        trigger.display()
+    );
+    let sock = dir.path().join("picket.sock");
+    let config = format!(
+        "{CONFIG}delivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        dir.path().join("spool").display(),
+        sock.display()
+    );
+    let mut p = pod("shop", "web-2", uid, "e2e-node");
+    add_container(&mut p, "web", "web:1", Some(&format!("containerd://{ctr}")));
+    server.apply_pod(&p);
+    let mut picket =
+        Picket::start_with(dir.path(), &rules, &config, &[&cg], &kube_args(&kubeconfig));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let std::net::SocketAddr::V4(dest) = listener.local_addr().expect("addr") else {
+        panic!("v4 listener");
+    };
+    assert_eq!(connect_from(&cg, dest), None, "before the block");
+
+    let marker = dir.path().join("exfil-ran");
+    let status = in_container(&cg, &trigger, &[marker.to_str().expect("utf-8")])
+        .status()
+        .expect("run trigger");
+    assert!(status.success());
+    let audit = picket.wait_for("block-egress record", |v| {
+        audit_of(v, "e2e-block").is_some_and(|c| c["action"] == "block-egress")
+    });
+    assert_eq!(
+        audit["event"]["containment"]["outcome"], "succeeded",
+        "{audit}"
+    );
+    assert_eq!(
+        connect_from(&cg, dest),
+        Some(libc::EPERM),
+        "blocked by the rule"
+    );
+
+    let out = Command::new(picket_tests::picket_run::picket_bin())
+        .args(["release", "--server"])
+        .arg(format!("unix:{}", sock.display()))
+        .args([
+            "--pod",
+            "shop/web-2",
+            "--action",
+            "block-egress",
+            "--reason",
+            "INC-16",
+        ])
+        .output()
+        .expect("picket release");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("nothing to release"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("egress block lifted: {}", cg.path.display())),
+        "{stdout}"
+    );
+    assert_eq!(connect_from(&cg, dest), None, "released");
+    // Nothing is left: a second release says so.
+    let out = Command::new(picket_tests::picket_run::picket_bin())
+        .args(["release", "--server"])
+        .arg(format!("unix:{}", sock.display()))
+        .args(["--pod", "shop/web-2"])
+        .output()
+        .expect("picket release");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("nothing to release on pod shop/web-2"),
+        "{stdout}"
+    );
+    drop(picket);
+    drop(listener);
+    drop(server);
+    t.done();
+}
+
+/// Issue 16 item 3: an in-kernel kill rule acts on a Docker-style
+/// container outside `kubepods` and on a pod whose `kubepods` cgroup was
+/// created after the agent started.
+#[test]
+fn kernel_kill_rules_reach_docker_scopes_and_late_kubepods() {
+    let t = kernel_test!(kernel_kill_rules_reach_docker_scopes_and_late_kubepods);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let evil = marker_program(dir.path(), "evil");
+    let rules = format!(
+        "rules:\n{}",
+        rule(
+            "e2e-any-container",
+            &format!(
+                "container.id exists and process.executable.path == \"{}\"",
+                evil.display()
+            )
+        )
+    );
+    // Scope the agent's telemetry to a parent created now; the containers
+    // below it appear after the agent started.
+    let parent = TestCgroup::create(&format!("picket-e2e-late-{}", std::process::id()));
+    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&parent]);
+    let docker = TestCgroup::create(&format!(
+        "picket-e2e-late-{}/system.slice/docker-{}.scope",
+        std::process::id(),
+        "5d".repeat(32)
+    ));
+    let late = TestCgroup::create(&format!(
+        "picket-e2e-late-{}/kubepods/besteffort/pod7d1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f14/cri-containerd-{}.scope",
+        std::process::id(),
+        "5e".repeat(32)
+    ));
+    // The next walk (every 500 ms) tells the kernel about both.
+    std::thread::sleep(Duration::from_secs(2));
+    for (cg, id) in [(&docker, "5d".repeat(32)), (&late, "5e".repeat(32))] {
+        let marker = dir.path().join(format!("ran-{}", &id[..2]));
+        let status = in_container(cg, &evil, &[marker.to_str().expect("utf-8")])
+            .status()
+            .expect("run evil");
+        assert!(killed(status), "{}: {status:?}", cg.path.display());
+        assert!(!marker.exists(), "{}: the program ran", cg.path.display());
+        let audit = picket.wait_for("kernel kill record", |v| {
+            audit_of(v, "e2e-any-container").is_some_and(|c| {
+                c["outcome"] == "succeeded" && v["event"]["container"]["id"] == id.as_str()
+            })
+        });
+        assert_eq!(audit["event"]["containment"]["trigger"], "kernel");
+    }
+    drop(picket);
+    drop(late);
+    drop(docker);
+    drop(parent);
+    t.done();
+}

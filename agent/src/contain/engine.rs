@@ -27,6 +27,7 @@ use super::{
     metrics::{ACTIONS, ActionLabels, LOSSES, LossLabels, REFUSALS, RefusalLabels},
     procs,
     safety::{self, RateLimiter, Refusal, SafetyConfig},
+    scopes::{self, Attributed, PodFacts, Scan},
 };
 
 /// Engine configuration.
@@ -88,7 +89,21 @@ pub struct Containment {
     history: Mutex<VecDeque<ActionRecord>>,
     /// Pods this agent isolated (for release).
     isolated: Mutex<BTreeSet<(String, String)>>,
+    /// The cgroup facts last written to the kernel, and what explains
+    /// kernel records (see [`scopes`]).
+    scopes: Mutex<ScopeState>,
     seq: AtomicU64,
+}
+
+/// The latest join of the cgroup hierarchy with the pod cache.
+#[derive(Debug, Default)]
+struct ScopeState {
+    /// What the kernel was last told (`None` before the first write).
+    written: Option<Scan>,
+    /// Relative paths of the container roots the kernel knows.
+    root_rels: Vec<String>,
+    attributed: std::collections::HashMap<u64, Attributed>,
+    pods: std::collections::HashMap<String, PodFacts>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,35 +120,131 @@ impl Containment {
             audit: None,
             history: Mutex::new(VecDeque::new()),
             isolated: Mutex::new(BTreeSet::new()),
+            scopes: Mutex::new(ScopeState::default()),
             seq: AtomicU64::new(0),
         }
     }
 
-    /// Enables the kernel actions (kill rules, block-egress). Marks the
-    /// `kubepods` cgroups as container roots and the agent's own cgroup as
-    /// protected in the kernel.
-    pub fn with_kernel(mut self, mut k: KernelEnforcer) -> Result<Self, ContainError> {
-        let root_dirs = cgroups::find_dirs(&self.cfg.cgroup_root, cgroups::is_container_root);
-        let roots: Vec<u64> = root_dirs
-            .iter()
-            .filter_map(|p| cgroups::cgroup_id(p).ok())
-            .collect();
-        // The kernel protects whole subtrees. An agent whose cgroup contains
-        // the container roots (a host agent in the root cgroup, a systemd
-        // service above `kubepods`) would protect every container and no
-        // kill rule could ever fire; then only its own process is protected
-        // in the kernel (the kill programs always skip the agent's tgid).
-        let protected: Vec<u64> = match &self.cfg.safety.own_cgroup {
-            Some(own) if root_dirs.iter().any(|r| r.starts_with(own)) => {
-                info!(cgroup = %own.display(), "the agent's cgroup contains the container roots: in the kernel only the agent's own process is protected");
-                Vec::new()
-            }
-            Some(own) => cgroups::cgroup_id(own).ok().into_iter().collect(),
-            None => Vec::new(),
-        };
-        k.set_cgroup_facts(roots, protected)?;
+    /// Enables the kernel actions (kill rules, block-egress). Tells the
+    /// kernel which cgroups hold containers and which are protected (the
+    /// agent's own; pods are added by [`Self::sync_scopes`]).
+    pub fn with_kernel(mut self, k: KernelEnforcer) -> Result<Self, ContainError> {
         self.kernel = Some(Mutex::new(k));
+        self.sync_scopes(Vec::new())?;
         Ok(self)
+    }
+
+    /// Walks the cgroup hierarchy, joins it with `pods` (the pod cache of
+    /// this node) and writes the container roots and protected cgroups to
+    /// the kernel when they changed. Returns whether they changed.
+    /// Blocking (directory walk): call from a blocking context.
+    pub fn sync_scopes(&self, pods: Vec<PodFacts>) -> Result<bool, ContainError> {
+        let walk = scopes::walk(&self.cfg.cgroup_root);
+        if walk.truncated {
+            warn!(root = %self.cfg.cgroup_root.display(), "cgroup hierarchy larger than the containment walk bound; some containers are unknown to the kernel");
+        }
+        let own = scopes::own_cgroup_id(
+            self.cfg.safety.own_cgroup.as_ref(),
+            &self.cfg.cgroup_root,
+            &walk,
+        );
+        if own.is_none() && self.cfg.safety.own_cgroup.is_some() {
+            tracing::debug!(
+                "the agent's cgroup contains the container roots: in the kernel only the agent's own process is protected"
+            );
+        }
+        let scan = Scan::compute(&walk, &pods, &self.cfg.safety, own);
+        let mut st = lock(&self.scopes);
+        st.root_rels = walk
+            .kubepods
+            .iter()
+            .map(|(_, r)| r.clone())
+            .chain(
+                walk.attributed
+                    .values()
+                    .filter(|a| a.container_id.is_some())
+                    .map(|a| a.rel.clone()),
+            )
+            .collect();
+        st.attributed = walk.attributed;
+        st.pods = pods.into_iter().map(|p| (p.uid.clone(), p)).collect();
+        if st.written.as_ref() == Some(&scan) {
+            return Ok(false);
+        }
+        if let Some(k) = &self.kernel {
+            lock(k)
+                .set_cgroup_facts(scan.roots.clone(), scan.protected.keys().copied().collect())?;
+        }
+        info!(
+            container_roots = scan.roots.len(),
+            protected = scan.protected.len(),
+            "kernel containment scopes updated"
+        );
+        st.written = Some(scan);
+        Ok(true)
+    }
+
+    /// Whether the kernel's kill rules cover the cgroup at `rel` (relative
+    /// to the v2 root, as events carry it): a container root the kernel
+    /// knows is `rel` or one of its ancestors.
+    pub fn kernel_covers(&self, rel: &str) -> bool {
+        let rel = format!("/{}", rel.trim_start_matches('/'));
+        lock(&self.scopes).root_rels.iter().any(|r| {
+            rel == *r || (rel.starts_with(r.as_str()) && rel.as_bytes().get(r.len()) == Some(&b'/'))
+        })
+    }
+
+    /// Container, pod and cgroup of a cgroup id, from the last walk (one
+    /// fresh walk on a miss: the cgroup may be newer than the last scan).
+    fn attribute(&self, cgroup_id: u64, t: &mut Target) {
+        let known = lock(&self.scopes).attributed.contains_key(&cgroup_id);
+        if !known {
+            let walk = scopes::walk(&self.cfg.cgroup_root);
+            lock(&self.scopes).attributed.extend(walk.attributed);
+        }
+        let st = lock(&self.scopes);
+        let Some(a) = st.attributed.get(&cgroup_id) else {
+            return;
+        };
+        t.cgroup = Some(self.cfg.cgroup_root.join(a.rel.trim_start_matches('/')));
+        t.container_id = a.container_id.clone();
+        t.pod_uid = a.pod_uid.clone();
+        if let Some(p) = a.pod_uid.as_ref().and_then(|u| st.pods.get(u)) {
+            t.namespace = Some(p.namespace.clone());
+            t.pod = Some(p.name.clone());
+            t.labels = p.labels.clone();
+        }
+    }
+
+    /// Why the kernel refused for a task in cgroup `id`: the protection of
+    /// the cgroup or of its nearest protected ancestor (by path).
+    fn protection_of(&self, id: u64, target: &Target) -> Refusal {
+        let st = lock(&self.scopes);
+        let Some(scan) = st.written.as_ref() else {
+            return Refusal::ProtectedCgroup(id);
+        };
+        if let Some(r) = scan.protected.get(&id) {
+            return r.clone();
+        }
+        let path = target.cgroup.as_deref();
+        let mut best: Option<(usize, &Refusal)> = None;
+        for (pid, r) in &scan.protected {
+            let anc = match st.attributed.get(pid) {
+                Some(a) => self.cfg.cgroup_root.join(a.rel.trim_start_matches('/')),
+                None if *r == Refusal::OwnCgroup => match &self.cfg.safety.own_cgroup {
+                    Some(p) => p.clone(),
+                    None => continue,
+                },
+                None => continue,
+            };
+            if path.is_some_and(|p| p.starts_with(&anc)) {
+                let depth = anc.components().count();
+                if best.is_none_or(|(d, _)| depth > d) {
+                    best = Some((depth, r));
+                }
+            }
+        }
+        best.map_or(Refusal::ProtectedCgroup(id), |(_, r)| r.clone())
     }
 
     /// Replaces the container roots and protected cgroups the kernel uses
@@ -148,6 +259,7 @@ impl Containment {
             .as_ref()
             .ok_or(ContainError::NoKernel(ActionKind::KillProcess))?;
         lock(k).set_cgroup_facts(container_roots, protected)?;
+        lock(&self.scopes).written = None;
         Ok(())
     }
 
@@ -340,30 +452,25 @@ impl Containment {
             .collect()
     }
 
-    /// Turns a kernel kill record into an audit record.
+    /// Turns a kernel kill record into an audit record, with the container
+    /// and pod of the killed (or spared) process.
     pub async fn kernel_kill(&self, k: KernelKill) -> ActionRecord {
         let rule = k
             .rule_id
             .clone()
             .unwrap_or_else(|| format!("kernel-rule-{}", k.rule_index));
-        let mut req = ActionRequest::new(
-            ActionKind::KillProcess,
-            Target {
-                process: procs::start_ticks(&self.cfg.proc_root, k.pid)
-                    .map(|t| super::action::ProcessRef {
-                        pid: k.pid,
-                        start_ticks: t,
-                    })
-                    .or(Some(super::action::ProcessRef {
-                        pid: k.pid,
-                        start_ticks: 0,
-                    })),
-                ..Default::default()
-            },
-            Trigger::Kernel { rule },
-        );
+        let mut target = Target {
+            process: Some(super::action::ProcessRef {
+                pid: k.pid,
+                start_ticks: procs::start_ticks(&self.cfg.proc_root, k.pid).unwrap_or(0),
+            }),
+            ..Default::default()
+        };
+        self.attribute(k.cgroup_id, &mut target);
+        let mut req = ActionRequest::new(ActionKind::KillProcess, target, Trigger::Kernel { rule });
         req.reason = format!("executable {} ({})", k.executable, k.comm);
         let cgroup = format!("cgroup id {}", k.cgroup_id);
+        let mut refusal = None;
         let (outcome, msg, dry) = match k.action {
             enforce_action::KILLED => (
                 Outcome::Succeeded,
@@ -381,6 +488,15 @@ impl Containment {
                 ),
                 true,
             ),
+            enforce_action::REFUSED_PROTECTED => {
+                let r = self.protection_of(k.cgroup_id, &req.target);
+                let msg = format!(
+                    "not killed in the kernel: pid {} at exec of {} in {cgroup}: {r}",
+                    k.pid, k.executable
+                );
+                refusal = Some(r);
+                (Outcome::Refused, msg, false)
+            }
             _ => (
                 Outcome::Failed,
                 format!(
@@ -390,7 +506,8 @@ impl Containment {
                 false,
             ),
         };
-        self.finish(&req, dry, outcome, msg, None, false, !dry)
+        let attempted = outcome != Outcome::Refused && !dry;
+        self.finish(&req, dry, outcome, msg, refusal, false, attempted)
             .await
     }
 
@@ -446,7 +563,27 @@ impl Containment {
     /// pod from its UID when the action needs one.
     async fn resolve_target(&self, req: &mut ActionRequest) -> Result<(), ContainError> {
         let t = &mut req.target;
+        // The pod cache (the watch) first: no API round trip for this
+        // node's pods.
+        if t.pod_uid.is_none()
+            && let Some((ns, pod)) = t.pod_ref()
+        {
+            let st = lock(&self.scopes);
+            if let Some(p) = st
+                .pods
+                .values()
+                .find(|p| p.namespace == ns && p.name == pod)
+            {
+                t.pod_uid = Some(p.uid.clone());
+                t.labels = p.labels.clone();
+            }
+        }
+        let cached = t
+            .pod_uid
+            .as_ref()
+            .is_some_and(|u| lock(&self.scopes).pods.contains_key(u));
         if let (Some(kube), Some((ns, pod))) = (&self.kube, t.pod_ref())
+            && !cached
             && (t.pod_uid.is_none() || t.labels.is_empty())
         {
             let (ns, pod) = (ns.to_string(), pod.to_string());
@@ -569,19 +706,29 @@ impl Containment {
                 let (Some(k), Some(cg)) = (self.kernel.as_ref(), t.cgroup.as_ref()) else {
                     return Ok(None);
                 };
-                let Ok(id) = cgroups::cgroup_id(cg) else {
-                    return Ok(None);
-                };
+                // Every block on the pod, whoever placed it: a responder's
+                // on the pod cgroup, a rule's on one container's cgroup
+                // below it.
                 let mut k = lock(k);
-                if !k.egress_blocks().any(|(b, _)| b == id) {
+                let found: Vec<(u64, PathBuf)> = k
+                    .egress_blocks()
+                    .filter(|(_, b)| b.path.starts_with(cg))
+                    .map(|(id, b)| (id, b.path.clone()))
+                    .collect();
+                if found.is_empty() {
                     return Ok(None);
                 }
                 if !dry_run {
-                    k.release_egress(id)?;
+                    for (id, _) in &found {
+                        k.release_egress(*id)?;
+                    }
                 }
+                let paths: Vec<String> =
+                    found.iter().map(|(_, p)| p.display().to_string()).collect();
                 Ok(Some(format!(
-                    "egress block of cgroup {} lifted",
-                    cg.display()
+                    "egress block{} lifted: {}",
+                    if found.len() == 1 { "" } else { "s" },
+                    paths.join(", ")
                 )))
             }
             ActionKind::IsolatePod => {

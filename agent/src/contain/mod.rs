@@ -28,6 +28,7 @@ pub mod procs;
 pub mod rules;
 pub mod runtime;
 pub mod safety;
+pub mod scopes;
 
 pub use action::{
     ActionKind, ActionRecord, ActionRequest, Destination, EgressScope, Outcome, ProcessRef, Target,

@@ -4,9 +4,10 @@
 //! an alert for the spool and the output.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, VecDeque},
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
 };
 
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -14,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::{
     agent::Agent,
+    k8s::K8sEnricher,
     model::{Alert, Event},
     rules::Engine,
 };
@@ -26,7 +28,75 @@ use super::{
     kernel::KernelEnforcer,
     kube::KubeActions,
     rules::{plan_kernel_kills, requests_for},
+    scopes::PodFacts,
 };
+
+/// How often the cgroup hierarchy is walked for new containers and pod
+/// cgroups (pod-cache changes trigger a walk at once as well). New
+/// containers reach the kernel's scope within this period; until then an
+/// in-kernel rule's alert falls back to a user-space kill (see `on_alert`).
+const RESCAN: Duration = Duration::from_millis(500);
+/// How long a kernel kill record waits for the alert of the same exec, to
+/// carry its process, container and pod context.
+const CONTEXT_WAIT: Duration = Duration::from_secs(3);
+/// Alerts of in-kernel rules kept for that correlation.
+const RECENT_ALERTS: usize = 512;
+
+type Recent = Arc<Mutex<VecDeque<(u32, String, Event)>>>;
+
+fn pod_facts(k8s: &K8sEnricher) -> Vec<PodFacts> {
+    k8s.live_pods()
+        .iter()
+        .map(|p| PodFacts {
+            uid: p.uid.clone(),
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            labels: p.labels.clone(),
+        })
+        .collect()
+}
+
+/// Keeps the kernel's container roots and protected cgroups in step with
+/// the hierarchy and the pod cache.
+async fn sync_scopes(engine: Arc<Containment>, k8s: Arc<K8sEnricher>) {
+    let mut updates = k8s.subscribe();
+    loop {
+        let (e, pods) = (engine.clone(), pod_facts(&k8s));
+        match tokio::task::spawn_blocking(move || e.sync_scopes(pods)).await {
+            Ok(Err(err)) => warn!(error = %err, "kernel containment scopes not updated"),
+            Err(err) => warn!(error = %err, "kernel containment scope walk failed"),
+            Ok(Ok(_)) => {}
+        }
+        match &mut updates {
+            Some(rx) => {
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { updates = None },
+                    () = tokio::time::sleep(RESCAN) => {}
+                }
+            }
+            None => tokio::time::sleep(RESCAN).await,
+        }
+    }
+}
+
+/// The event of the alert that made the kernel act on `pid` (rule `rule`),
+/// waiting up to [`CONTEXT_WAIT`] for it.
+async fn alert_context(recent: &Recent, pid: u32, rule: &str) -> Option<Event> {
+    let deadline = tokio::time::Instant::now() + CONTEXT_WAIT;
+    loop {
+        let hit = recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .find(|(p, r, _)| *p == pid && r == rule)
+            .map(|(_, _, e)| e.clone());
+        if hit.is_some() || tokio::time::Instant::now() >= deadline {
+            return hit;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// Audit alerts waiting for the output (beyond it, records are counted
 /// as lost by the engine's audit channel).
@@ -48,6 +118,8 @@ pub struct RunContainment {
     alerts_tx: mpsc::Sender<Alert>,
     host_name: String,
     cgroup_root: PathBuf,
+    /// Alerts of in-kernel rules, for the context of kernel kill records.
+    recent: Recent,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -84,9 +156,10 @@ impl RunContainment {
         file: &ContainmentFileConfig,
         node_name: &str,
         agent: &mut Agent,
-        kube: Option<kube::Client>,
+        k8s: Arc<K8sEnricher>,
         rules: Arc<Engine>,
     ) -> Result<(Self, mpsc::Receiver<Alert>), StartError> {
+        let kube = k8s.client();
         let cfg = file.engine_config(node_name)?;
         let cgroup_root = cfg.cgroup_root.clone();
         let (audit_tx, mut audit_rx) = mpsc::channel::<ActionRecord>(AUDIT_QUEUE);
@@ -121,10 +194,36 @@ impl RunContainment {
                     warn!(error = %err, "kernel containment records reader stopped");
                 }
             }));
-            install(&engine, &rules, &in_kernel);
-            let (e, r, k) = (engine.clone(), rules.clone(), in_kernel.clone());
+            tasks.push(tokio::spawn(sync_scopes(engine.clone(), k8s.clone())));
+            // Host mode: no pods to wait for; the rules are in the kernel
+            // before `start` returns (before the agent reports ready).
+            if !k8s.enabled() {
+                install(&engine, &rules, &in_kernel);
+            }
+            let (e, r, k, pods) = (
+                engine.clone(),
+                rules.clone(),
+                in_kernel.clone(),
+                k8s.clone(),
+            );
             let mut changes = rules.subscribe();
             tasks.push(tokio::spawn(async move {
+                // Protected pods must be known to the kernel before any
+                // kill rule can fire there: until the pod cache has its
+                // first full list, kill-process runs from user space
+                // (which checks protection per alert).
+                if pods.enabled() {
+                    while !pods.wait_synced(Duration::from_secs(30)).await {
+                        warn!("pod cache not synced: in-kernel kill rules wait (kill-process runs from user space)");
+                    }
+                    let (e2, facts) = (e.clone(), pod_facts(&pods));
+                    if let Ok(Err(err)) =
+                        tokio::task::spawn_blocking(move || e2.sync_scopes(facts)).await
+                    {
+                        warn!(error = %err, "kernel containment scopes not updated");
+                    }
+                    install(&e, &r, &k);
+                }
                 while changes.changed().await.is_ok() {
                     install(&e, &r, &k);
                 }
@@ -133,14 +232,28 @@ impl RunContainment {
         // Records of rule-triggered actions are emitted with their alert's
         // event by `on_alert`; the others (kernel kills, responders) here.
         let host_name = node_name.to_string();
-        let (tx, host) = (alerts_tx.clone(), host_name.clone());
+        let recent: Recent = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, host, rc) = (alerts_tx.clone(), host_name.clone(), recent.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(rec) = audit_rx.recv().await {
-                if matches!(rec.triggered_by, Trigger::Rule { .. }) {
-                    continue;
-                }
-                if tx.send(audit::to_alert(&rec, &host, None)).await.is_err() {
-                    return;
+                match &rec.triggered_by {
+                    Trigger::Rule { .. } => continue,
+                    // A kernel record carries the context of the alert of
+                    // the same exec (which may still be on its way).
+                    Trigger::Kernel { rule } => {
+                        let (tx, host, rc, rule) =
+                            (tx.clone(), host.clone(), rc.clone(), rule.clone());
+                        tokio::spawn(async move {
+                            let pid = rec.target.process.as_ref().map_or(0, |p| p.pid);
+                            let ctx = alert_context(&rc, pid, &rule).await;
+                            let _ = tx.send(audit::to_alert(&rec, &host, ctx.as_ref())).await;
+                        });
+                    }
+                    Trigger::Client { .. } => {
+                        if tx.send(audit::to_alert(&rec, &host, None)).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         }));
@@ -156,6 +269,7 @@ impl RunContainment {
                 alerts_tx,
                 host_name,
                 cgroup_root,
+                recent,
                 tasks,
             },
             alerts_rx,
@@ -174,12 +288,41 @@ impl RunContainment {
         let Some(rule) = set.get(&alert.rule.id) else {
             return;
         };
-        let in_kernel = self
+        let mut in_kernel = self
             .in_kernel
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&alert.rule.id);
-        let reqs = requests_for(alert, &rule.actions, in_kernel, &self.cgroup_root);
+        let mut fallback = None;
+        if in_kernel {
+            let cg = &alert.event.process.linux.cgroup;
+            if alert.event.container.is_some() && !self.engine.kernel_covers(cg) {
+                // A container newer than the last walk: the kernel did not
+                // know it was one, so the kill happens here, and says why.
+                in_kernel = false;
+                fallback = Some(format!(
+                    "killed from user space: the kernel did not know cgroup {cg} as a container yet"
+                ));
+            } else {
+                let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                if r.len() >= RECENT_ALERTS {
+                    r.pop_front();
+                }
+                r.push_back((
+                    alert.event.process.pid,
+                    alert.rule.id.clone(),
+                    alert.event.clone(),
+                ));
+            }
+        }
+        let mut reqs = requests_for(alert, &rule.actions, in_kernel, &self.cgroup_root);
+        if let Some(why) = fallback {
+            for r in &mut reqs {
+                if r.action == super::action::ActionKind::KillProcess {
+                    r.reason = format!("{} ({why})", r.reason);
+                }
+            }
+        }
         if reqs.is_empty() {
             return;
         }

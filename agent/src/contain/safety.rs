@@ -92,6 +92,8 @@ pub enum Refusal {
     OwnProcess,
     #[error("the target cgroup contains the agent")]
     OwnCgroup,
+    #[error("cgroup {0} is protected (its pod or owner was not known when the kernel refused)")]
+    ProtectedCgroup(u64),
     #[error(
         "the target is a host process (not in a container) and acting on the host is not allowed"
     )]
@@ -114,6 +116,7 @@ impl Refusal {
             Self::OwnPod => "own_pod",
             Self::OwnProcess => "own_process",
             Self::OwnCgroup => "own_cgroup",
+            Self::ProtectedCgroup(_) => "protected_cgroup",
             Self::Host => "host",
             Self::RateLimitedRule(_) => "rate_limited_rule",
             Self::RateLimitedNamespace(_) => "rate_limited_namespace",

@@ -312,6 +312,14 @@ impl PodIndex {
         self.pods.get(uid).map(|e| &e.pod)
     }
 
+    /// Live (not deleted) pods.
+    pub fn live(&self) -> impl Iterator<Item = &Arc<PodMeta>> {
+        self.pods
+            .values()
+            .filter(|e| e.deleted_at.is_none())
+            .map(|e| &e.pod)
+    }
+
     /// Whether the pod is a tombstone (deleted, still resolvable).
     pub fn is_deleted(&self, uid: &str) -> bool {
         self.pods.get(uid).is_some_and(|e| e.deleted_at.is_some())

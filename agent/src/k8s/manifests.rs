@@ -192,6 +192,8 @@ pub fn render(args: &ManifestsArgs) -> Result<String, ManifestError> {
     if args.containment {
         docs.push(CONTAINMENT_ROLE.into());
         docs.push(CONTAINMENT_BINDING.into());
+        docs.push(NODE_SCOPE_POLICY.into());
+        docs.push(NODE_SCOPE_BINDING.into());
     }
     let mut rules_doc = String::from(RULES_CONFIG_MAP);
     if rules.is_empty() {
@@ -336,6 +338,56 @@ subjects:
   - kind: ServiceAccount
     name: picket
     namespace: {{NAMESPACE}}
+";
+
+/// Restricts the containment rights to the agent's own node: RBAC cannot
+/// say "pods on my node", so without this one compromised node's agent
+/// could delete or relabel every pod of the cluster. The kubelet-bound
+/// service-account token carries the node name in the request's user extra
+/// (Kubernetes 1.30+, `ServiceAccountTokenPodNodeInfo`); the policy compares
+/// it with the pod's `spec.nodeName`. The agent never evicts: evictions by
+/// it are refused outright (their object is not the pod).
+const NODE_SCOPE_POLICY: &str = "\
+# The agent may patch or delete only pods of its own node (Kubernetes 1.30+;
+# older clusters: see docs/containment.md, \"Node scoping\").
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: picket-containment-node-scope
+  labels:
+    app.kubernetes.io/name: picket
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [\"\"]
+        apiVersions: [v1]
+        operations: [CREATE, UPDATE, DELETE]
+        resources: [pods, pods/eviction]
+  matchConditions:
+    - name: picket-service-account
+      expression: \"request.userInfo.username == 'system:serviceaccount:{{NAMESPACE}}:picket'\"
+  variables:
+    - name: pod
+      expression: \"request.operation == 'DELETE' ? oldObject : object\"
+    - name: callerNode
+      expression: \"'authentication.kubernetes.io/node-name' in request.userInfo.extra ? request.userInfo.extra['authentication.kubernetes.io/node-name'] : []\"
+  validations:
+    - expression: \"request.subResource != 'eviction' && variables.callerNode.size() == 1 && has(variables.pod.spec.nodeName) && variables.pod.spec.nodeName == variables.callerNode[0]\"
+      message: picket may patch or delete only pods of the node its token is bound to
+      reason: Forbidden
+";
+
+const NODE_SCOPE_BINDING: &str = "\
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: picket-containment-node-scope
+  labels:
+    app.kubernetes.io/name: picket
+spec:
+  policyName: picket-containment-node-scope
+  validationActions: [Deny]
 ";
 
 const RULES_CONFIG_MAP: &str = "\
@@ -647,6 +699,21 @@ mod tests {
         );
         assert!(with.contains(cap) && with.contains("\n                - KILL\n"));
         assert!(with.contains("\n      enabled: true\n"));
+        // Node scoping ships with the rights it restricts, never without.
+        assert!(!base.contains("ValidatingAdmissionPolicy"));
+        assert_eq!(
+            with.matches("\nkind: ValidatingAdmissionPolicy\n").count(),
+            1
+        );
+        assert_eq!(
+            with.matches("\nkind: ValidatingAdmissionPolicyBinding\n")
+                .count(),
+            1
+        );
+        assert!(
+            with.contains("request.userInfo.username == 'system:serviceaccount:picket:picket'")
+        );
+        assert!(with.contains("variables.pod.spec.nodeName == variables.callerNode[0]"));
     }
 
     #[test]

@@ -333,6 +333,21 @@ impl K8sEnricher {
         shared.find(container_id, uid.as_deref())
     }
 
+    /// This node's live pods as the cache has them now (containment keeps
+    /// the kernel's protected cgroups in step with them). Empty in host mode.
+    pub fn live_pods(&self) -> Vec<Arc<index::PodMeta>> {
+        self.shared
+            .as_ref()
+            .map(|s| s.index().live().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Bumped on every cache change (pods, namespaces, health); `None` in
+    /// host mode.
+    pub fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.shared.as_ref().map(|s| s.updates.subscribe())
+    }
+
     /// Whether the API watches are enabled (false in host mode).
     pub fn enabled(&self) -> bool {
         self.shared.is_some()
