@@ -439,6 +439,7 @@ impl ProcessCache {
             stdin: fd_type(i.stdio_modes[0], i.stdin_rdev),
             stdout: fd_type(i.stdio_modes[1], 0),
             stderr: fd_type(i.stdio_modes[2], 0),
+            ..Default::default()
         };
         Some(model::Process {
             exec_id: e.exec_id.clone(),
