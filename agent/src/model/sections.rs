@@ -210,6 +210,11 @@ pub struct Process {
     /// (`kubectl exec`); absent on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_init_tree: Option<bool>,
+    /// In a container: the parent process is in another cgroup (the process
+    /// is the container's init, or a session a runtime started in it from
+    /// outside). Absent on the host and when the parent is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_outside_cgroup: Option<bool>,
     #[serde(default)]
     pub linux: LinuxInfo,
     /// `exit` events only.

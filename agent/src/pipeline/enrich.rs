@@ -166,6 +166,17 @@ impl Pipeline {
             }
             ev.process.linux.cgroup = path;
         }
+        if ev.container.is_some() {
+            // hostPID pods: the pid namespace says nothing about who entered
+            // the container; the process tree and cgroups do.
+            if ev.process.in_init_tree.is_none() && ev.process.linux.pid_ns_level == 0 {
+                ev.process.in_init_tree = self.cache.cgroup_init_tree(pid, start_ns, cgroup_id);
+            }
+            ev.process.parent_outside_cgroup = self
+                .cache
+                .parent_cgroup(pid, start_ns)
+                .map(|parent| parent != cgroup_id);
+        }
     }
 
     fn exec(&mut self, e: &ExecEvent) -> Event {

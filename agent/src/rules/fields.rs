@@ -512,6 +512,10 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
             .process
             .in_init_tree
             .map_or(Absent, B)),
+        field!("process.parent_outside_cgroup", Bool, ALL, |e| e
+            .process
+            .parent_outside_cgroup
+            .map_or(Absent, B)),
         field!("process.linux.cgroup", Str, ALL, |e| S(&e
             .process
             .linux
