@@ -567,3 +567,56 @@ fn only_cgroup_scope_holds_while_the_agent_starts() {
     );
     t.done();
 }
+
+/// A bind shell: a python one-liner listening on loopback (`bind-shell`);
+/// the same listener run from a script file (how servers run) does not match.
+#[test]
+fn bind_shell_one_liner_listening() {
+    let t = kernel_test!(bind_shell_one_liner_listening);
+    let cg = TestCgroup::unique("e2e-bind");
+    let mut picket = picket_for(&cg);
+    let code = "import socket,os\n\
+                s=socket.socket()\n\
+                s.bind(('127.0.0.1',0))\n\
+                s.listen(1)\n\
+                print(os.getpid(), s.getsockname()[1])\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("server.py");
+    std::fs::write(&script, code).expect("script");
+    let parse = |out: String| {
+        let mut it = out
+            .split_whitespace()
+            .map(|v| v.parse::<u32>().expect("number"));
+        (it.next().expect("pid"), it.next().expect("port"))
+    };
+    // Negative first: the script file.
+    let (server_pid, _) = parse(run_in(&cg, Command::new(PY).arg(&script)));
+    let (pid, port) = parse(run_in(&cg, Command::new(PY).args(["-c", code])));
+    let alert = picket.wait_alert("bind-shell alert", WAIT, |a| {
+        a.rule.id == "bind-shell" && a.event.process.pid == pid
+    });
+    assert_eq!(alert.severity, Severity::High);
+    let ev = &alert.event;
+    assert_eq!(ev.event.kind, EventKindName::Listen);
+    assert_eq!(ev.process.executable.path, canonical(PY));
+    let local = ev
+        .network
+        .as_ref()
+        .and_then(|n| n.local.as_ref())
+        .expect("local endpoint");
+    assert_eq!(
+        (local.address.as_str(), u32::from(local.port)),
+        ("127.0.0.1", port)
+    );
+    picket.drain(Duration::from_millis(500));
+    let wrong: Vec<_> = picket
+        .alerts_of("bind-shell")
+        .into_iter()
+        .filter(|a| a.event.process.pid == server_pid)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "a server run from a file must not match: {wrong:?}"
+    );
+    t.done();
+}
