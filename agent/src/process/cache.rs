@@ -191,6 +191,9 @@ pub struct ProcessCache {
     /// process seen in it. For a `hostPID: true` container that is its init
     /// (entrypoint); sessions entered later (`kubectl exec`) start after it.
     cgroup_firsts: HashMap<u64, (u64, Key)>,
+    /// Cgroups where a process in a container pid namespace was seen: not
+    /// hostPID containers (their sessions are judged by the pid namespace).
+    cgroups_with_pidns: HashSet<u64>,
 }
 
 /// Pid namespaces remembered at most (one per container; cleared and
@@ -209,6 +212,7 @@ impl ProcessCache {
             stats: CacheStats::default(),
             ns_inits: HashMap::new(),
             cgroup_firsts: HashMap::new(),
+            cgroups_with_pidns: HashSet::new(),
         }
     }
 
@@ -266,6 +270,12 @@ impl ProcessCache {
                 self.ns_inits.clear();
             }
             self.ns_inits.insert(e.info.pidns, e.info.start_ns);
+        }
+        if e.info.pidns_level > 0 && e.info.cgroup_id != 0 {
+            if self.cgroups_with_pidns.len() >= MAX_NS_INITS {
+                self.cgroups_with_pidns.clear();
+            }
+            self.cgroups_with_pidns.insert(e.info.cgroup_id);
         }
         if e.info.pidns_level == 0 && e.info.cgroup_id != 0 {
             let stale = match self.cgroup_firsts.get(&e.info.cgroup_id) {
@@ -567,10 +577,17 @@ impl ProcessCache {
     pub fn cgroup_init_tree(&self, pid: u32, start_ns: u64, cgroup_id: u64) -> Option<bool> {
         let key = (pid, start_ticks(start_ns));
         let e = self.entries.get(&key)?;
-        if e.info.pidns_level != 0 || cgroup_id == 0 {
+        if e.info.pidns_level != 0 || cgroup_id == 0 || self.cgroups_with_pidns.contains(&cgroup_id)
+        {
             return None;
         }
         let &(_, first) = self.cgroup_firsts.get(&cgroup_id)?;
+        // A runtime helper that joined the cgroup but not yet the
+        // container's mount namespace (nsenter, runc before setns) is not a
+        // session yet: its exec inside the container will be.
+        if self.entries.get(&first)?.info.mntns != e.info.mntns {
+            return None;
+        }
         let mut seen = HashSet::new();
         let (mut cur_key, mut cur) = (key, e);
         loop {
@@ -692,6 +709,20 @@ mod tests {
         assert_eq!(c.parent_cgroup(302, 6 * T), Some(20));
         assert_eq!(c.parent_cgroup(200, 2 * T), Some(10));
         assert_eq!(c.cgroup_init_tree(999, T, 20), None, "unknown process");
+        // A helper in the cgroup but still in the host's mount namespace.
+        c.on_exec(ExecInfo {
+            mntns: 999,
+            ..host(303, 7, 300, 4, "/usr/bin/nsenter", 20)
+        });
+        assert_eq!(c.cgroup_init_tree(303, 7 * T, 20), None);
+        // A cgroup whose container has its own pid namespace is not hostPID.
+        c.on_exec(ExecInfo {
+            pidns_level: 1,
+            vpid: 1,
+            ..host(400, 8, 100, 1, "/app/other", 30)
+        });
+        c.on_exec(host(401, 9, 300, 4, "/usr/bin/nsenter", 30));
+        assert_eq!(c.cgroup_init_tree(401, 9 * T, 30), None);
         assert_eq!(
             c.cgroup_init_tree(200, 2 * T, 77),
             None,
