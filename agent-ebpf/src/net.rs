@@ -71,6 +71,13 @@ fn family_port(a: &[u8]) -> (u16, Option<u16>) {
     (family, port)
 }
 
+/// Whether the sockaddr bytes at `p` (at least 2 read) are AF_UNIX.
+#[inline(always)]
+fn is_unix(p: *const u8) -> bool {
+    // SAFETY: `p` points into the stash's address buffer (>= 2 bytes).
+    unsafe { u16::from_ne_bytes([*p, *p.add(1)]) == 1 }
+}
+
 /// Reads the caller's sockaddr into `s.s2`; sets `s.len[2]`.
 #[inline(always)]
 fn stash_sockaddr(s: &mut Stash, addr: u64, addrlen: u64) -> bool {
@@ -79,9 +86,15 @@ fn stash_sockaddr(s: &mut Stash, addr: u64, addrlen: u64) -> bool {
     }
     // Fixed-size attempts (the verifier wants constant sizes): a whole
     // sockaddr_un, then the inet sizes for short buffers at a page end.
+    // The sockaddr_un read is tried for any Unix-sized length: Go, Python
+    // and others pass the exact length (2 + path + 1), which the inet tiers
+    // would cut (`/var/run/docker.sock` read as 16 bytes); the bytes past
+    // `addrlen` are dropped again below.
     let dst = s.s2.as_mut_ptr();
-    let got = if addrlen >= 110 && user_bytes(dst, 110, addr) {
-        110
+    let got = if addrlen > 28 && user_bytes(dst, 110, addr) {
+        if addrlen < 110 { addrlen as u32 } else { 110 }
+    } else if addrlen > 2 && addrlen < 28 && user_bytes(dst, 110, addr) && is_unix(dst) {
+        addrlen as u32
     } else if addrlen >= 28 && user_bytes(dst, 28, addr) {
         28
     } else if addrlen >= 16 && user_bytes(dst, 16, addr) {

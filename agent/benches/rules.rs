@@ -43,6 +43,7 @@ fn base(kind: EventKindName, i: u32, in_container: bool) -> Event {
         stdin: FdType::Pipe,
         stdout: FdType::Pipe,
         stderr: FdType::Pipe,
+        ..Default::default()
     };
     ev.process.ancestors = vec![std::sync::Arc::new(Ancestor {
         exec_id: "a".into(),

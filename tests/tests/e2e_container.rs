@@ -196,3 +196,70 @@ fn interactive_shell_in_a_container() {
     assert_eq!(all.len(), 1, "not the host shell (pid {host_pid}): {all:?}");
     t.done();
 }
+
+/// A process in a container talks to a container runtime's API socket
+/// (`container-runtime-socket-access`). The sockets are real Unix listeners
+/// in a private temporary directory (named like the runtimes' sockets), so
+/// nothing on the host is touched; pathname sockets are reachable from the
+/// container's network namespace as a mounted runtime socket would be.
+#[test]
+fn runtime_socket_connect_from_a_container() {
+    let t = kernel_test!(runtime_socket_connect_from_a_container);
+    let pod_uid = "7b2c8d3e-4f5a-4b6c-9d7e-8f9a0b1c2d3e";
+    let id = "50c4e700".repeat(8);
+    let dir = tempfile::Builder::new()
+        .prefix("picket-e2e-sock-")
+        .tempdir()
+        .expect("tempdir");
+    let docker = dir.path().join("docker.sock");
+    let app = dir.path().join("app.sock");
+    let _docker_l = std::os::unix::net::UnixListener::bind(&docker).expect("bind docker.sock");
+    let _app_l = std::os::unix::net::UnixListener::bind(&app).expect("bind app.sock");
+    let ctr = FakeContainer::start("e2e-sock", pod_uid, &id, "exec /bin/sleep 1000");
+    ctr.wait_until_sleeping();
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    let connect = |path: &std::path::Path| {
+        let script = format!(
+            "import socket,os\n\
+             s=socket.socket(socket.AF_UNIX)\n\
+             s.connect({:?})\n\
+             print(os.getpid())\n",
+            path.display().to_string()
+        );
+        let (_, out) = exec_noninteractive(ctr.exec("/usr/bin/python3", &["-c", &script]));
+        out.trim().parse::<u32>().expect("vpid line")
+    };
+    // Negative first (ring order): the application's own socket.
+    let app_vpid = connect(&app);
+    let docker_vpid = connect(&docker);
+    let docker_path = docker.display().to_string();
+    let alert = picket.wait_alert("runtime socket alert", WAIT, |a| {
+        a.rule.id == "container-runtime-socket-access"
+    });
+    assert_eq!(alert.severity, Severity::High);
+    let ev = &alert.event;
+    assert_eq!(ev.event.kind, EventKindName::Connect);
+    assert_eq!(ev.process.vpid, docker_vpid);
+    assert_eq!(ev.process.executable.path, canonical("/usr/bin/python3"));
+    let net = ev.network.as_ref().expect("network section");
+    assert_eq!(net.r#type, "unix");
+    assert_eq!(
+        net.peer.as_ref().map(|p| p.address.as_str()),
+        Some(docker_path.as_str())
+    );
+    assert_eq!(
+        ev.container.as_ref().map(|c| c.id.as_str()),
+        Some(id.as_str())
+    );
+    picket.drain(Duration::from_millis(500));
+    let all = picket.alerts_of("container-runtime-socket-access");
+    assert_eq!(
+        all.len(),
+        1,
+        "only the docker.sock connect (not app.sock, vpid {app_vpid}): {all:?}"
+    );
+    t.done();
+}

@@ -10,13 +10,16 @@
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
-    os::{fd::OwnedFd, unix::fs::PermissionsExt},
+    os::{
+        fd::OwnedFd,
+        unix::{fs::PermissionsExt, net::UnixStream},
+    },
     path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
-use picket::model::{EventKindName, FdType, Severity};
+use picket::model::{Endpoint, EventKindName, FdType, Severity, SocketInfo};
 use picket_tests::{
     cgroup::TestCgroup,
     kernel_test,
@@ -59,8 +62,9 @@ fn loopback_pair(l: &TcpListener) -> (TcpStream, TcpStream) {
 /// Spawns `cmd` in `cg` with stdin and stdout on `conn` (stderr /dev/null).
 /// `cmd` and `conn` are consumed so that only the child keeps the socket
 /// open: the peer sees EOF when the child exits.
-fn spawn_on_socket(cg: &TestCgroup, mut cmd: Command, conn: TcpStream) -> ChildGuard {
-    let fd = |s: &TcpStream| OwnedFd::from(s.try_clone().expect("dup socket"));
+fn spawn_on_socket(cg: &TestCgroup, mut cmd: Command, conn: impl Into<OwnedFd>) -> ChildGuard {
+    let conn: OwnedFd = conn.into();
+    let fd = |s: &OwnedFd| s.try_clone().expect("dup socket");
     cmd.stdin(Stdio::from(fd(&conn)))
         .stdout(Stdio::from(fd(&conn)))
         .stderr(Stdio::null());
@@ -68,11 +72,40 @@ fn spawn_on_socket(cg: &TestCgroup, mut cmd: Command, conn: TcpStream) -> ChildG
     ChildGuard::spawn(&mut cmd)
 }
 
+/// The pid a python child prints as its first line on stdout.
+fn read_pid(child: &mut ChildGuard) -> u32 {
+    let out = child.0.stdout.as_mut().expect("stdout");
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).expect("read pid") == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    String::from_utf8_lossy(&line)
+        .trim()
+        .parse()
+        .expect("pid line")
+}
+
+/// Sends `cmd` to a shell on the other end of `peer` and reads one line back.
+fn ask(peer: &mut (impl Read + Write), cmd: &str) -> String {
+    peer.write_all(cmd.as_bytes()).expect("send command");
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while peer.read(&mut b).expect("read answer") == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    String::from_utf8(line).expect("utf8 answer")
+}
+
 #[test]
 fn reverse_shell_with_stdio_on_a_loopback_socket() {
     let t = kernel_test!(reverse_shell_with_stdio_on_a_loopback_socket);
     let cg = TestCgroup::unique("e2e-rsh");
-    let mut picket = picket_for(&cg);
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![cg.path.clone()],
+        events: true,
+        ..Default::default()
+    });
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
 
     // Negative: a program that is not a shell, with its stdio on a socket.
@@ -91,21 +124,33 @@ fn reverse_shell_with_stdio_on_a_loopback_socket() {
     sh.args(["-c", "exit 0"]);
     run_in(&cg, &mut sh);
 
-    // Positive: the shell reads commands from, and writes to, the listener's peer.
+    // Negative: a shell whose stdio is a Unix socketpair (what Node.js
+    // `child_process` and sshd give their children). It stays alive until
+    // the positive alert arrived, so its socket family was really looked up.
+    let (ours, mut parent_end) = UnixStream::pair().expect("socketpair");
+    let mut unix_shell = spawn_on_socket(&cg, Command::new("/bin/sh"), ours);
+    let unix_shell_pid = unix_shell.id();
+    assert_eq!(ask(&mut parent_end, "echo unix-$((6*7))\n"), "unix-42");
+
+    // Positive: the shell reads commands from, and writes to, the listener's
+    // peer; it lives on (as a real session does) until the alert arrived.
     let (conn, mut attacker) = loopback_pair(&listener);
+    let attacker_port = attacker.local_addr().expect("addr").port();
     let mut shell = spawn_on_socket(&cg, Command::new("/bin/sh"), conn);
     let shell_pid = shell.id();
-    attacker
-        .write_all(b"echo owned-$((6*7))\nexit\n")
-        .expect("send commands");
-    let mut answer = String::new();
-    attacker.read_to_string(&mut answer).expect("read answer");
-    assert_eq!(answer, "owned-42\n", "the shell really ran over the socket");
-    assert!(shell.wait_timeout(RUN).success());
+    assert_eq!(
+        ask(&mut attacker, "echo owned-$((6*7))\n"),
+        "owned-42",
+        "the shell really ran over the socket"
+    );
 
     let alert = picket.wait_alert("reverse-shell alert for the shell", WAIT, |a| {
         a.rule.id == "reverse-shell" && a.event.process.pid == shell_pid
     });
+    attacker.write_all(b"exit\n").expect("exit");
+    assert!(shell.wait_timeout(RUN).success());
+    parent_end.write_all(b"exit\n").expect("exit");
+    assert!(unix_shell.wait_timeout(RUN).success());
     assert_eq!(alert.severity, Severity::Critical);
     assert_eq!(
         alert.rule.name,
@@ -120,6 +165,15 @@ fn reverse_shell_with_stdio_on_a_loopback_socket() {
     assert_eq!(ev.process.stdio.stdin, FdType::Socket);
     assert_eq!(ev.process.stdio.stdout, FdType::Socket);
     assert_eq!(ev.process.stdio.stderr, FdType::CharDevice, "/dev/null");
+    let inet = SocketInfo {
+        family: "inet".into(),
+        peer: Some(Endpoint {
+            address: "127.0.0.1".into(),
+            port: attacker_port,
+        }),
+    };
+    assert_eq!(ev.process.stdio.stdin_socket.as_ref(), Some(&inet));
+    assert_eq!(ev.process.stdio.stdout_socket.as_ref(), Some(&inet));
     assert_eq!(ev.process.linux.cgroup_id, cg.id());
     assert!(ev.container.is_none(), "a host process");
     assert!(
@@ -138,7 +192,18 @@ fn reverse_shell_with_stdio_on_a_loopback_socket() {
         .collect();
     assert!(
         others.is_empty(),
-        "cat (pid {cat_pid}) and the shell on pipes must not match: {others:?}"
+        "cat (pid {cat_pid}), the shell on pipes and the shell on a socketpair \
+         (pid {unix_shell_pid}) must not match: {others:?}"
+    );
+    let unix_exec = picket.wait_event("exec of the socketpair shell", WAIT, |e| {
+        e.event.kind == EventKindName::Exec && e.process.pid == unix_shell_pid
+    });
+    assert_eq!(
+        unix_exec.process.stdio.stdin_socket,
+        Some(SocketInfo {
+            family: "unix".into(),
+            peer: None
+        })
     );
     t.done();
 }
@@ -149,7 +214,11 @@ fn reverse_shell_with_stdio_on_a_loopback_socket() {
 fn reverse_shell_by_an_interpreter_duplicating_a_socket_onto_stdio() {
     let t = kernel_test!(reverse_shell_by_an_interpreter_duplicating_a_socket_onto_stdio);
     let cg = TestCgroup::unique("e2e-dup");
-    let mut picket = picket_for(&cg);
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![cg.path.clone()],
+        events: true,
+        ..Default::default()
+    });
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
     let port = listener.local_addr().expect("addr").port();
     let script = |target: u32| {
@@ -158,12 +227,32 @@ fn reverse_shell_by_an_interpreter_duplicating_a_socket_onto_stdio() {
              s=socket.create_connection(('127.0.0.1',{port}))\n\
              print(os.getpid()); sys.stdout.flush()\n\
              os.dup2(s.fileno(),{target})\n\
-             os.write({target}, b'hello from {target}\\n')\n"
+             os.write({target}, b'hello from {target}\\n')\n\
+             s.recv(1)\n"
         )
     };
-    // Negative first: the socket duplicated onto fd 7, not onto stdio.
-    // Then the one-liner, onto stdout.
+    // Negative: an interpreter duplicating a Unix socketpair onto stdout (as
+    // Node.js does before it execs a child). It waits for its stdin to close,
+    // so it is alive when the agent looks the socket up.
+    let mut node_like = Command::new(PY);
+    node_like.args([
+        "-c",
+        "import socket,os,sys\n\
+         a,b=socket.socketpair()\n\
+         print(os.getpid()); sys.stdout.flush()\n\
+         os.dup2(b.fileno(),1)\n\
+         sys.stdin.read()\n",
+    ]);
+    cg.enter(&mut node_like);
+    node_like.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut node_like = ChildGuard::spawn(&mut node_like);
+    let socketpair_pid = read_pid(&mut node_like);
+
+    // Negative: the socket duplicated onto fd 7, not onto stdio.
+    // Then the one-liner, onto stdout. Both stay alive (blocked reading the
+    // socket) until the alert arrived, as a real session would.
     let mut pids = Vec::new();
+    let mut sessions = Vec::new();
     for target in [7u32, 1] {
         let mut py = Command::new(PY);
         py.args(["-c", &script(target)]);
@@ -171,19 +260,9 @@ fn reverse_shell_by_an_interpreter_duplicating_a_socket_onto_stdio() {
         py.stdin(Stdio::null()).stdout(Stdio::piped());
         let mut child = ChildGuard::spawn(&mut py);
         let (mut conn, _) = listener.accept().expect("accept");
-        let mut line = String::new();
-        conn.read_to_string(&mut line).expect("read");
-        assert_eq!(line, format!("hello from {target}\n"));
-        assert!(child.wait_timeout(RUN).success());
-        let mut out = String::new();
-        child
-            .0
-            .stdout
-            .take()
-            .expect("stdout")
-            .read_to_string(&mut out)
-            .expect("pid");
-        pids.push(out.trim().parse::<u32>().expect("pid line"));
+        pids.push(read_pid(&mut child));
+        assert_eq!(ask(&mut conn, ""), format!("hello from {target}"));
+        sessions.push((child, conn));
     }
     let (negative_pid, positive_pid) = (pids[0], pids[1]);
     let alert = picket.wait_alert("reverse-shell alert for the dup2", WAIT, |a| {
@@ -194,6 +273,32 @@ fn reverse_shell_by_an_interpreter_duplicating_a_socket_onto_stdio() {
     assert_eq!(ev.event.kind, EventKindName::FdDup);
     let fd = ev.fd.as_ref().expect("fd section");
     assert_eq!((fd.new, fd.old_type), (1, FdType::Socket));
+    assert_eq!(
+        fd.socket,
+        Some(SocketInfo {
+            family: "inet".into(),
+            peer: Some(Endpoint {
+                address: "127.0.0.1".into(),
+                port
+            })
+        })
+    );
+    for (mut child, conn) in sessions {
+        drop(conn);
+        assert!(child.wait_timeout(RUN).success());
+    }
+    drop(node_like.0.stdin.take());
+    assert!(node_like.wait_timeout(RUN).success());
+    let dup = picket.wait_event("dup2 of the socketpair", WAIT, |e| {
+        e.event.kind == EventKindName::FdDup && e.process.pid == socketpair_pid
+    });
+    assert_eq!(
+        dup.fd.and_then(|f| f.socket),
+        Some(SocketInfo {
+            family: "unix".into(),
+            peer: None
+        })
+    );
     assert_eq!(ev.process.executable.path, canonical(PY));
     assert_eq!(ev.process.command_args[..2], [PY, "-c"]);
     assert_eq!(ev.syscall.as_ref().map(|s| s.name.as_str()), Some("dup2"));
@@ -202,9 +307,12 @@ fn reverse_shell_by_an_interpreter_duplicating_a_socket_onto_stdio() {
     let wrong: Vec<_> = picket
         .alerts_of("reverse-shell")
         .into_iter()
-        .filter(|a| a.event.process.pid == negative_pid)
+        .filter(|a| [negative_pid, socketpair_pid].contains(&a.event.process.pid))
         .collect();
-    assert!(wrong.is_empty(), "dup2 onto fd 7 must not match: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "dup2 onto fd 7 and of a socketpair must not match: {wrong:?}"
+    );
     t.done();
 }
 
@@ -456,6 +564,59 @@ fn only_cgroup_scope_holds_while_the_agent_starts() {
         "{} events from outside the scope, e.g. {:?}",
         outside.len(),
         &outside[..outside.len().min(5)]
+    );
+    t.done();
+}
+
+/// A bind shell: a python one-liner listening on loopback (`bind-shell`);
+/// the same listener run from a script file (how servers run) does not match.
+#[test]
+fn bind_shell_one_liner_listening() {
+    let t = kernel_test!(bind_shell_one_liner_listening);
+    let cg = TestCgroup::unique("e2e-bind");
+    let mut picket = picket_for(&cg);
+    let code = "import socket,os\n\
+                s=socket.socket()\n\
+                s.bind(('127.0.0.1',0))\n\
+                s.listen(1)\n\
+                print(os.getpid(), s.getsockname()[1])\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("server.py");
+    std::fs::write(&script, code).expect("script");
+    let parse = |out: String| {
+        let mut it = out
+            .split_whitespace()
+            .map(|v| v.parse::<u32>().expect("number"));
+        (it.next().expect("pid"), it.next().expect("port"))
+    };
+    // Negative first: the script file.
+    let (server_pid, _) = parse(run_in(&cg, Command::new(PY).arg(&script)));
+    let (pid, port) = parse(run_in(&cg, Command::new(PY).args(["-c", code])));
+    let alert = picket.wait_alert("bind-shell alert", WAIT, |a| {
+        a.rule.id == "bind-shell" && a.event.process.pid == pid
+    });
+    assert_eq!(alert.severity, Severity::High);
+    let ev = &alert.event;
+    assert_eq!(ev.event.kind, EventKindName::Listen);
+    assert_eq!(ev.process.executable.path, canonical(PY));
+    let local = ev
+        .network
+        .as_ref()
+        .and_then(|n| n.local.as_ref())
+        .expect("local endpoint");
+    assert_eq!(
+        (local.address.as_str(), u32::from(local.port)),
+        ("127.0.0.1", port)
+    );
+    picket.drain(Duration::from_millis(500));
+    let wrong: Vec<_> = picket
+        .alerts_of("bind-shell")
+        .into_iter()
+        .filter(|a| a.event.process.pid == server_pid)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "a server run from a file must not match: {wrong:?}"
     );
     t.done();
 }

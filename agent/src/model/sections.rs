@@ -66,7 +66,7 @@ pub enum FdType {
 }
 
 /// `process.stdio.*`
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stdio {
     #[serde(default)]
@@ -75,6 +75,35 @@ pub struct Stdio {
     pub stdout: FdType,
     #[serde(default)]
     pub stderr: FdType,
+    /// Exec events whose stdin is a socket: which kind (a reverse shell's
+    /// is `inet`/`inet6`; Node.js and sshd children get `unix` socketpairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_socket: Option<SocketInfo>,
+    /// The same for stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_socket: Option<SocketInfo>,
+}
+
+/// What a socket fd is (`process.stdio.stdin_socket.*`, `fd.socket.*`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketInfo {
+    /// `unix`, `inet`, `inet6`, `other` (netlink, packet, ...), or `unknown`
+    /// when the process or fd was gone before the agent looked.
+    pub family: String,
+    /// The connected peer of an inet socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Endpoint>,
+}
+
+impl SocketInfo {
+    /// The family could not be determined (process or fd gone).
+    pub fn unknown() -> Self {
+        Self {
+            family: "unknown".into(),
+            peer: None,
+        }
+    }
 }
 
 /// `process.linux.*`: kernel identifiers of the process's namespaces and cgroup.
@@ -181,6 +210,11 @@ pub struct Process {
     /// (`kubectl exec`); absent on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_init_tree: Option<bool>,
+    /// In a container: the parent process is in another cgroup (the process
+    /// is the container's init, or a session a runtime started in it from
+    /// outside). Absent on the host and when the parent is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_outside_cgroup: Option<bool>,
     #[serde(default)]
     pub linux: LinuxInfo,
     /// `exit` events only.
@@ -453,6 +487,9 @@ pub struct FdDup {
     /// What `old` refers to (a socket for a reverse shell).
     #[serde(default)]
     pub old_type: FdType,
+    /// For a socket duplicated onto fd 0-2: its family and peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<SocketInfo>,
 }
 
 /// `file.*`: an open of a monitored path.

@@ -98,6 +98,7 @@ pub fn fill_control(ev: &mut Event, e: &ControlEvent) {
                 old: a0 as i32,
                 new: a1 as i32,
                 old_type: fd_type(e.fd_mode),
+                socket: None,
             })
         }
         _ => {}

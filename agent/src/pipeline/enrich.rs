@@ -5,7 +5,7 @@ use agent_common::process::{ExecEvent, ExitEvent, ForkEvent, exec_flags};
 use crate::{
     container::{self, CgroupResolver},
     model::{self, ChildProcess, Event, EventKindName, ExitStatus, Host, Thread},
-    process::{ExecInfo, ProcessCache},
+    process::{ExecInfo, ProcessCache, sockets},
     sensor::{
         RawEvent,
         decode::{cstr, path_from_components, split_args},
@@ -80,6 +80,16 @@ impl Pipeline {
         let mut ev = self.base(kind, h);
         self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
         super::sensors::fill(&mut ev, raw);
+        // A socket duplicated onto stdio: which kind (the python/perl
+        // reverse-shell one-liners dup2 a TCP socket; Node.js children a
+        // socketpair). The target fd is read: it holds the socket even if
+        // the source was closed since.
+        if let Some(fd) = ev.fd.as_mut()
+            && fd.old_type == model::FdType::Socket
+            && (0..=2).contains(&fd.new)
+        {
+            fd.socket = sockets::lookup(&self.cfg.proc_root, ev.process.pid, fd.new);
+        }
         ev
     }
 
@@ -156,6 +166,17 @@ impl Pipeline {
             }
             ev.process.linux.cgroup = path;
         }
+        if ev.container.is_some() {
+            // hostPID pods: the pid namespace says nothing about who entered
+            // the container; the process tree and cgroups do.
+            if ev.process.in_init_tree.is_none() && ev.process.linux.pid_ns_level == 0 {
+                ev.process.in_init_tree = self.cache.cgroup_init_tree(pid, start_ns, cgroup_id);
+            }
+            ev.process.parent_outside_cgroup = self
+                .cache
+                .parent_cgroup(pid, start_ns)
+                .map(|parent| parent != cgroup_id);
+        }
     }
 
     fn exec(&mut self, e: &ExecEvent) -> Event {
@@ -195,6 +216,7 @@ impl Pipeline {
         self.cache.on_exec(info);
         let mut ev = self.base(EventKindName::Exec, h);
         self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
+        self.stdio_sockets(&mut ev);
         if let Some(ns) = pidns
             && ev.container.is_some()
         {
@@ -204,6 +226,19 @@ impl Pipeline {
                 .and_then(|start| written_after(&self.cfg.proc_root, h.pid, start));
         }
         ev
+    }
+
+    /// Socket family (and inet peer) of a socket on stdin/stdout: a reverse
+    /// shell's stdio is a network socket, a Node.js child's a socketpair.
+    fn stdio_sockets(&self, ev: &mut Event) {
+        let pid = ev.process.pid;
+        let stdio = &mut ev.process.stdio;
+        if stdio.stdin == model::FdType::Socket {
+            stdio.stdin_socket = sockets::lookup(&self.cfg.proc_root, pid, 0);
+        }
+        if stdio.stdout == model::FdType::Socket {
+            stdio.stdout_socket = sockets::lookup(&self.cfg.proc_root, pid, 1);
+        }
     }
 
     fn fork(&mut self, e: &ForkEvent) -> Event {

@@ -187,6 +187,13 @@ pub struct ProcessCache {
     /// Start (boot-time ns) of the latest pid 1 seen per pid namespace of
     /// level > 0: when a container started.
     ns_inits: HashMap<u32, u64>,
+    /// Per cgroup of host-pid-namespace processes: the earliest-started
+    /// process seen in it. For a `hostPID: true` container that is its init
+    /// (entrypoint); sessions entered later (`kubectl exec`) start after it.
+    cgroup_firsts: HashMap<u64, (u64, Key)>,
+    /// Cgroups where a process in a container pid namespace was seen: not
+    /// hostPID containers (their sessions are judged by the pid namespace).
+    cgroups_with_pidns: HashSet<u64>,
 }
 
 /// Pid namespaces remembered at most (one per container; cleared and
@@ -204,6 +211,8 @@ impl ProcessCache {
             boot_time,
             stats: CacheStats::default(),
             ns_inits: HashMap::new(),
+            cgroup_firsts: HashMap::new(),
+            cgroups_with_pidns: HashSet::new(),
         }
     }
 
@@ -261,6 +270,33 @@ impl ProcessCache {
                 self.ns_inits.clear();
             }
             self.ns_inits.insert(e.info.pidns, e.info.start_ns);
+        }
+        if e.info.pidns_level > 0 && e.info.cgroup_id != 0 {
+            if self.cgroups_with_pidns.len() >= MAX_NS_INITS {
+                self.cgroups_with_pidns.clear();
+            }
+            self.cgroups_with_pidns.insert(e.info.cgroup_id);
+        }
+        if e.info.pidns_level == 0 && e.info.cgroup_id != 0 {
+            let stale = match self.cgroup_firsts.get(&e.info.cgroup_id) {
+                None => true,
+                Some(&(start, k)) => {
+                    k == key
+                        || start > e.info.start_ns
+                        || self.entries.get(&k).is_none_or(|f| {
+                            f.exited_at.is_some() || f.info.cgroup_id != e.info.cgroup_id
+                        })
+                }
+            };
+            if stale {
+                if self.cgroup_firsts.len() >= MAX_NS_INITS
+                    && !self.cgroup_firsts.contains_key(&e.info.cgroup_id)
+                {
+                    self.cgroup_firsts.clear();
+                }
+                self.cgroup_firsts
+                    .insert(e.info.cgroup_id, (e.info.start_ns, key));
+            }
         }
         self.entries.insert(key, e);
         SIZE.set(self.entries.len() as i64);
@@ -439,6 +475,7 @@ impl ProcessCache {
             stdin: fd_type(i.stdio_modes[0], i.stdin_rdev),
             stdout: fd_type(i.stdio_modes[1], 0),
             stderr: fd_type(i.stdio_modes[2], 0),
+            ..Default::default()
         };
         Some(model::Process {
             exec_id: e.exec_id.clone(),
@@ -467,6 +504,7 @@ impl ProcessCache {
             interactive: stdio.stdin == model::FdType::Tty,
             stdio,
             in_init_tree: self.in_init_tree(key),
+            parent_outside_cgroup: None,
             linux: LinuxInfo {
                 cgroup: String::new(),
                 cgroup_id: i.cgroup_id,
@@ -526,6 +564,55 @@ impl ProcessCache {
             cur = Some(p);
         }
         out
+    }
+
+    /// For a process in the host pid namespace (a `hostPID: true` pod's
+    /// container, once the caller knows it is one) in cgroup `cgroup_id`:
+    /// does it descend, through ancestors in the same cgroup, from the
+    /// earliest process of that cgroup (the container's init)? A session
+    /// entered from outside (`kubectl exec`: runc joins the cgroup from the
+    /// runtime's) reaches a parent in another cgroup first. `None` when the
+    /// chain is unknown or the process is in a container pid namespace (see
+    /// `in_init_tree`).
+    pub fn cgroup_init_tree(&self, pid: u32, start_ns: u64, cgroup_id: u64) -> Option<bool> {
+        let key = (pid, start_ticks(start_ns));
+        let e = self.entries.get(&key)?;
+        if e.info.pidns_level != 0 || cgroup_id == 0 || self.cgroups_with_pidns.contains(&cgroup_id)
+        {
+            return None;
+        }
+        let &(_, first) = self.cgroup_firsts.get(&cgroup_id)?;
+        // A runtime helper that joined the cgroup but not yet the
+        // container's mount namespace (nsenter, runc before setns) is not a
+        // session yet: its exec inside the container will be.
+        if self.entries.get(&first)?.info.mntns != e.info.mntns {
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let (mut cur_key, mut cur) = (key, e);
+        loop {
+            if cur_key == first {
+                return Some(true);
+            }
+            let pk = (cur.info.ppid, cur.parent_ticks);
+            if !seen.insert(pk) {
+                return None;
+            }
+            match self.entries.get(&pk) {
+                Some(p) if p.info.cgroup_id == cgroup_id => (cur_key, cur) = (pk, p),
+                Some(_) => return Some(false),
+                None => return None,
+            }
+        }
+    }
+
+    /// The cgroup of the parent of `(pid, start)` (as of the parent's exec
+    /// or fork), if known.
+    pub fn parent_cgroup(&self, pid: u32, start_ns: u64) -> Option<u64> {
+        let e = self.entries.get(&(pid, start_ticks(start_ns)))?;
+        self.entries
+            .get(&(e.info.ppid, e.parent_ticks))
+            .map(|p| p.info.cgroup_id)
     }
 
     /// In a container pid namespace: does the process descend, through
@@ -593,6 +680,54 @@ mod tests {
             mntns: 200,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn host_pid_container_sessions_are_told_from_its_init_tree() {
+        let mut c = cache(100);
+        let host = |pid, start, ppid, pstart, exe: &str, cg| ExecInfo {
+            cgroup_id: cg,
+            ..exec(pid, start, ppid, pstart, exe)
+        };
+        // containerd-shim in the runtime's cgroup 10; the container (cgroup
+        // 20, host pid namespace) starts its entrypoint, which forks a worker.
+        c.on_exec(host(100, 1, 1, 0, "/usr/bin/containerd-shim-runc-v2", 10));
+        c.on_exec(host(200, 2, 100, 1, "/app/server", 20));
+        c.on_fork(200, 2 * T, 201, 3 * T);
+        // kubectl exec: runc (cgroup 10) starts a shell that joined cgroup 20,
+        // and the shell runs a command.
+        c.on_exec(host(300, 4, 100, 1, "/usr/bin/runc", 10));
+        c.on_exec(host(301, 5, 300, 4, "/bin/sh", 20));
+        c.on_fork(301, 5 * T, 302, 6 * T);
+        c.on_exec(host(302, 6, 301, 5, "/bin/ps", 20));
+        let tree = |pid, start| c.cgroup_init_tree(pid, start * T, 20);
+        assert_eq!(tree(200, 2), Some(true), "the init");
+        assert_eq!(tree(201, 3), Some(true), "the init's child");
+        assert_eq!(tree(301, 5), Some(false), "the exec session");
+        assert_eq!(tree(302, 6), Some(false), "a command in the session");
+        assert_eq!(c.parent_cgroup(301, 5 * T), Some(10));
+        assert_eq!(c.parent_cgroup(302, 6 * T), Some(20));
+        assert_eq!(c.parent_cgroup(200, 2 * T), Some(10));
+        assert_eq!(c.cgroup_init_tree(999, T, 20), None, "unknown process");
+        // A helper in the cgroup but still in the host's mount namespace.
+        c.on_exec(ExecInfo {
+            mntns: 999,
+            ..host(303, 7, 300, 4, "/usr/bin/nsenter", 20)
+        });
+        assert_eq!(c.cgroup_init_tree(303, 7 * T, 20), None);
+        // A cgroup whose container has its own pid namespace is not hostPID.
+        c.on_exec(ExecInfo {
+            pidns_level: 1,
+            vpid: 1,
+            ..host(400, 8, 100, 1, "/app/other", 30)
+        });
+        c.on_exec(host(401, 9, 300, 4, "/usr/bin/nsenter", 30));
+        assert_eq!(c.cgroup_init_tree(401, 9 * T, 30), None);
+        assert_eq!(
+            c.cgroup_init_tree(200, 2 * T, 77),
+            None,
+            "cgroup never seen"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod cache;
 pub mod caps;
 pub mod fdtype;
 mod procfs;
+pub mod sockets;
 
 pub use cache::{
     CacheConfig, CacheStats, ExecInfo, ProcessCache, ProcessEntry, exec_id, start_ticks,

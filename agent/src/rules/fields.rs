@@ -257,6 +257,18 @@ const FD_TYPES: &[&str] = &[
     "other",
 ];
 
+/// `process.stdio.*_socket.family`, `fd.socket.family`.
+const SOCKET_FAMILIES: &[&str] = &["unix", "inet", "inet6", "other", "unknown"];
+
+fn sock_family(s: &Option<crate::model::SocketInfo>) -> FieldValue<'_> {
+    s.as_ref()
+        .map_or(FieldValue::Absent, |s| FieldValue::Str(&s.family))
+}
+
+fn sock_peer(s: &Option<crate::model::SocketInfo>) -> Option<&crate::model::Endpoint> {
+    s.as_ref().and_then(|s| s.peer.as_ref())
+}
+
 /// The `event.kind` values, in the order of `EventKindName::ALL`.
 pub const KIND_NAMES: &[&str] = &[
     "exec",
@@ -332,6 +344,35 @@ const CRED_FIELDS: [FieldDef; 16] = creds! {
     "privilege.new.sgid", new, sgid; "privilege.new.fsgid", new, fsgid;
 };
 
+/// Base name of `argv[0]`: the name a program was invoked under (a
+/// symlink `nc` to busybox or to `nc.openbsd`, or a renamed copy keeps the
+/// name the caller chose here, while `process.executable.name` is the name
+/// of the resolved file). Empty when argv is empty.
+pub fn argv0_name(p: &crate::model::Process) -> &str {
+    let a0 = p.command_args.first().map_or("", String::as_str);
+    a0.rsplit('/').next().unwrap_or(a0)
+}
+
+/// The busybox applet a process runs: for the busybox binary itself, the
+/// name it was invoked under (`nc` for a symlink `nc -> busybox`), or its
+/// first argument when invoked as `busybox nc ...`. `None` for other
+/// binaries, and for busybox without an applet.
+pub fn busybox_applet(p: &crate::model::Process) -> Option<&str> {
+    let exe = &p.executable.name;
+    if !(exe == "busybox" || exe.starts_with("busybox.")) {
+        return None;
+    }
+    let a0 = argv0_name(p);
+    if a0.is_empty() || a0 == "busybox" || a0.starts_with("busybox.") {
+        p.command_args
+            .get(1)
+            .map(|a| a.rsplit('/').next().unwrap_or(a))
+            .filter(|a| !a.is_empty() && !a.starts_with('-'))
+    } else {
+        Some(a0)
+    }
+}
+
 fn kind_str(e: &Event) -> FieldValue<'_> {
     S(e.kind().as_str())
 }
@@ -370,6 +411,13 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
             .process
             .executable
             .name)),
+        field!("process.argv0_name", Str, ALL, |e| S(argv0_name(
+            &e.process
+        ))),
+        field!("process.busybox_applet", Str, ALL, |e| busybox_applet(
+            &e.process
+        )
+        .map_or(Absent, S)),
         field!("process.command_line", Str, ALL, |e| S(&e
             .process
             .command_line)),
@@ -433,6 +481,30 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
             kinds: ALL,
             get: |e| S(fd_type_str(e.process.stdio.stderr)),
         },
+        FieldDef {
+            name: "process.stdio.stdin_socket.family",
+            ty: FieldType::Enum(SOCKET_FAMILIES),
+            kinds: ALL,
+            get: |e| sock_family(&e.process.stdio.stdin_socket),
+        },
+        FieldDef {
+            name: "process.stdio.stdout_socket.family",
+            ty: FieldType::Enum(SOCKET_FAMILIES),
+            kinds: ALL,
+            get: |e| sock_family(&e.process.stdio.stdout_socket),
+        },
+        field!("process.stdio.stdin_socket.peer.address", Str, ALL, |e| {
+            sock_peer(&e.process.stdio.stdin_socket).map_or(Absent, |p| S(&p.address))
+        }),
+        field!("process.stdio.stdin_socket.peer.port", Int, ALL, |e| {
+            sock_peer(&e.process.stdio.stdin_socket).map_or(Absent, |p| I(i64::from(p.port)))
+        }),
+        field!("process.stdio.stdout_socket.peer.address", Str, ALL, |e| {
+            sock_peer(&e.process.stdio.stdout_socket).map_or(Absent, |p| S(&p.address))
+        }),
+        field!("process.stdio.stdout_socket.peer.port", Int, ALL, |e| {
+            sock_peer(&e.process.stdio.stdout_socket).map_or(Absent, |p| I(i64::from(p.port)))
+        }),
         field!(
             "process.executable.written_after_container_start",
             Bool,
@@ -446,6 +518,10 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
         field!("process.in_init_tree", Bool, ALL, |e| e
             .process
             .in_init_tree
+            .map_or(Absent, B)),
+        field!("process.parent_outside_cgroup", Bool, ALL, |e| e
+            .process
+            .parent_outside_cgroup
             .map_or(Absent, B)),
         field!("process.linux.cgroup", Str, ALL, |e| S(&e
             .process
@@ -738,6 +814,22 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
             kinds: &[K::FdDup],
             get: |e| opt!(e.fd, |f| S(fd_type_str(f.old_type))),
         },
+        FieldDef {
+            name: "fd.socket.family",
+            ty: FieldType::Enum(SOCKET_FAMILIES),
+            kinds: &[K::FdDup],
+            get: |e| e.fd.as_ref().map_or(Absent, |f| sock_family(&f.socket)),
+        },
+        field!("fd.socket.peer.address", Str, &[K::FdDup], |e| e
+            .fd
+            .as_ref()
+            .and_then(|f| sock_peer(&f.socket))
+            .map_or(Absent, |p| S(&p.address))),
+        field!("fd.socket.peer.port", Int, &[K::FdDup], |e| e
+            .fd
+            .as_ref()
+            .and_then(|f| sock_peer(&f.socket))
+            .map_or(Absent, |p| I(i64::from(p.port)))),
         field!("file.path", Str, &[K::FileOpen], |e| opt!(e.file, |f| S(
             &f.path
         ))),
@@ -844,5 +936,31 @@ mod tests {
         assert_eq!(get(&ev, "process.pid"), "42");
         assert_eq!(get(&ev, "event.kind"), "exec");
         assert_eq!(get(&ev, "process.stdio.stdin"), "unknown");
+    }
+
+    #[test]
+    fn tool_identity_from_argv0_and_busybox() {
+        let mut ev = Event::new(EventKindName::Exec, jiff::Timestamp::UNIX_EPOCH);
+        let get = |ev: &Event, name: &str| {
+            let mut s = String::new();
+            resolve(name).expect(name).accessor.get(ev).render(&mut s);
+            s
+        };
+        let set = |ev: &mut Event, exe: &str, args: &[&str]| {
+            ev.process.executable.name = exe.into();
+            ev.process.command_args = args.iter().map(|a| a.to_string()).collect();
+        };
+        set(&mut ev, "nc.openbsd", &["/usr/bin/nc", "-l", "4444"]);
+        assert_eq!(get(&ev, "process.argv0_name"), "nc");
+        assert_eq!(get(&ev, "process.busybox_applet"), "<none>");
+        set(&mut ev, "busybox", &["busybox", "nc", "-l", "-p", "1"]);
+        assert_eq!(get(&ev, "process.busybox_applet"), "nc");
+        set(&mut ev, "busybox", &["/bin/nc", "-l"]);
+        assert_eq!(get(&ev, "process.busybox_applet"), "nc");
+        set(&mut ev, "busybox", &["busybox", "--help"]);
+        assert_eq!(get(&ev, "process.busybox_applet"), "<none>");
+        set(&mut ev, "busybox", &[]);
+        assert_eq!(get(&ev, "process.argv0_name"), "");
+        assert_eq!(get(&ev, "process.busybox_applet"), "<none>");
     }
 }

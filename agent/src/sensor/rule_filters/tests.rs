@@ -291,6 +291,14 @@ fn the_shipped_rules_keep_path_filtering_on() {
         "/etc/master.passwd",
         "/etc/security/opasswd",
         "/etc/kubernetes/pki/",
+        // The file-write rules (rules/files.yaml).
+        "/usr/local/bin/",
+        "/etc/passwd",
+        "/etc/sudoers.d/",
+        "/etc/cron",
+        "/etc/ld.so.preload",
+        "/var/log/",
+        "/root/.bash_history",
     ] {
         assert!(d.filters.file_prefixes.contains(p), "{p}");
     }
