@@ -18,6 +18,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    kernel::bound,
     maps::filter_gen,
     sys::{
         STR_MAX, arg, copy, enabled_in, header, rate_allowed, reserve, ret, stash_begin,
@@ -108,7 +109,13 @@ fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Opti
             if i >= len {
                 break;
             }
-            sc.rev.data[i & MASK] = sc.key.data[(len - 1 - i) & MASK];
+            // Raw pointers: an index the compiler cannot bound would bring
+            // a panic branch (rejected as a loop), and `bound` is opaque.
+            let from = bound::<{ MASK as u64 }>(len - 1 - i);
+            let to = bound::<{ MASK as u64 }>(i);
+            unsafe {
+                *sc.rev.data.as_mut_ptr().wrapping_add(to) = *sc.key.data.as_ptr().wrapping_add(from);
+            }
         }
         sc.rev.prefix_len = (len * 8) as u32;
         let suffix = if g == 0 {
