@@ -17,7 +17,7 @@
 //! Picket (the tracepoint's directory is absent from tracefs).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -575,7 +575,22 @@ pub fn table(label: &str, secs: u64, r: &GuestResult) -> String {
             );
         }
         for sensor in &d.sensors {
-            let _ = writeln!(s, "  sensor {sensor}");
+            let lost: Vec<&str> = sensor["lost"]
+                .as_array()
+                .map(|l| l.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  sensor {:<16} {}/{} programs{}",
+                sensor["sensor"].as_str().unwrap_or("?"),
+                sensor["attached"],
+                sensor["total"],
+                if lost.is_empty() {
+                    String::new()
+                } else {
+                    format!("; lost: {}", lost.join("; "))
+                }
+            );
         }
     }
     let kinds: Vec<_> = r.event_kinds.iter().map(String::as_str).collect();

@@ -1122,8 +1122,18 @@ impl Sensor {
             }
         };
 
+        let (noaudit, unresolved) =
+            super::kallsyms::noaudit_ranges(std::path::Path::new("/proc/kallsyms"));
+        if !unresolved.is_empty() {
+            warn!(
+                functions = ?unresolved,
+                "not found in /proc/kallsyms: capability checks made without auditing (memory \
+                 accounting on mmap/brk/fork) are reported as CAP_SYS_ADMIN use"
+            );
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &resolved.offsets, true)
+            .override_global("NOAUDIT_RANGES", &noaudit, true)
             .map_max_entries("EVENTS", size)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Load)?;
