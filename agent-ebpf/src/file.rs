@@ -105,13 +105,15 @@ fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Opti
         if prefix {
             matched |= file_match::PREFIX;
         }
+        // A fixed count, no `i >= len` exit: an exit per length would give
+        // the verifier one state per possible `len` (each then verified
+        // through the rest of the program), which exceeded the 1M budget of
+        // the 6.1 verifier. Bytes past `len` are garbage the LPM lookup
+        // never reads (prefix_len = len * 8). Raw pointers: an index the
+        // compiler cannot bound would bring a panic branch, and `bound` is
+        // opaque to it.
         for i in 0..FILE_PATH_MAX {
-            if i >= len {
-                break;
-            }
-            // Raw pointers: an index the compiler cannot bound would bring
-            // a panic branch (rejected as a loop), and `bound` is opaque.
-            let from = bound::<{ MASK as u64 }>(len - 1 - i);
+            let from = bound::<{ MASK as u64 }>(len.wrapping_sub(1).wrapping_sub(i));
             let to = bound::<{ MASK as u64 }>(i);
             unsafe {
                 *sc.rev.data.as_mut_ptr().wrapping_add(to) = *sc.key.data.as_ptr().wrapping_add(from);
