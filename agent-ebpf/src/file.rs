@@ -116,7 +116,8 @@ fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Opti
             let from = bound::<{ MASK as u64 }>(len.wrapping_sub(1).wrapping_sub(i));
             let to = bound::<{ MASK as u64 }>(i);
             unsafe {
-                *sc.rev.data.as_mut_ptr().wrapping_add(to) = *sc.key.data.as_ptr().wrapping_add(from);
+                *sc.rev.data.as_mut_ptr().wrapping_add(to) =
+                    *sc.key.data.as_ptr().wrapping_add(from);
             }
         }
         sc.rev.prefix_len = (len * 8) as u32;

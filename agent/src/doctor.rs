@@ -281,7 +281,11 @@ fn program_checks(r: &Report) -> Vec<Check> {
     for p in &r.programs {
         let item = format!("sensor {}: {}", p.sensor, p.program);
         if p.loaded {
-            out.push(check(item, true, format!("loads and attaches ({})", p.hook)));
+            out.push(check(
+                item,
+                true,
+                format!("loads and attaches ({})", p.hook),
+            ));
         } else if p.hook_missing {
             // Not a failure of Picket: this kernel has no such hook.
             out.push(check(
@@ -366,14 +370,12 @@ pub fn main(args: DoctorArgs) -> ExitCode {
     } else {
         print!("{}", table(&checks));
     }
-    let essential_failed = checks
-        .iter()
-        .any(|c| {
-            !c.ok
-                && !c.item.contains("optional")
-                && !c.item.contains("(hook absent)")
-                && !c.item.starts_with("tracepoint")
-        });
+    let essential_failed = checks.iter().any(|c| {
+        !c.ok
+            && !c.item.contains("optional")
+            && !c.item.contains("(hook absent)")
+            && !c.item.starts_with("tracepoint")
+    });
     if essential_failed {
         ExitCode::FAILURE
     } else {

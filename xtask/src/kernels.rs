@@ -155,13 +155,19 @@ pub fn kernels(args: &KernelsArgs) -> Result<()> {
         Some(p) => p.clone(),
         None => {
             let root = workspace_root();
-            sh(Command::new("cargo")
-                .current_dir(&root)
-                .args(["build", "--release", "-p", "picket", "--bin", "picket"]))?;
+            sh(Command::new("cargo").current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "picket",
+                "--bin",
+                "picket",
+            ]))?;
             root.join("target/release/picket")
         }
     };
-    let picket = std::fs::canonicalize(&picket).map_err(|e| format!("{}: {e}", picket.display()))?;
+    let picket =
+        std::fs::canonicalize(&picket).map_err(|e| format!("{}: {e}", picket.display()))?;
     let wanted = selected(&args.kernels)?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let mut results = Vec::new();
@@ -251,10 +257,9 @@ fn selected(names: &[String]) -> Result<Vec<Which>> {
             "all" => out.extend(MATRIX.iter().copied().map(Which::Vm)),
             "host" => out.push(Which::Host),
             other => out.push(Which::Vm(
-                *MATRIX
-                    .iter()
-                    .find(|s| s.name == other)
-                    .ok_or_else(|| format!("unknown kernel {other:?} (5.10, 6.1, 6.12, host, all)"))?,
+                *MATRIX.iter().find(|s| s.name == other).ok_or_else(|| {
+                    format!("unknown kernel {other:?} (5.10, 6.1, 6.12, host, all)")
+                })?,
             )),
         }
     }
@@ -331,7 +336,15 @@ fn install_kernel(s: &Series) -> Result<()> {
         )
     })?;
     sh(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends", "-t", s.suite, &pkg])
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "-t",
+            s.suite,
+            &pkg,
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive")
         // virtme-ng boots without an initramfs: skip generating one.
         .env("INITRD", "No"))
@@ -340,7 +353,10 @@ fn install_kernel(s: &Series) -> Result<()> {
 fn package_name(s: &Series) -> Option<String> {
     let out = Command::new("apt-cache")
         .args(["search", "--names-only"])
-        .arg(format!("^linux-image-{}", s.version_prefix.replace('.', "\\.")))
+        .arg(format!(
+            "^linux-image-{}",
+            s.version_prefix.replace('.', "\\.")
+        ))
         .output()
         .ok()?;
     let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -371,7 +387,13 @@ fn ok(cmd: &mut Command) -> bool {
 fn install_vm_tools() -> Result<()> {
     if !ok(Command::new("qemu-system-x86_64").arg("--version")) {
         let plain = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"])
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "qemu-system-x86",
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .is_ok_and(|s| s.success());
@@ -507,10 +529,11 @@ pub fn judge(r: &GuestResult) -> Vec<String> {
             f.push(format!("no {k} event seen"));
         }
     }
-    let cap_hook = r
-        .doctor
-        .as_ref()
-        .is_some_and(|d| d.programs.iter().any(|p| p.sensor == "capability" && p.loaded));
+    let cap_hook = r.doctor.as_ref().is_some_and(|d| {
+        d.programs
+            .iter()
+            .any(|p| p.sensor == "capability" && p.loaded)
+    });
     if cap_hook && !r.event_kinds.contains("capability") {
         f.push("a capability hook loaded but no capability event was seen".into());
     }
@@ -633,3 +656,104 @@ pub fn table(label: &str, secs: u64, r: &GuestResult) -> String {
 pub use guest::guest;
 
 mod guest;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program(name: &str, loaded: bool, hook_missing: bool) -> DoctorProgram {
+        DoctorProgram {
+            program: name.to_string(),
+            sensor: "s".to_string(),
+            hook: format!("tracepoint syscalls:{name}"),
+            loaded,
+            reason: (!loaded).then(|| "why".to_string()),
+            hook_missing,
+            load_ms: None,
+            verified_insns: None,
+        }
+    }
+
+    fn passing() -> GuestResult {
+        GuestResult {
+            kernel: "k".into(),
+            doctor: Some(DoctorReport {
+                kernel: "k".into(),
+                load_ms: Some(1),
+                programs: vec![program("a", true, false)],
+                sensors: Vec::new(),
+            }),
+            event_kinds: EXPECTED_KINDS.iter().map(|k| k.to_string()).collect(),
+            rules_fired: EXPECTED_RULES.iter().map(|k| k.to_string()).collect(),
+            exec_argv_seen: true,
+            exec_parent_seen: true,
+            container_attributed: true,
+            pod_attributed: true,
+            kill_at_exec: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_complete_result_passes() {
+        assert_eq!(judge(&passing()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missing_hook_passes_only_when_the_guest_confirms_it() {
+        let mut r = passing();
+        r.doctor
+            .as_mut()
+            .expect("doctor")
+            .programs
+            .push(program("gone", false, true));
+        assert_eq!(
+            judge(&r),
+            vec!["program gone did not load: why".to_string()]
+        );
+        r.hooks_absent.insert("gone".into());
+        assert!(judge(&r).is_empty());
+        // A verifier rejection is a failure whatever the guest saw.
+        r.doctor
+            .as_mut()
+            .expect("doctor")
+            .programs
+            .push(program("rejected", false, false));
+        r.hooks_absent.insert("rejected".into());
+        assert_eq!(
+            judge(&r),
+            vec!["program rejected did not load: why".to_string()]
+        );
+    }
+
+    #[test]
+    fn benign_capability_alerts_missing_kinds_and_kill_fail() {
+        let mut r = passing();
+        r.benign_rules
+            .insert("dangerous-capability-in-container".into());
+        r.event_kinds.remove("mount");
+        r.kill_at_exec = false;
+        r.kill_detail = "exit status Some(0), program ran".into();
+        assert_eq!(
+            judge(&r),
+            vec![
+                "no mount event seen".to_string(),
+                "dangerous-capability-in-container fired on the benign workload".to_string(),
+                "kill at exec failed: exit status Some(0), program ran".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn versions_sort_numerically() {
+        let mut v = vec![
+            "6.12.95+deb12-amd64",
+            "6.12.118+deb12-amd64",
+            "6.12.107+deb12-amd64",
+        ];
+        v.sort_by_key(|x| version_key(x));
+        assert_eq!(v.last(), Some(&"6.12.118+deb12-amd64"));
+        assert!(selected(&["7.0".to_string()]).is_err());
+        assert_eq!(selected(&["all".to_string()]).expect("all").len(), 3);
+    }
+}

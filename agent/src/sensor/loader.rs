@@ -1009,7 +1009,11 @@ pub const PROGRAMS: &[ProgramSpec] = &[
 /// The process tree: without these the agent does not see program starts,
 /// forks or exits, and every other event loses its process context.
 /// `picket run` refuses to run without them unless `--allow-degraded`.
-pub const CORE_PROGRAMS: &[&str] = &["sched_process_exec", "sched_process_fork", "sched_process_exit"];
+pub const CORE_PROGRAMS: &[&str] = &[
+    "sched_process_exec",
+    "sched_process_fork",
+    "sched_process_exit",
+];
 
 /// Configuration of the kernel side.
 #[derive(Debug, Clone)]
