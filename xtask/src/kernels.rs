@@ -499,6 +499,8 @@ const EXPECTED_KINDS: &[&str] = &[
 ];
 const EXPECTED_RULES: &[&str] = &["read-sensitive-file", "sensitive-mount", "namespace-escape"];
 const KILL_RULE: &str = "matrix-kernel-kill";
+/// Mirrors `LATE_HELPERS` of agent/src/sensor/loader.rs.
+const LATE_HELPERS: &[&str] = &["bpf_get_current_ancestor_cgroup_id"];
 
 /// Every way the result falls short (empty: pass).
 pub fn judge(r: &GuestResult) -> Vec<String> {
@@ -510,7 +512,15 @@ pub fn judge(r: &GuestResult) -> Vec<String> {
                 if p.loaded {
                     continue;
                 }
-                let absent = r.hooks_absent.contains(&p.program);
+                // The guest confirmed the tracepoint is missing, or the
+                // kernel's own verifier named a helper known to be absent
+                // from older kernels (agent/src/sensor/loader.rs LATE_HELPERS).
+                let absent = r.hooks_absent.contains(&p.program)
+                    || p.reason.as_deref().is_some_and(|why| {
+                        LATE_HELPERS
+                            .iter()
+                            .any(|h| why.contains(&format!("unknown func {h})")))
+                    });
                 if !(p.hook_missing && absent) {
                     f.push(format!(
                         "program {} did not load: {}",
@@ -557,7 +567,12 @@ pub fn judge(r: &GuestResult) -> Vec<String> {
     if !r.pod_attributed {
         f.push("no pod attribution".into());
     }
-    if !r.kill_at_exec {
+    let kernel_kill = r.doctor.as_ref().is_some_and(|d| {
+        d.programs
+            .iter()
+            .any(|p| p.program == "contain_exec" && p.loaded)
+    });
+    if kernel_kill && !r.kill_at_exec {
         f.push(format!("kill at exec failed: {}", r.kill_detail));
     }
     f
@@ -729,6 +744,11 @@ mod tests {
     #[test]
     fn benign_capability_alerts_missing_kinds_and_kill_fail() {
         let mut r = passing();
+        r.doctor
+            .as_mut()
+            .expect("doctor")
+            .programs
+            .push(program("contain_exec", true, false));
         r.benign_rules
             .insert("dangerous-capability-in-container".into());
         r.event_kinds.remove("mount");
@@ -742,6 +762,25 @@ mod tests {
                 "kill at exec failed: exit status Some(0), program ran".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn a_listed_missing_helper_excuses_the_program_and_its_kill() {
+        let mut r = passing();
+        let mut p = program("contain_exec", false, true);
+        p.reason = Some(
+            "hook absent: this kernel does not offer the helper \
+             bpf_get_current_ancestor_cgroup_id to this program type (the verifier says: \
+             unknown func bpf_get_current_ancestor_cgroup_id)"
+                .into(),
+        );
+        r.doctor.as_mut().expect("doctor").programs.push(p);
+        r.kill_at_exec = false;
+        assert!(judge(&r).is_empty(), "{:?}", judge(&r));
+        // An unlisted helper is a failure.
+        let p = &mut r.doctor.as_mut().expect("doctor").programs[1];
+        p.reason = Some("hook absent: ... (the verifier says: unknown func bpf_loop)".into());
+        assert_eq!(judge(&r).len(), 1);
     }
 
     #[test]

@@ -1390,12 +1390,36 @@ fn attach_one(
     stats.load_time = started.elapsed();
     match res {
         Ok(()) => ProgramStatus::Attached,
-        Err(e) => ProgramStatus::Disabled(error_chain(&e)),
+        Err(e) => {
+            let chain = error_chain(&e);
+            match missing_helper(&chain) {
+                Some(helper) => ProgramStatus::Disabled(format!(
+                    "{HOOK_ABSENT}: this kernel does not offer the helper {helper} to this \
+                     program type (the verifier says: unknown func {helper})"
+                )),
+                None => ProgramStatus::Disabled(chain),
+            }
+        }
     }
 }
 
+/// Helpers that older kernels lack for tracepoint programs, recognised in
+/// the verifier's `unknown func <name>#<id>` line: a kernel without them
+/// lacks what the program needs (like a missing tracepoint), which is not a
+/// Picket failure. Only listed helpers count, so a new helper that breaks
+/// older kernels still shows up as a rejection.
+/// `bpf_get_current_ancestor_cgroup_id`: not available to tracepoints on 5.10.
+pub const LATE_HELPERS: &[&str] = &["bpf_get_current_ancestor_cgroup_id"];
+
+fn missing_helper(log: &str) -> Option<&'static str> {
+    LATE_HELPERS
+        .iter()
+        .copied()
+        .find(|h| log.contains(&format!("unknown func {h}#")))
+}
+
 /// How a [`ProgramStatus::Disabled`] reason starts when the kernel lacks the
-/// program's hook (not a failure of Picket: `doctor` and the kernel matrix
+/// program's hook (or a helper it needs, see [`LATE_HELPERS`]) (not a failure of Picket: `doctor` and the kernel matrix
 /// tell the two apart by it).
 pub const HOOK_ABSENT: &str = "hook absent";
 
