@@ -785,7 +785,7 @@ mod tests {
 
     #[test]
     fn versions_sort_numerically() {
-        let mut v = vec![
+        let mut v = [
             "6.12.95+deb12-amd64",
             "6.12.118+deb12-amd64",
             "6.12.107+deb12-amd64",
