@@ -51,6 +51,11 @@ fn try_cap(ctx: &TracePointContext) -> Option<()> {
     let target_ns = unsafe { ctx.read_at::<u64>(16) }.ok()? as *const u8;
     let cap = unsafe { ctx.read_at::<i32>(32) }.ok()?;
     let rc = unsafe { ctx.read_at::<i32>(36) }.ok()?;
+    // Before the de-duplication below: a filtered check must not hide a
+    // later, audited use of the same capability.
+    if cap == CAP_SYS_ADMIN && from_noaudit_caller(ctx) {
+        return None;
+    }
     let key = CapSeen {
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         cap: (cap as u32 & 0x7fff_ffff) | if rc != 0 { 1 << 31 } else { 0 },
@@ -68,6 +73,46 @@ fn try_cap(ctx: &TracePointContext) -> Option<()> {
     ev._pad = 0;
     submit(entry, kind);
     Some(())
+}
+
+const CAP_SYS_ADMIN: i32 = 21;
+
+/// Frames of the kernel stack searched for a non-auditing caller: the
+/// tracepoint fires inside `cap_capable`, whose caller is the first or second
+/// frame (the LSM hook is called through a static call).
+const NOAUDIT_FRAMES: usize = 6;
+
+/// The check was made by one of the `NOAUDIT_RANGES` functions: memory
+/// accounting (`cap_vm_enough_memory`), not a use of the capability.
+#[inline(always)]
+fn from_noaudit_caller(ctx: &TracePointContext) -> bool {
+    use aya_ebpf::EbpfContext;
+    let ranges = unsafe { core::ptr::read_volatile(&raw const crate::maps::NOAUDIT_RANGES) };
+    if ranges[0] == 0 && ranges[2] == 0 {
+        return false;
+    }
+    let mut stack = [0u64; NOAUDIT_FRAMES];
+    let n = unsafe {
+        aya_ebpf::helpers::generated::bpf_get_stack(
+            ctx.as_ptr(),
+            stack.as_mut_ptr() as *mut _,
+            (NOAUDIT_FRAMES * 8) as u32,
+            0,
+        )
+    };
+    if n <= 0 {
+        return false;
+    }
+    let frames = n as usize / 8;
+    for (i, a) in stack.iter().enumerate() {
+        if i >= frames {
+            break;
+        }
+        if (*a >= ranges[0] && *a < ranges[1]) || (*a >= ranges[2] && *a < ranges[3]) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Entry: arguments and the credentials before the call.

@@ -33,7 +33,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{current_task, off, offsets_ready, process_start, read, read_ptr},
+    kernel::{bound, current_task, off, offsets_ready, process_start, read, read_ptr},
     path,
 };
 
@@ -273,25 +273,48 @@ fn lowest_bit(m: u64) -> u32 {
 /// reversed). Returns its length, or `None` when the path is unknown,
 /// truncated or longer than a key.
 #[inline(always)]
-fn exe_key(task: *const u8, s: &mut Scratch) -> Option<u32> {
-    let file = read_ptr(task, off!(task_mm)).and_then(|mm| read_ptr(mm, off!(mm_exe_file)))?;
-    let w = path::walk(
+fn exe_key(task: *const u8, _s: &mut Scratch) -> Option<u32> {
+    let len = picket_exe_key(task as u64);
+    (len > 0).then_some(len as u32)
+}
+
+/// The body of [`exe_key`], as a global function (scalar argument, output
+/// in `ENFORCE_SCRATCH`): verified once on its own rather than once per state
+/// of `contain_exec`, which kept the walk plus the byte loop under the 5.10
+/// and 6.1 verifiers' budget (docs/kernels.md). Returns the key length, or
+/// -1.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn picket_exe_key(task: u64) -> i64 {
+    let Some(s) = ENFORCE_SCRATCH.get_ptr_mut(0) else {
+        return -1;
+    };
+    let s = unsafe { &mut *s };
+    let task = task as *const u8;
+    let Some(file) = read_ptr(task, off!(task_mm)).and_then(|mm| read_ptr(mm, off!(mm_exe_file)))
+    else {
+        return -1;
+    };
+    let Some(w) = path::walk(
         file.wrapping_add(off!(file_f_path) as usize),
         s.walk.as_mut_ptr(),
-    )?;
+    ) else {
+        return -1;
+    };
     let len = w.len as usize;
     if w.truncated || len == 0 || len > EXE_KEY_LEN {
-        return None;
+        return -1;
     }
     let dst = (&raw mut s.exe.data) as *mut u8;
     for i in 0..EXE_KEY_LEN {
         if i >= len {
             break;
         }
-        let b = s.walk[(len - 1 - i) & PATH_MASK];
-        unsafe { *dst.wrapping_add(i) = b };
+        let from = bound::<{ PATH_MASK as u64 }>(len - 1 - i);
+        let b = unsafe { *s.walk.as_ptr().wrapping_add(from) };
+        unsafe { *dst.wrapping_add(bound::<{ EXE_KEY_LEN as u64 - 1 }>(i)) = b };
     }
-    Some(len as u32)
+    len as i64
 }
 
 /// Fills `s.argv` with the first `ARGV_KEY_LEN` bytes of the NUL-joined argv

@@ -18,6 +18,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    kernel::bound,
     maps::filter_gen,
     sys::{
         STR_MAX, arg, copy, enabled_in, header, rate_allowed, reserve, ret, stash_begin,
@@ -104,11 +105,20 @@ fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Opti
         if prefix {
             matched |= file_match::PREFIX;
         }
+        // A fixed count, no `i >= len` exit: an exit per length would give
+        // the verifier one state per possible `len` (each then verified
+        // through the rest of the program), which exceeded the 1M budget of
+        // the 6.1 verifier. Bytes past `len` are garbage the LPM lookup
+        // never reads (prefix_len = len * 8). Raw pointers: an index the
+        // compiler cannot bound would bring a panic branch, and `bound` is
+        // opaque to it.
         for i in 0..FILE_PATH_MAX {
-            if i >= len {
-                break;
+            let from = bound::<{ MASK as u64 }>(len.wrapping_sub(1).wrapping_sub(i));
+            let to = bound::<{ MASK as u64 }>(i);
+            unsafe {
+                *sc.rev.data.as_mut_ptr().wrapping_add(to) =
+                    *sc.key.data.as_ptr().wrapping_add(from);
             }
-            sc.rev.data[i & MASK] = sc.key.data[(len - 1 - i) & MASK];
         }
         sc.rev.prefix_len = (len * 8) as u32;
         let suffix = if g == 0 {

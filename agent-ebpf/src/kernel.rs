@@ -50,3 +50,29 @@ pub fn offsets_ready() -> bool {
     let _ = &OFFSETS;
     off!(task_tgid) != MISSING
 }
+
+/// `v & MASK`, as one `and` instruction right where the value is used.
+///
+/// Why not plain `v & MASK`: LLVM drops the mask when it can prove the value
+/// is already in range (e.g. after `if len > MASK { break }`), or computes
+/// the bound on another register copy or a stack spill. The 5.10 and 6.1
+/// verifiers do not carry such bounds across copies and spills, so the
+/// pointer arithmetic that follows looked unbounded to them ("R1 max value is
+/// outside of the allowed memory range"). An inline-assembly `and` is opaque
+/// to LLVM, so it cannot be removed or moved, and every verifier sees the
+/// bound on the very register used. See docs/kernels.md.
+#[inline(always)]
+pub fn bound<const MASK: u64>(v: usize) -> usize {
+    #[cfg(target_arch = "bpf")]
+    {
+        let mut v = v as u64;
+        unsafe {
+            core::arch::asm!("{v} &= {m}", v = inout(reg) v, m = const MASK);
+        }
+        v as usize
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        v & MASK as usize
+    }
+}

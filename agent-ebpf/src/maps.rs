@@ -32,6 +32,17 @@ pub static ARGV_SCRATCH: PerCpuArray<ArgvStage> = PerCpuArray::with_max_entries(
 #[unsafe(no_mangle)]
 pub static OFFSETS: KernelOffsets = KernelOffsets::missing();
 
+/// Address ranges `[start, end)` of kernel functions whose capability checks
+/// are made without auditing (`CAP_OPT_NOAUDIT`): `cap_vm_enough_memory` and
+/// its caller `security_vm_enough_memory_mm`, which check CAP_SYS_ADMIN on
+/// every mmap/brk/fork for memory accounting (`agent/src/sensor/kallsyms.rs`).
+/// Set by the agent from /proc/kallsyms before load (zero: unknown, nothing
+/// is filtered). The `capability:cap_capable` tracepoint has no `opts`, so
+/// the caller on the kernel stack is the sound signal that a check is one of
+/// these (see `creds::from_noaudit_caller`).
+#[unsafe(no_mangle)]
+pub static NOAUDIT_RANGES: [u64; 4] = [0; 4];
+
 /// Counts a record that could not be written because the ring buffer was full.
 #[inline(always)]
 pub fn count_lost(kind: EventKind) {

@@ -4,7 +4,7 @@ use agent_common::{
     EventHeader, EventKind,
     process::{
         ARGV_MAX, ARGV_MAX_ARGS, ArgvStage, Creds, ExecEvent, ExitEvent, FILENAME_MAX, ForkEvent,
-        Namespaces, StdioInfo, exec_flags,
+        Namespaces, PATH_BUF, StdioInfo, exec_flags,
     },
 };
 use aya_ebpf::{
@@ -211,18 +211,18 @@ fn try_exec(ctx: &TracePointContext) -> Option<()> {
         None => flags |= exec_flags::ARGV_MISSING,
     }
 
-    // Executable: current->mm->exe_file->f_path.
+    // Executable: current->mm->exe_file->f_path. Both walks run in the
+    // global function `path::picket_walk_path` (verified once, see there) and
+    // are copied from its per-CPU buffers.
     ev.exe_len = 0;
     let exe = read_ptr(task, off!(task_mm)).and_then(|mm| read_ptr(mm, off!(mm_exe_file)));
-    match exe.and_then(|f| {
-        path::walk(
-            f.wrapping_add(off!(file_f_path) as usize),
-            ev.exe.as_mut_ptr(),
-        )
-    }) {
-        Some(w) => {
-            ev.exe_len = w.len;
-            if w.truncated {
+    let r = exe.map_or(-1, |f| {
+        path::picket_walk_path(f.wrapping_add(off!(file_f_path) as usize) as u64, 0)
+    });
+    match copy_walk(r, 0, ev.exe.as_mut_ptr()) {
+        Some((len, truncated)) => {
+            ev.exe_len = len;
+            if truncated {
                 flags |= exec_flags::EXE_TRUNCATED;
             }
         }
@@ -232,10 +232,11 @@ fn try_exec(ctx: &TracePointContext) -> Option<()> {
     // Working directory: current->fs->pwd.
     ev.cwd_len = 0;
     let pwd = read_ptr(task, off!(task_fs)).map(|fs| fs.wrapping_add(off!(fs_struct_pwd) as usize));
-    match pwd.and_then(|p| path::walk(p, ev.cwd.as_mut_ptr())) {
-        Some(w) => {
-            ev.cwd_len = w.len;
-            if w.truncated {
+    let r = pwd.map_or(-1, |p| path::picket_walk_path(p as u64, 1));
+    match copy_walk(r, 1, ev.cwd.as_mut_ptr()) {
+        Some((len, truncated)) => {
+            ev.cwd_len = len;
+            if truncated {
                 flags |= exec_flags::CWD_TRUNCATED;
             }
         }
@@ -246,6 +247,23 @@ fn try_exec(ctx: &TracePointContext) -> Option<()> {
     ev._pad = 0;
     entry.submit(crate::maps::ring_submit_flags());
     Some(())
+}
+
+/// Copies a path walked by `picket_walk_path` (result `r`, buffer `slot`)
+/// to `dst` (`PATH_BUF` bytes): `(len, truncated)`, or `None` when the walk
+/// failed.
+#[inline(always)]
+fn copy_walk(r: i64, slot: u32, dst: *mut u8) -> Option<(u32, bool)> {
+    if r < 0 {
+        return None;
+    }
+    let src = path::scratch(slot)?;
+    let rc = unsafe { bpf_probe_read_kernel(dst as *mut _, PATH_BUF as u32, src as *const _) };
+    if rc != 0 {
+        return None;
+    }
+    let len = (r & 0xffff_ffff) as u32;
+    Some((len.min(PATH_BUF as u32), r & path::WALK_TRUNCATED != 0))
 }
 
 fn ctx_ptr(ctx: &TracePointContext) -> *const u8 {

@@ -144,8 +144,14 @@ pub fn stash_begin(op: u32, kind: EventKind) -> Option<&'static mut Stash> {
     s.kind = kind as u32;
     s.aux = 0;
     s.aux2 = 0;
-    s.args = [0; 6];
-    s.len = [0; 4];
+    // Volatile stores, not `= [0; N]`: LLVM turns those into a call to
+    // `memset`, a byte loop the verifier re-walks for every caller state.
+    for a in s.args.iter_mut() {
+        unsafe { core::ptr::write_volatile(a, 0) };
+    }
+    for l in s.len.iter_mut() {
+        unsafe { core::ptr::write_volatile(l, 0) };
+    }
     Some(s)
 }
 

@@ -15,10 +15,154 @@ pub struct DoctorArgs {
     /// Do not try to load the programs (only inspect the system).
     #[arg(long)]
     pub no_load: bool,
+    /// Print a JSON report (per program: hook, loaded or why not, load time,
+    /// verified instructions) instead of the table; used by the kernel matrix
+    /// (`cargo xtask kernels`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One program in the JSON report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProgramReport {
+    pub program: &'static str,
+    pub sensor: &'static str,
+    /// `tracepoint <category>:<name>`, `raw_tracepoint <name>`, or
+    /// `cgroup_sock_addr` (attached on demand).
+    pub hook: String,
+    pub loaded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The kernel lacks the hook (rather than rejecting the program).
+    pub hook_missing: bool,
+    /// What is lost while it does not run.
+    pub lost: &'static str,
+    pub load_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_insns: Option<u32>,
+}
+
+/// One sensor in the JSON report and the table: the hooks it runs on here.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SensorReport {
+    pub sensor: &'static str,
+    pub attached: usize,
+    pub total: usize,
+    /// Hooks of the attached programs.
+    pub hooks: Vec<String>,
+    /// What is lost, one entry per program that does not run.
+    pub lost: Vec<String>,
+}
+
+/// The JSON report of `picket doctor --json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub kernel: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_error: Option<String>,
+    pub programs: Vec<ProgramReport>,
+    pub sensors: Vec<SensorReport>,
+    pub checks: Vec<Check>,
+}
+
+/// The hook a program attaches to, for humans.
+pub fn hook_name(attach: Attach) -> String {
+    match attach {
+        Attach::TracePoint { category, name } => format!("tracepoint {category}:{name}"),
+        Attach::RawTracePoint { name } => format!("raw_tracepoint {name}"),
+        Attach::CgroupSockAddrOnDemand => "cgroup_sock_addr".to_string(),
+    }
+}
+
+/// Loads the programs and reports each (the sensor is dropped afterwards:
+/// everything is detached and unloaded).
+pub fn report(checks: Vec<Check>) -> Report {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let (status, stats, load_ms, load_error) = match sensor::Sensor::load(&SensorConfig::default())
+    {
+        Ok(s) => (
+            s.status.clone(),
+            s.stats.clone(),
+            Some(s.load_time.as_millis() as u64),
+            None,
+        ),
+        Err(e) => (
+            Default::default(),
+            Default::default(),
+            None,
+            Some(crate::sensor::loader::error_chain(&e)),
+        ),
+    };
+    let programs: Vec<ProgramReport> = PROGRAMS
+        .iter()
+        .map(|spec| {
+            let st = status.get(spec.program);
+            let stat = stats.get(spec.program).copied().unwrap_or_default();
+            ProgramReport {
+                program: spec.program,
+                sensor: spec.sensor,
+                hook: hook_name(spec.attach),
+                loaded: st == Some(&ProgramStatus::Attached),
+                reason: match st {
+                    Some(ProgramStatus::Disabled(why)) => Some(why.clone()),
+                    Some(ProgramStatus::Attached) => None,
+                    None => load_error.clone(),
+                },
+                hook_missing: st.is_some_and(ProgramStatus::hook_absent),
+                lost: spec.loss,
+                load_ms: stat.load_time.as_millis() as u64,
+                verified_insns: stat.verified_insns,
+            }
+        })
+        .collect();
+    Report {
+        kernel,
+        load_ms,
+        load_error,
+        sensors: sensors(&programs),
+        programs,
+        checks,
+    }
+}
+
+/// Groups the programs by sensor.
+pub fn sensors(programs: &[ProgramReport]) -> Vec<SensorReport> {
+    let mut out: Vec<SensorReport> = Vec::new();
+    for p in programs {
+        let i = match out.iter().position(|s| s.sensor == p.sensor) {
+            Some(i) => i,
+            None => {
+                out.push(SensorReport {
+                    sensor: p.sensor,
+                    attached: 0,
+                    total: 0,
+                    hooks: Vec::new(),
+                    lost: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let s = &mut out[i];
+        s.total += 1;
+        if p.loaded {
+            s.attached += 1;
+            if !s.hooks.contains(&p.hook) {
+                s.hooks.push(p.hook.clone());
+            }
+        } else if !s.lost.iter().any(|l| l == p.lost) {
+            s.lost.push(p.lost.to_string());
+        }
+    }
+    out
 }
 
 /// One row of the report.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
     pub item: String,
     pub ok: bool,
@@ -33,9 +177,9 @@ fn check(item: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check 
     }
 }
 
-/// Inspects the system (and, unless `no_load`, loads the programs to learn
-/// exactly which ones the verifier accepts and which attach).
-pub fn checks(no_load: bool) -> Vec<Check> {
+/// Inspects the system: kernel, BTF, ring buffer, tracefs, cgroup v2 and the
+/// optional hooks. Loading the programs is [`report`].
+pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     out.push(check("kernel", true, kernel.trim()));
@@ -124,37 +268,62 @@ pub fn checks(no_load: bool) -> Vec<Check> {
         },
     ));
 
-    if no_load || !root {
+    out
+}
+
+/// The per-program and per-sensor rows of the table.
+fn program_checks(r: &Report) -> Vec<Check> {
+    let mut out = Vec::new();
+    if let Some(e) = &r.load_error {
+        out.push(check("load programs", false, e.clone()));
         return out;
     }
-    match sensor::Sensor::load(&SensorConfig::default()) {
-        Ok(s) => {
-            for (prog, st) in &s.status {
-                let spec = PROGRAMS.iter().find(|p| p.program == *prog);
-                let sensor = spec.map(|p| p.sensor).unwrap_or("?");
-                match st {
-                    ProgramStatus::Attached => out.push(check(
-                        format!("sensor {sensor}: {prog}"),
-                        true,
-                        "loads and attaches",
-                    )),
-                    ProgramStatus::Disabled(why) => out.push(check(
-                        format!("sensor {sensor}: {prog}"),
-                        false,
-                        format!(
-                            "disabled: {why}; lost: {}",
-                            spec.map(|p| p.loss).unwrap_or("?")
-                        ),
-                    )),
-                }
-            }
-            // Dropping the sensor detaches and unloads everything.
+    for p in &r.programs {
+        let item = format!("sensor {}: {}", p.sensor, p.program);
+        if p.loaded {
+            out.push(check(
+                item,
+                true,
+                format!("loads and attaches ({})", p.hook),
+            ));
+        } else if p.hook_missing {
+            // Not a failure of Picket: this kernel has no such hook.
+            out.push(check(
+                format!("{item} (hook absent)"),
+                false,
+                format!("{}; lost: {}", p.reason.as_deref().unwrap_or("?"), p.lost),
+            ));
+        } else {
+            out.push(check(
+                item,
+                false,
+                format!(
+                    "disabled: {}; lost: {}",
+                    p.reason.as_deref().unwrap_or("?"),
+                    p.lost
+                ),
+            ));
         }
-        Err(e) => out.push(check(
-            "load programs",
-            false,
-            crate::sensor::loader::error_chain(&e),
-        )),
+    }
+    for s in &r.sensors {
+        let mut d = format!(
+            "{}/{} programs; hooks: {}",
+            s.attached,
+            s.total,
+            if s.hooks.is_empty() {
+                "none".to_string()
+            } else {
+                s.hooks.join(", ")
+            }
+        );
+        for l in &s.lost {
+            let _ = write!(d, "; lost: {l}");
+        }
+        out.push(check(
+            format!("sensor {} (summary, optional)", s.sensor),
+            s.attached == s.total,
+            d,
+        ));
     }
     out
 }
@@ -176,11 +345,37 @@ pub fn table(checks: &[Check]) -> String {
 }
 
 pub fn main(args: DoctorArgs) -> ExitCode {
-    let checks = checks(args.no_load);
-    print!("{}", table(&checks));
-    let essential_failed = checks
-        .iter()
-        .any(|c| !c.ok && !c.item.contains("optional") && !c.item.starts_with("tracepoint"));
+    let mut checks = checks();
+    let root = unsafe { libc::geteuid() } == 0;
+    let report = (!args.no_load && root).then(|| report(checks.clone()));
+    if let Some(r) = &report {
+        checks.extend(program_checks(r));
+    }
+    if args.json {
+        let r = report.unwrap_or_else(|| Report {
+            kernel: String::new(),
+            load_ms: None,
+            load_error: Some("programs not loaded (--no-load or not root)".into()),
+            programs: Vec::new(),
+            sensors: Vec::new(),
+            checks: checks.clone(),
+        });
+        match serde_json::to_string(&r) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("doctor: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", table(&checks));
+    }
+    let essential_failed = checks.iter().any(|c| {
+        !c.ok
+            && !c.item.contains("optional")
+            && !c.item.contains("(hook absent)")
+            && !c.item.starts_with("tracepoint")
+    });
     if essential_failed {
         ExitCode::FAILURE
     } else {

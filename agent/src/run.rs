@@ -56,6 +56,12 @@ pub struct RunArgs {
         conflicts_with = "only_cgroup"
     )]
     pub exclude_cgroup: Vec<PathBuf>,
+    /// Keep running when a core program (the process tree: exec, fork, exit)
+    /// cannot load. Without it `picket run` exits non-zero, because an agent
+    /// that cannot see program starts looks healthy while it is blind.
+    /// `/readyz` stays false while a core program is missing.
+    #[arg(long)]
+    pub allow_degraded: bool,
     /// Write this file once the programs are attached (for supervisors and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -251,6 +257,23 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let core_missing = agent.sensor().core_missing();
+    if !core_missing.is_empty() {
+        let detail = core_missing
+            .iter()
+            .map(|(p, why)| format!("{p}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if args.allow_degraded {
+            warn!(missing = %detail, "core programs missing: running degraded (--allow-degraded); /readyz stays false");
+        } else {
+            error!(
+                "core programs (process tree) could not load, so program starts would not be seen: {detail}. \
+                 Run `picket doctor` for details, or pass --allow-degraded to run anyway"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     info!("sensors attached; watching");
     let (containment, mut audit_alerts) = if contain_cfg.enabled {
         match crate::contain::runtime::RunContainment::start(
@@ -316,8 +339,9 @@ async fn run(args: RunArgs) -> ExitCode {
         },
     );
     if let Some(d) = &delivery {
-        // /readyz turns ready only once the kernel programs are attached.
-        d.readiness().set_programs_loaded(true);
+        // /readyz turns ready only once the kernel programs are attached,
+        // and never while a core program is missing.
+        d.readiness().set_programs_loaded(core_missing.is_empty());
     }
     if let Some(p) = &args.ready_file
         && let Err(e) = std::fs::write(p, b"ready\n")

@@ -7,6 +7,7 @@
 
 mod bench;
 mod codegen;
+mod kernels;
 mod setup;
 mod test;
 
@@ -31,6 +32,11 @@ enum Cmd {
     Test(test::TestArgs),
     /// Regenerate the checked-in gRPC code (agent/src/delivery/gen) from proto/.
     Codegen(codegen::CodegenArgs),
+    /// Boot the kernel matrix (5.10, 6.1, 6.12) under qemu and run the smoke suite in each.
+    Kernels(kernels::KernelsArgs),
+    /// (Inside a booted kernel) the smoke suite of `kernels`.
+    #[command(hide = true)]
+    KernelsGuest(kernels::GuestArgs),
     /// Measure overhead, throughput, latency and memory vs auditd and libbpf-tools.
     Bench(Box<bench::BenchArgs>),
 }
@@ -41,6 +47,8 @@ fn main() -> ExitCode {
         Cmd::Setup(a) => setup::setup(&a),
         Cmd::Run(a) => setup::run(&a),
         Cmd::Test(a) => test::test(&a),
+        Cmd::Kernels(a) => kernels::kernels(&a),
+        Cmd::KernelsGuest(a) => kernels::guest(&a),
         Cmd::Codegen(a) => codegen::codegen(&a),
         Cmd::Bench(a) => bench::bench(&a),
     };

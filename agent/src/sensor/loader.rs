@@ -1006,6 +1006,15 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     },
 ];
 
+/// The process tree: without these the agent does not see program starts,
+/// forks or exits, and every other event loses its process context.
+/// `picket run` refuses to run without them unless `--allow-degraded`.
+pub const CORE_PROGRAMS: &[&str] = &[
+    "sched_process_exec",
+    "sched_process_fork",
+    "sched_process_exit",
+];
+
 /// Configuration of the kernel side.
 #[derive(Debug, Clone)]
 pub struct SensorConfig {
@@ -1081,6 +1090,10 @@ pub enum LoadError {
 pub struct Sensor {
     ebpf: Ebpf,
     pub status: BTreeMap<&'static str, ProgramStatus>,
+    /// Per program: load time and verifier instruction count.
+    pub stats: BTreeMap<&'static str, ProgramStats>,
+    /// Load and attach time of all programs.
+    pub load_time: std::time::Duration,
     pub offsets: offsets::Resolved,
     /// The in-kernel filters (double-buffered, see `filter_maps`).
     filters: super::filter_maps::FilterHandle,
@@ -1113,8 +1126,18 @@ impl Sensor {
             }
         };
 
+        let (noaudit, unresolved) =
+            super::kallsyms::noaudit_ranges(std::path::Path::new("/proc/kallsyms"));
+        if !unresolved.is_empty() {
+            warn!(
+                functions = ?unresolved,
+                "not found in /proc/kallsyms: capability checks made without auditing (memory \
+                 accounting on mmap/brk/fork) are reported as CAP_SYS_ADMIN use"
+            );
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &resolved.offsets, true)
+            .override_global("NOAUDIT_RANGES", &noaudit, true)
             .map_max_entries("EVENTS", size)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Load)?;
@@ -1126,8 +1149,18 @@ impl Sensor {
         write_ring_wakeup(&mut ebpf, cfg.ring_wakeup_interval)?;
 
         let mut status = BTreeMap::new();
+        let mut stats = BTreeMap::new();
+        let started = std::time::Instant::now();
         for spec in PROGRAMS {
-            let st = attach_one(&mut ebpf, spec, &resolved, tracefs_error.as_deref());
+            let mut st_one = ProgramStats::default();
+            let st = attach_one(
+                &mut ebpf,
+                spec,
+                &resolved,
+                tracefs_error.as_deref(),
+                &mut st_one,
+            );
+            stats.insert(spec.program, st_one);
             match &st {
                 ProgramStatus::Attached => {
                     info!(program = spec.program, sensor = spec.sensor, "attached")
@@ -1148,6 +1181,8 @@ impl Sensor {
         Ok(Self {
             ebpf,
             status,
+            stats,
+            load_time: started.elapsed(),
             offsets: resolved,
             filters: super::filter_maps::FilterHandle::new(filter_maps),
         })
@@ -1222,6 +1257,18 @@ impl Sensor {
         Ok(super::filters::submitted_counts(&self.ebpf)?)
     }
 
+    /// Core programs (see [`CORE_PROGRAMS`]) that are not attached, with why.
+    pub fn core_missing(&self) -> Vec<(&'static str, String)> {
+        CORE_PROGRAMS
+            .iter()
+            .filter_map(|p| match self.status.get(p) {
+                Some(ProgramStatus::Attached) => None,
+                Some(ProgramStatus::Disabled(why)) => Some((*p, why.clone())),
+                None => Some((*p, "not in the program table".to_string())),
+            })
+            .collect()
+    }
+
     pub fn attached(&self, program: &str) -> bool {
         self.status.get(program) == Some(&ProgramStatus::Attached)
     }
@@ -1289,6 +1336,7 @@ fn attach_one(
     spec: &ProgramSpec,
     resolved: &offsets::Resolved,
     tracefs_error: Option<&str>,
+    stats: &mut ProgramStats,
 ) -> ProgramStatus {
     let missing: Vec<_> = spec
         .required_offsets
@@ -1301,6 +1349,7 @@ fn attach_one(
     let Some(prog) = ebpf.program_mut(spec.program) else {
         return ProgramStatus::Disabled("program missing from the eBPF object".into());
     };
+    let started = std::time::Instant::now();
     let res = match spec.attach {
         Attach::TracePoint { category, name } => {
             if let Some(e) = tracefs_error {
@@ -1308,34 +1357,86 @@ fn attach_one(
             }
             if !tracefs::tracepoint_exists(category, name) {
                 return ProgramStatus::Disabled(format!(
-                    "tracepoint {category}:{name} does not exist on this kernel"
+                    "{HOOK_ABSENT}: tracepoint {category}:{name} does not exist on this kernel"
                 ));
             }
             let tp: &mut TracePoint = match prog.try_into() {
                 Ok(tp) => tp,
                 Err(e) => return ProgramStatus::Disabled(e.to_string()),
             };
-            tp.load().and_then(|()| tp.attach(category, name).map(drop))
+            let r = tp.load();
+            stats.verified_insns = tp.info().ok().and_then(|i| i.verified_instruction_count());
+            r.and_then(|()| tp.attach(category, name).map(drop))
         }
         Attach::RawTracePoint { name } => {
             let tp: &mut RawTracePoint = match prog.try_into() {
                 Ok(tp) => tp,
                 Err(e) => return ProgramStatus::Disabled(e.to_string()),
             };
-            tp.load().and_then(|()| tp.attach(name).map(drop))
+            let r = tp.load();
+            stats.verified_insns = tp.info().ok().and_then(|i| i.verified_instruction_count());
+            r.and_then(|()| tp.attach(name).map(drop))
         }
         Attach::CgroupSockAddrOnDemand => {
             let p: &mut aya::programs::CgroupSockAddr = match prog.try_into() {
                 Ok(p) => p,
                 Err(e) => return ProgramStatus::Disabled(e.to_string()),
             };
-            p.load()
+            let r = p.load();
+            stats.verified_insns = p.info().ok().and_then(|i| i.verified_instruction_count());
+            r
         }
     };
+    stats.load_time = started.elapsed();
     match res {
         Ok(()) => ProgramStatus::Attached,
-        Err(e) => ProgramStatus::Disabled(error_chain(&e)),
+        Err(e) => {
+            let chain = error_chain(&e);
+            match missing_helper(&chain) {
+                Some(helper) => ProgramStatus::Disabled(format!(
+                    "{HOOK_ABSENT}: this kernel does not offer the helper {helper} to this \
+                     program type (the verifier says: unknown func {helper})"
+                )),
+                None => ProgramStatus::Disabled(chain),
+            }
+        }
     }
+}
+
+/// Helpers that older kernels lack for tracepoint programs, recognised in
+/// the verifier's `unknown func <name>#<id>` line: a kernel without them
+/// lacks what the program needs (like a missing tracepoint), which is not a
+/// Picket failure. Only listed helpers count, so a new helper that breaks
+/// older kernels still shows up as a rejection.
+/// `bpf_get_current_ancestor_cgroup_id`: not available to tracepoints on 5.10.
+pub const LATE_HELPERS: &[&str] = &["bpf_get_current_ancestor_cgroup_id"];
+
+fn missing_helper(log: &str) -> Option<&'static str> {
+    LATE_HELPERS
+        .iter()
+        .copied()
+        .find(|h| log.contains(&format!("unknown func {h}#")))
+}
+
+/// How a [`ProgramStatus::Disabled`] reason starts when the kernel lacks the
+/// program's hook (or a helper it needs, see [`LATE_HELPERS`]) (not a failure of Picket: `doctor` and the kernel matrix
+/// tell the two apart by it).
+pub const HOOK_ABSENT: &str = "hook absent";
+
+impl ProgramStatus {
+    /// The program is disabled because this kernel lacks its hook.
+    pub fn hook_absent(&self) -> bool {
+        matches!(self, ProgramStatus::Disabled(why) if why.starts_with(HOOK_ABSENT))
+    }
+}
+
+/// Load measurements of one program (`doctor`, the kernel matrix).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// Load (verification) plus attach time.
+    pub load_time: std::time::Duration,
+    /// Instructions the verifier processed (`verified_insns`, kernels 5.16+).
+    pub verified_insns: Option<u32>,
 }
 
 /// An error and its sources on one line (the verifier log is in the sources).

@@ -8,6 +8,7 @@
 pub mod decode;
 pub mod filter_maps;
 pub mod filters;
+pub mod kallsyms;
 pub mod loader;
 pub mod lost;
 pub mod offsets;
