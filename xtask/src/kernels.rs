@@ -429,15 +429,18 @@ fn install_vm_tools() -> Result<()> {
 /// Boots `vmlinuz` and runs `xtask kernels-guest` inside. No KVM here: qemu
 /// emulates (TCG), so the guest gets a generous timeout.
 fn boot(vmlinuz: &Path, cpus: u32, picket: &Path, out: &Path) -> Result<()> {
-    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let me = guest_copy_of_self(out)?;
     let inner = format!(
-        "{} kernels-guest --picket {} --workspace {} --out {} > {}/guest.log 2>&1",
-        me.display(),
-        picket.display(),
-        workspace_root().display(),
-        out.display(),
-        out.display()
+        "{} kernels-guest --picket {} --workspace {} --out {} > {} 2>&1",
+        sh_quote(&me),
+        sh_quote(picket),
+        sh_quote(&workspace_root()),
+        sh_quote(out),
+        sh_quote(&out.join("guest.log")),
     );
+    let console_path = out.join("console.log");
+    let console = std::fs::File::create(&console_path)
+        .map_err(|e| format!("{}: {e}", console_path.display()))?;
     let mut cmd = Command::new("vng");
     cmd.arg("-r")
         .arg(vmlinuz)
@@ -446,7 +449,11 @@ fn boot(vmlinuz: &Path, cpus: u32, picket: &Path, out: &Path) -> Result<()> {
         .arg(cpus.to_string())
         .arg("--exec")
         .arg(&inner)
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        // The console goes to a file, not to our stdout: qemu reopens the
+        // console path it is given, which truncated a redirected CI log.
+        .stdout(Stdio::from(console.try_clone().map_err(|e| e.to_string())?))
+        .stderr(Stdio::from(console));
     let shown = format!("{cmd:?}");
     eprintln!("xtask: $ {shown}");
     let mut child = cmd.spawn().map_err(|e| format!("{shown}: {e}"))?;
@@ -454,7 +461,10 @@ fn boot(vmlinuz: &Path, cpus: u32, picket: &Path, out: &Path) -> Result<()> {
     loop {
         if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
             if !st.success() {
-                eprintln!("xtask: vng exited with {st}");
+                eprintln!(
+                    "xtask: vng exited with {st} (console: {})",
+                    console_path.display()
+                );
             }
             return Ok(());
         }
@@ -465,6 +475,27 @@ fn boot(vmlinuz: &Path, cpus: u32, picket: &Path, out: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// A copy of the running xtask binary in `out` (below /tmp, which the guest
+/// sees), for the guest to run.
+///
+/// Why not `current_exe()`: under `cargo xtask test` the `cargo build
+/// --all-targets` step relinks `target/debug/xtask` while this process runs,
+/// and the kernel then names our executable `.../xtask (deleted)`; that path
+/// exists nowhere and its parenthesis broke the guest's shell command line.
+/// `/proc/self/exe` still opens the running image even when deleted.
+fn guest_copy_of_self(out: &Path) -> Result<PathBuf> {
+    let dst = out.join("xtask-guest");
+    std::fs::copy("/proc/self/exe", &dst)
+        .map_err(|e| format!("copying /proc/self/exe to {}: {e}", dst.display()))?;
+    Ok(dst)
+}
+
+/// `p` as one single-quoted shell word (the guest runs the command line
+/// through `sh`).
+fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
 
 fn read_result(dir: &Path, label: &str) -> Result<GuestResult> {
@@ -794,5 +825,21 @@ mod tests {
         assert_eq!(v.last(), Some(&"6.12.118+deb12-amd64"));
         assert!(selected(&["7.0".to_string()]).is_err());
         assert_eq!(selected(&["all".to_string()]).expect("all").len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod quoting_tests {
+    use super::sh_quote;
+    use std::path::Path;
+
+    #[test]
+    fn paths_are_single_shell_words() {
+        assert_eq!(sh_quote(Path::new("/tmp/a b")), "'/tmp/a b'");
+        assert_eq!(
+            sh_quote(Path::new("/x/xtask (deleted)")),
+            "'/x/xtask (deleted)'"
+        );
+        assert_eq!(sh_quote(Path::new("/it's")), r"'/it'\''s'");
     }
 }
