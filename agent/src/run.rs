@@ -350,11 +350,18 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     // Not locked for the whole run: the JSON-lines sink may share stdout.
     let mut out = Printer::new(std::io::stdout(), args.format);
-    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot install the SIGTERM handler");
+    // Both signals as streams created once, before the loop: a fresh
+    // `tokio::signal::ctrl_c()` per loop turn only sees signals that arrive
+    // while it is being awaited, so a SIGINT delivered while an event was
+    // being handled was lost and the agent kept running.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut sigterm, mut sigint) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            error!(error = %e, "cannot install the SIGTERM/SIGINT handlers");
             return ExitCode::FAILURE;
         }
     };
@@ -388,7 +395,7 @@ async fn run(args: RunArgs) -> ExitCode {
                 }
                 let _ = out.flush();
             }
-            _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); break }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
         }
     }
