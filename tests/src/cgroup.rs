@@ -75,24 +75,29 @@ impl TestCgroup {
     /// Makes `cmd`'s child move itself into this cgroup before it execs, so
     /// its exec and everything after it happens inside.
     pub fn enter(&self, cmd: &mut Command) {
-        let procs =
-            CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes()).expect("path");
-        // SAFETY: only async-signal-safe calls (open/write/close) between
-        // fork and exec, on memory prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if n != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        enter_dir(cmd, &self.path);
+    }
+}
+
+/// Makes `cmd`'s child move itself into the cgroup v2 directory `dir` before
+/// it execs (also for cgroups a test did not create, e.g. a runtime's).
+pub fn enter_dir(cmd: &mut Command, dir: &Path) {
+    let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).expect("path");
+    // SAFETY: only async-signal-safe calls (open/write/close) between fork
+    // and exec, on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

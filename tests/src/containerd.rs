@@ -211,7 +211,7 @@ impl Containerd {
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(cg) = cgroup {
-            enter_cgroup(&mut cmd, cg);
+            crate::cgroup::enter_dir(&mut cmd, cg);
         }
         let daemon = ChildGuard::spawn(&mut cmd);
         let me = Self {
@@ -412,30 +412,6 @@ impl RealContainer<'_> {
 impl Drop for RealContainer<'_> {
     fn drop(&mut self) {
         self.ctrd.remove(&self.id);
-    }
-}
-
-/// Makes `cmd`'s child move itself into the cgroup v2 directory `dir`
-/// before it execs.
-fn enter_cgroup(cmd: &mut Command, dir: &Path) {
-    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
-    let procs = std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-        .expect("cgroup path");
-    // SAFETY: only async-signal-safe calls (open/write/close) between fork
-    // and exec, on memory prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if n != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
 
