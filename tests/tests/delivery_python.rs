@@ -22,31 +22,19 @@ use picket::delivery::sink::SinkPolicy;
 use picket::delivery::{Delivery, DeliveryHooks};
 use picket::model::Severity;
 
+/// The tests of this binary run one at a time: one of them measures the
+/// process's resident memory, which the others would disturb.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_grpcio_with_default_options_over_the_unix_socket() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sock = tmp.path().join("run/picket.sock");
-    let mut cfg = config(tmp.path());
-    cfg.grpc = Some(GrpcConfig {
-        listen: format!("unix:{}", sock.display()),
-        ..Default::default()
-    });
-    let d = Delivery::start(cfg, DeliveryHooks::default())
-        .await
-        .unwrap();
-    for m in ["one", "two"] {
-        d.publish(alert("r1", Severity::High, "prod", &[], m))
-            .await
-            .unwrap();
-    }
-    let stubs = tmp.path().join("stubs");
-    std::fs::create_dir_all(&stubs).unwrap();
+/// Generates the Python stubs of `proto/` into `stubs` (grpc_tools.protoc).
+fn gen_stubs(stubs: &Path) {
+    std::fs::create_dir_all(stubs).unwrap();
     let proto = root().join("proto");
     let mut protoc = Command::new("python3");
     protoc
@@ -71,6 +59,28 @@ async fn python_grpcio_with_default_options_over_the_unix_socket() {
         st.success(),
         "grpc_tools.protoc failed: pip install grpcio grpcio-tools"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_with_default_options_over_the_unix_socket() {
+    let _serial = SERIAL.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("run/picket.sock");
+    let mut cfg = config(tmp.path());
+    cfg.grpc = Some(GrpcConfig {
+        listen: format!("unix:{}", sock.display()),
+        ..Default::default()
+    });
+    let d = Delivery::start(cfg, DeliveryHooks::default())
+        .await
+        .unwrap();
+    for m in ["one", "two"] {
+        d.publish(alert("r1", Severity::High, "prod", &[], m))
+            .await
+            .unwrap();
+    }
+    let stubs = tmp.path().join("stubs");
+    gen_stubs(&stubs);
     let script = root().join("tests/tests/delivery_support/grpcio_client.py");
     let target = format!("unix:{}", sock.display());
     let out = tokio::task::spawn_blocking(move || {
@@ -163,6 +173,7 @@ fn attrs(list: &serde_json::Value) -> std::collections::BTreeMap<String, serde_j
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_export_to_a_python_grpcio_collector_with_retry() {
+    let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     // The first export is refused with UNAVAILABLE, as by a collector that
     // is restarting: the batch must be retried and arrive once, in order.
@@ -257,5 +268,102 @@ async fn otlp_export_to_a_python_grpcio_collector_with_retry() {
             ]}})
         );
     }
+    d.shutdown().await;
+}
+
+/// The agent's resident memory (VmRSS, bytes) — the test process is the
+/// agent here: the clients run in a separate Python process.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// Issue #17 item 1: subscribers that open `StreamAlerts(from_seq=1)` over a
+/// full spool and never read used to cost ~2.6 MiB each (400 of them took
+/// the agent past its 512 MiB limit). With the stream cap at its default
+/// (64) and 64 standard-client streams on 16 connections, each stream now
+/// lags on the spool, not in memory: the agent's RSS grows by a bounded
+/// amount per stream (`PER_STREAM_BOUND`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_grpcio_subscribers_cost_bounded_memory() {
+    let _serial = SERIAL.lock().await;
+    /// Measured on this design: the bound is the stream queue
+    /// (`STREAM_QUEUE` x `READ_BATCH` alerts of ~1.2 KiB) plus the HTTP/2
+    /// stream window; 512 KiB leaves headroom for allocator slack and is a
+    /// fifth of what one stream cost before the fix.
+    const PER_STREAM_BOUND: u64 = 512 * 1024;
+    const CONNS: usize = 16;
+    const PER_CONN: usize = 4;
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("run/picket.sock");
+    let mut cfg = config(tmp.path());
+    cfg.grpc = Some(GrpcConfig {
+        listen: format!("unix:{}", sock.display()),
+        ..Default::default()
+    });
+    let d = Delivery::start(cfg, DeliveryHooks::default())
+        .await
+        .unwrap();
+    let filler = "x".repeat(1024);
+    for i in 0..1500 {
+        d.publish(alert(
+            "r1",
+            Severity::High,
+            "prod",
+            &[],
+            &format!("a{i} {filler}"),
+        ))
+        .await
+        .unwrap();
+    }
+    let stubs = tmp.path().join("stubs");
+    gen_stubs(&stubs);
+    let before = rss_bytes();
+    let script = root().join("tests/tests/delivery_support/grpcio_idle_streams.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(&stubs)
+        .arg(format!("unix:{}", sock.display()))
+        .arg(CONNS.to_string())
+        .arg(PER_CONN.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut l = String::new();
+        BufReader::new(out).read_line(&mut l).unwrap();
+        l
+    })
+    .await
+    .unwrap();
+    assert_eq!(line.trim(), format!("ready {}", CONNS * PER_CONN));
+    // Let every server-side stream fill what it may buffer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_bytes();
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "agent RSS {} KiB -> {} KiB: {} KiB for {} idle streams ({} KiB each)",
+        before / 1024,
+        after / 1024,
+        growth / 1024,
+        CONNS * PER_CONN,
+        growth / 1024 / (CONNS * PER_CONN) as u64
+    );
+    assert!(
+        growth <= PER_STREAM_BOUND * (CONNS * PER_CONN) as u64,
+        "idle streams cost {} KiB (bound {} KiB)",
+        growth / 1024,
+        PER_STREAM_BOUND * (CONNS * PER_CONN) as u64 / 1024
+    );
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
     d.shutdown().await;
 }
