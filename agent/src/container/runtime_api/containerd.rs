@@ -92,15 +92,12 @@ impl ContainerdClient {
             .await
             .map_err(|e| LookupError::Unreachable(format!("containerd: {e}")))?;
         let mut req = tonic::Request::new(GetContainerRequest { id: id.to_owned() });
-        let ns_value = ns
-            .parse()
-            .map_err(|_| LookupError::Protocol(format!("namespace {ns:?} is not a header value")))?;
+        let ns_value = ns.parse().map_err(|_| {
+            LookupError::Protocol(format!("namespace {ns:?} is not a header value"))
+        })?;
         req.metadata_mut().insert("containerd-namespace", ns_value);
         let codec = tonic_prost::ProstCodec::<GetContainerRequest, GetContainerResponse>::default();
-        match grpc
-            .unary(req, PathAndQuery::from_static(GET), codec)
-            .await
-        {
+        match grpc.unary(req, PathAndQuery::from_static(GET), codec).await {
             Ok(resp) => Ok(resp.into_inner().container),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) if s.code() == tonic::Code::Unavailable => Err(LookupError::Unreachable(

@@ -54,7 +54,9 @@ impl DockerClient {
         let rt = self.runtime;
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|e| LookupError::Unreachable(format!("{rt}: {}: {e}", self.socket.display())))?;
+            .map_err(|e| {
+                LookupError::Unreachable(format!("{rt}: {}: {e}", self.socket.display()))
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| LookupError::Protocol(format!("{rt}: handshake: {e}")))?;

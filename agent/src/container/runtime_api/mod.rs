@@ -304,16 +304,14 @@ impl RuntimeApis {
                     debug!(container = %id, name = %meta.name, image = %meta.image, "runtime API answered");
                     Entry::Found(Arc::new(meta))
                 }
-                None => Entry::Retry(
-                    Instant::now() + Duration::from_secs(me.inner.cfg.retry_secs),
-                ),
+                None => Entry::Retry(Instant::now() + Duration::from_secs(me.inner.cfg.retry_secs)),
             };
             let inner = &me.inner;
-            inner
-                .cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .set(&id, entry, inner.cfg.cache_entries);
+            inner.cache.lock().unwrap_or_else(|p| p.into_inner()).set(
+                &id,
+                entry,
+                inner.cfg.cache_entries,
+            );
             inner.in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         None

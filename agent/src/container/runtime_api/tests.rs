@@ -18,7 +18,10 @@ fn docker_inspect_name_and_image() {
     assert_eq!(parse_inspect(body).expect("parse").name, "db");
     assert!(parse_inspect(b"{\"Name\": 5}").is_err());
     assert!(parse_inspect(b"not json").is_err());
-    assert_eq!(parse_inspect(b"{}").expect("empty"), ContainerMeta::default());
+    assert_eq!(
+        parse_inspect(b"{}").expect("empty"),
+        ContainerMeta::default()
+    );
 }
 
 #[test]
@@ -51,9 +54,11 @@ fn containerd_messages_round_trip_and_skip_unknown_fields() {
         image: "img".into(),
     };
     let mut buf = Vec::new();
-    containerd::GetContainerResponse { container: Some(c.clone()) }
-        .encode(&mut buf)
-        .expect("encode");
+    containerd::GetContainerResponse {
+        container: Some(c.clone()),
+    }
+    .encode(&mut buf)
+    .expect("encode");
     // Field 7 (snapshot_key) inside the container, unknown to us.
     let mut inner = Vec::new();
     c.encode(&mut inner).expect("encode");
@@ -100,13 +105,17 @@ fn cache_forgets_the_oldest_when_full() {
 #[test]
 fn config_defaults_and_unknown_fields() {
     let d = RuntimeApiConfig::default();
-    assert_eq!(d.containerd_socket, Path::new("/run/containerd/containerd.sock"));
+    assert_eq!(
+        d.containerd_socket,
+        Path::new("/run/containerd/containerd.sock")
+    );
     assert_eq!(d.containerd_namespaces, ["k8s.io", "default", "moby"]);
     assert_eq!(d.docker_socket, Path::new("/var/run/docker.sock"));
     assert_eq!(d.podman_socket, Path::new("/run/podman/podman.sock"));
-    let c: RuntimeApiConfig =
-        serde_json::from_value(serde_json::json!({"docker_socket": "/tmp/d.sock", "containerd_namespaces": ["t"]}))
-            .expect("config");
+    let c: RuntimeApiConfig = serde_json::from_value(
+        serde_json::json!({"docker_socket": "/tmp/d.sock", "containerd_namespaces": ["t"]}),
+    )
+    .expect("config");
     assert_eq!(c.docker_socket, Path::new("/tmp/d.sock"));
     assert_eq!(c.containerd_namespaces, ["t"]);
     assert_eq!(c.podman_socket, d.podman_socket);
@@ -242,7 +251,13 @@ async fn slow_runtime_times_out_and_in_flight_is_bounded() {
     apis.enrich(&mut container_event("a2", "docker"));
     assert!(METRICS.deferred.get() > deferred);
     assert!(
-        !apis.inner.cache.lock().expect("lock").map.contains_key("a2"),
+        !apis
+            .inner
+            .cache
+            .lock()
+            .expect("lock")
+            .map
+            .contains_key("a2"),
         "a deferred id is not cached"
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
