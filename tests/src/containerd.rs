@@ -533,7 +533,7 @@ impl Drop for RealContainer<'_> {
 
 /// Builds the rootfs: static busybox with its applets, `/etc/passwd` and
 /// `/etc/group` (for `--user` names), and the mount points runc needs.
-fn build_rootfs(root: &Path) {
+pub fn build_rootfs(root: &Path) {
     for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root"] {
         std::fs::create_dir_all(root.join(d)).expect("rootfs dir");
     }

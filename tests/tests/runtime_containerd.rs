@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use picket::model::{Event, EventKindName};
 use picket_tests::{
-    containerd::{CgroupTree, Containerd, Layout, TestNetns, new_container_id},
+    containerd::{CgroupTree, Containerd, Layout, TestNetns, build_rootfs, new_container_id},
+    docker::Dockerd,
     kernel_test,
     run::{PicketRun, Record, RunOptions},
 };
@@ -499,8 +500,9 @@ fn host_mode_name_and_image_from_the_containerd_api() {
     let c = named.container.as_ref().expect("container");
     assert_eq!(c.name, "web");
     assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
-    // The bare id under a containerd namespace does not name the runtime.
-    assert_eq!(c.runtime, "");
+    // The bare id under a containerd namespace does not name the runtime;
+    // the runtime that answered does.
+    assert_eq!(c.runtime, "containerd");
 
     ctr.exec("e1", None, &["/bin/id", "-u"]);
     let alert = picket.wait_alert("exec-into-pod alert", WAIT, |a| {
@@ -508,6 +510,7 @@ fn host_mode_name_and_image_from_the_containerd_api() {
     });
     let c = alert.event.container.as_ref().expect("container section");
     assert_eq!(c.id, id);
+    assert_eq!(c.runtime, "containerd");
     assert_eq!(c.name, "web");
     assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
     assert!(
@@ -674,5 +677,74 @@ fn kill_container_and_block_egress_on_every_layout() {
     }
     drop(running);
     drop(picket);
+    t.done();
+}
+
+/// Docker on a plain host: a real `dockerd` (private data root and
+/// socket) runs a container from an imported image; `container.name`,
+/// `container.image.name` and the runtime come from Docker's HTTP API.
+#[test]
+fn host_mode_name_and_image_from_the_docker_api() {
+    let t = kernel_test!(host_mode_name_and_image_from_the_docker_api);
+    let tree = CgroupTree::new("docker");
+    let dockerd = Dockerd::start();
+    let rootfs = tempfile::tempdir().expect("tempdir");
+    build_rootfs(rootfs.path());
+    let image = "picket/busybox:test";
+    dockerd.import(rootfs.path(), image);
+    let id = dockerd.create(
+        "web",
+        &tree.cgroup_path("docker"),
+        image,
+        &[
+            "/bin/sh",
+            "-c",
+            "while true; do /bin/echo tick >/dev/null; /bin/sleep 0.2; done",
+        ],
+    );
+    assert_eq!(id.len(), 64, "{id}");
+    let dir = tree.precreate(&format!("docker/{id}"));
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = work.path().join("picket.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtimes:\n  docker_socket: {}\n  containerd_socket: ''\n  podman_socket: ''\n",
+            dockerd.socket.display()
+        ),
+    )
+    .expect("config");
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![dir],
+        events: true,
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    });
+    dockerd.docker_ok(&["start", "web"]);
+    let named = picket.wait_event("an event with the container's name", WAIT, |e| {
+        in_container(e, &id) && e.container.as_ref().is_some_and(|c| !c.name.is_empty())
+    });
+    let c = named.container.as_ref().expect("container");
+    assert_eq!(
+        (c.name.as_str(), c.runtime.as_str()),
+        ("web", "docker"),
+        "{c:?}"
+    );
+    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+
+    // `docker exec` (runc exec under Docker's containerd).
+    let out = dockerd.docker_ok(&["exec", "web", "/bin/id", "-u"]);
+    assert_eq!(out, "0");
+    let alert = picket.wait_alert("exec-into-pod alert", WAIT, |a| {
+        a.rule.id == "exec-into-pod" && a.event.process.command_args == ["/bin/id", "-u"]
+    });
+    let c = alert.event.container.as_ref().expect("container section");
+    assert_eq!(
+        (c.id.as_str(), c.name.as_str(), c.runtime.as_str()),
+        (id.as_str(), "web", "docker")
+    );
+    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+    drop(picket);
+    drop(dockerd);
     t.done();
 }

@@ -80,7 +80,12 @@ impl ContainerdClient {
     pub async fn get(&self, id: &str) -> Result<Option<ContainerMeta>, LookupError> {
         for ns in &self.namespaces {
             if let Some(c) = self.get_in(ns, id).await? {
-                return Ok(Some(meta_of(&c)));
+                let mut meta = meta_of(&c);
+                // Docker keeps its containers in containerd's `moby`.
+                if ns == "moby" {
+                    meta.runtime = "docker";
+                }
+                return Ok(Some(meta));
             }
         }
         Ok(None)
@@ -124,6 +129,7 @@ pub fn meta_of(c: &Container) -> ContainerMeta {
     ContainerMeta {
         name,
         image: c.image.clone(),
+        runtime: "containerd",
     }
 }
 

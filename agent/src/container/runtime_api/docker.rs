@@ -91,7 +91,7 @@ impl DockerClient {
                 )));
             }
             parse_inspect(&body)
-                .map(Some)
+                .map(|m| Some(ContainerMeta { runtime: rt, ..m }))
                 .map_err(|e| LookupError::Protocol(format!("{rt}: {e}")))
         }
         .await;
@@ -100,11 +100,13 @@ impl DockerClient {
     }
 }
 
-/// Name (without Docker's leading `/`) and image of an inspect document.
+/// Name (without Docker's leading `/`) and image of an inspect document
+/// (`runtime` left to the caller).
 pub fn parse_inspect(body: &[u8]) -> Result<ContainerMeta, serde_json::Error> {
     let i: Inspect = serde_json::from_slice(body)?;
     Ok(ContainerMeta {
         name: i.name.strip_prefix('/').unwrap_or(&i.name).to_owned(),
         image: i.config.map(|c| c.image).unwrap_or_default(),
+        runtime: "",
     })
 }

@@ -83,6 +83,9 @@ pub struct ContainerMeta {
     pub name: String,
     /// Image reference as created (`docker.io/library/nginx:1.27`).
     pub image: String,
+    /// The runtime that answered: fills `container.runtime` where the
+    /// cgroup path does not say (kubelet's cgroupfs layout, `<ns>/<id>`).
+    pub runtime: &'static str,
 }
 
 /// Why a lookup failed (an unknown container is not a failure).
@@ -251,6 +254,9 @@ impl RuntimeApis {
         if let Some(meta) = self.lookup(&c.id, &c.runtime) {
             if c.name.is_empty() {
                 c.name.clone_from(&meta.name);
+            }
+            if c.runtime.is_empty() {
+                c.runtime = meta.runtime.to_owned();
             }
             if c.image.as_ref().is_none_or(|i| i.name.is_empty()) && !meta.image.is_empty() {
                 c.image = Some(Image {

@@ -10,7 +10,8 @@ fn docker_inspect_name_and_image() {
         parse_inspect(body).expect("parse"),
         ContainerMeta {
             name: "web-1".into(),
-            image: "nginx:1.27".into()
+            image: "nginx:1.27".into(),
+            runtime: "",
         }
     );
     // podman's compat answer may carry the name without the slash.
@@ -40,7 +41,8 @@ fn containerd_name_from_labels_else_the_id() {
         meta_of(&c),
         ContainerMeta {
             name: "app".into(),
-            image: "docker.io/picket/busybox:test".into()
+            image: "docker.io/picket/busybox:test".into(),
+            runtime: "containerd",
         }
     );
 }
@@ -213,6 +215,13 @@ async fn docker_lookup_is_async_cached_and_fills_later_events() {
     let c = later.container.expect("container");
     assert_eq!(c.name, "web");
     assert_eq!(c.image.map(|i| i.name).as_deref(), Some("nginx:1.27"));
+    assert_eq!(c.runtime, "docker");
+    // A bare id (runtime unknown from the path) gets the runtime that
+    // answered; a known one is kept.
+    let mut bare = container_event(id, "");
+    apis.enrich(&mut bare);
+    let c = bare.container.expect("container");
+    assert_eq!((c.name.as_str(), c.runtime.as_str()), ("web", "docker"));
 
     // Unknown container: asked once, then not again before retry_secs.
     let other = "f".repeat(64);
