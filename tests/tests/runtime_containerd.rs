@@ -367,8 +367,8 @@ fn kernel_kill_process_on_kubernetes_layouts() {
     t.done();
 }
 
-/// Needs the containment layer to recognise docker-/libpod- scopes as
-/// containers (issue #16); fails until that lands.
+/// The containment layer recognises docker-/libpod- scopes as containers
+/// (issue #16).
 #[test]
 fn kernel_kill_process_on_docker_and_podman_layouts() {
     let t = kernel_test!(kernel_kill_process_on_docker_and_podman_layouts);

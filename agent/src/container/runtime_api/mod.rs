@@ -200,6 +200,8 @@ enum Backend {
 
 struct Inner {
     cfg: RuntimeApiConfig,
+    /// Where lookups run; `None` (no tokio runtime at start) turns them off.
+    runtime: Option<tokio::runtime::Handle>,
     cache: Mutex<Cache>,
     in_flight: AtomicUsize,
     containerd: Option<ContainerdClient>,
@@ -216,9 +218,25 @@ pub struct RuntimeApis {
 
 impl RuntimeApis {
     /// Sets up the clients (nothing is connected yet) and logs which
-    /// sockets are present. Must run inside a tokio runtime.
+    /// sockets are present. Lookups run on the calling tokio runtime;
+    /// called outside one, lookups are off (logged), never a panic.
     pub fn start(cfg: RuntimeApiConfig) -> Self {
         let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        if runtime.is_none() {
+            warn!("no async runtime: container names and images are not looked up");
+            return Self {
+                inner: Arc::new(Inner {
+                    cfg,
+                    runtime: None,
+                    cache: Mutex::new(Cache::default()),
+                    in_flight: AtomicUsize::new(0),
+                    containerd: None,
+                    docker: None,
+                    podman: None,
+                }),
+            };
+        }
         for check in checks(&cfg) {
             if check.ok {
                 info!(runtime = %check.runtime, detail = %check.detail, "runtime API available");
@@ -233,6 +251,7 @@ impl RuntimeApis {
             docker: some(&cfg.docker_socket).map(|s| DockerClient::new("docker", s)),
             podman: some(&cfg.podman_socket).map(|s| DockerClient::new("podman", s)),
             cfg,
+            runtime,
             cache: Mutex::new(Cache::default()),
             in_flight: AtomicUsize::new(0),
         };
@@ -273,10 +292,11 @@ impl RuntimeApis {
             return None;
         }
         let backends = backends_for(runtime);
+        let inner = &self.inner;
+        let handle = inner.runtime.as_ref()?;
         if backends.is_empty() {
             return None;
         }
-        let inner = &self.inner;
         {
             let mut cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
             match cache.map.get(id) {
@@ -303,7 +323,7 @@ impl RuntimeApis {
         METRICS.lookups.inc();
         let me = self.clone();
         let id = id.to_owned();
-        tokio::spawn(async move {
+        handle.spawn(async move {
             let entry = match me.fetch(&id, backends).await {
                 Some(meta) => {
                     METRICS.found.inc();

@@ -277,3 +277,12 @@ async fn slow_runtime_times_out_and_in_flight_is_bounded() {
     ));
     assert_eq!(apis.inner.in_flight.load(Ordering::Acquire), 0);
 }
+
+#[test]
+fn outside_an_async_runtime_lookups_are_off_not_a_panic() {
+    let apis = RuntimeApis::start(RuntimeApiConfig::default());
+    let mut ev = container_event(&"a".repeat(64), "docker");
+    apis.enrich(&mut ev);
+    assert_eq!(ev.container.map(|c| c.name), Some(String::new()));
+    assert!(apis.inner.cache.lock().expect("lock").map.is_empty());
+}
