@@ -221,6 +221,8 @@ impl RuntimeApis {
     /// sockets are present. Lookups run on the calling tokio runtime;
     /// called outside one, lookups are off (logged), never a panic.
     pub fn start(cfg: RuntimeApiConfig) -> Self {
+        // Registered now, so /metrics lists them at 0 before any lookup.
+        LazyLock::force(&METRICS);
         let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
         let runtime = tokio::runtime::Handle::try_current().ok();
         if runtime.is_none() {

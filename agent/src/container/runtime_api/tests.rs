@@ -204,6 +204,11 @@ async fn docker_lookup_is_async_cached_and_fills_later_events() {
         podman_socket: PathBuf::new(),
         ..Default::default()
     });
+    let (lookups, found, not_found) = (
+        METRICS.lookups.get(),
+        METRICS.found.get(),
+        METRICS.not_found.get(),
+    );
     // The first event goes out at once, without the name.
     let mut first = container_event(id, "docker");
     let t = Instant::now();
@@ -238,6 +243,12 @@ async fn docker_lookup_is_async_cached_and_fills_later_events() {
         apis.inner.cache.lock().expect("lock").map.get(&other),
         Some(Entry::Retry(_))
     ));
+    // Other tests share the process-wide counters: at least ours.
+    assert!(METRICS.lookups.get() >= lookups + 2);
+    assert!(METRICS.found.get() > found);
+    assert!(METRICS.not_found.get() > not_found);
+    let text = crate::metrics::encode_text();
+    assert!(text.contains("picket_runtime_api_lookups_total"), "{text}");
 }
 
 #[tokio::test]
