@@ -261,6 +261,15 @@ pub fn checks() -> Vec<Check> {
         )),
         Err(e) => out.push(check("cgroup v2", false, e.to_string())),
     }
+    // Default sockets: an absent runtime is informational, never a failure.
+    let runtimes = crate::container::runtime_api::RuntimeApiConfig::default();
+    for c in crate::container::runtime_api::checks(&runtimes) {
+        out.push(check(
+            format!("runtime API {} (optional)", c.runtime),
+            c.ok,
+            c.detail,
+        ));
+    }
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     let lsm_prog = is_program_supported(ProgramType::Lsm(aya::programs::LsmAttachType::Mac));
     out.push(check(

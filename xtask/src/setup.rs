@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "runc",
     "crun",
     "busybox-static",
+    // A private dockerd (tests/src/docker.rs) for the Docker API lookups.
+    "docker.io",
 ];
 
 #[derive(clap::Args, Default)]
