@@ -80,7 +80,14 @@ impl Dockerd {
 
     /// Runs `docker <args>` against this daemon.
     pub fn docker(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new("docker");
+        // The client of the same package as the daemon (docker.io) when it
+        // is there: a machine may carry a newer client earlier in PATH.
+        let client = if std::path::Path::new("/usr/bin/docker").exists() {
+            "/usr/bin/docker"
+        } else {
+            "docker"
+        };
+        let mut cmd = Command::new(client);
         cmd.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .args(args)
             .stdin(Stdio::null());
