@@ -13,6 +13,7 @@
 mod creds;
 mod enforce;
 mod file;
+mod filechange;
 mod kernel;
 mod maps;
 mod mount;

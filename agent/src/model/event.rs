@@ -53,6 +53,9 @@ pub enum EventKindName {
     /// The agent acted (or refused to act) on a threat: the audit record of
     /// a containment action, carried on the alert stream.
     Containment,
+    /// unlink/rename/chmod/chown/link/symlink/mknod/truncate of a monitored
+    /// path (any path for setuid/setgid chmods and mknod).
+    FileChange,
 }
 
 impl EventKindName {
@@ -78,6 +81,7 @@ impl EventKindName {
         Self::RateSummary,
         Self::EventsLost,
         Self::Containment,
+        Self::FileChange,
     ];
 
     /// The snake_case name used in JSON and rules.
@@ -104,6 +108,7 @@ impl EventKindName {
             Self::RateSummary => "rate_summary",
             Self::EventsLost => "events_lost",
             Self::Containment => "containment",
+            Self::FileChange => "file_change",
         }
     }
 
@@ -186,6 +191,9 @@ pub struct Event {
     pub fd: Option<FdDup>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileAccess>,
+    /// `file_change`: the operation and its arguments (`file` holds the path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_change: Option<FileChange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<RateSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +226,7 @@ impl Event {
             bpf: None,
             fd: None,
             file: None,
+            file_change: None,
             summary: None,
             lost: None,
             containment: None,
