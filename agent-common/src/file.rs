@@ -119,9 +119,9 @@ pub const SETID_BITS: u32 = 0o6000;
 /// A change to the file system of a monitored path (or a setuid/setgid
 /// chmod, or any mknod), written at syscall exit with the result.
 ///
-/// `path` is the operated-on path (rename/link: the old path; symlink: the
-/// link's target text); `path2` the second path (rename/link: the new path;
-/// symlink: the link created), empty otherwise.
+/// `path` and `path2` are the syscall's path arguments in order
+/// (rename/link: old then new; symlink: the target text then the link
+/// created); `path2` is empty for the other syscalls.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FileChangeEvent {

@@ -518,8 +518,9 @@ pub struct FileChange {
     /// `unlink`, `rename`, `chmod`, `chown`, `link`, `symlink`, `mknod`,
     /// `truncate` (the syscall itself is in `syscall.name`).
     pub op: String,
-    /// The second path: rename/link: the new name; symlink: the link
-    /// created (`file.path` is then the link's target text).
+    /// The second path: rename/link: the new name (`file.path` is the old
+    /// name / the existing file); symlink: the link's target text
+    /// (`file.path` is the link created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// chmod: the new mode; mknod: type and permission bits.

@@ -109,8 +109,15 @@ pub fn fill_change(ev: &mut Event, e: &FileChangeEvent) {
     let op = change_op_name(e.op);
     let two_paths = matches!(op, "rename" | "link" | "symlink");
     let no_path = matches!(e.op, change_op::FCHMOD | change_op::FCHOWN);
+    // symlink(target, linkpath): the file operated on is the link created;
+    // the target is only the text it holds.
+    let (path, target) = if op == "symlink" {
+        (lossy(&e.path2, e.path2_len), lossy(&e.path, e.path_len))
+    } else {
+        (lossy(&e.path, e.path_len), lossy(&e.path2, e.path2_len))
+    };
     ev.file = Some(FileAccess {
-        path: lossy(&e.path, e.path_len),
+        path,
         write: true,
         truncate: op == "truncate",
         create: matches!(op, "link" | "symlink" | "mknod"),
@@ -118,7 +125,7 @@ pub fn fill_change(ev: &mut Event, e: &FileChangeEvent) {
     });
     let mut c = FileChange {
         op: op.into(),
-        target: two_paths.then(|| lossy(&e.path2, e.path2_len)),
+        target: two_paths.then_some(target),
         fd: no_path.then_some(e.dirfd),
         truncated: e.matched & (file_match::TRUNCATED | change_match::PATH2_TRUNCATED) != 0,
         ..FileChange::default()
@@ -195,11 +202,12 @@ mod tests {
 
     #[test]
     fn symlink_and_rename_keep_both_paths() {
+        // symlink("/etc/shadow", "/tmp/s"): the path is the link created.
         let ev = filled(&record(change_op::SYMLINKAT, "/etc/shadow", "/tmp/s"));
         let c = ev.file_change.unwrap();
         assert_eq!(
             (ev.file.unwrap().path.as_str(), c.op.as_str(), c.target),
-            ("/etc/shadow", "symlink", Some("/tmp/s".to_string()))
+            ("/tmp/s", "symlink", Some("/etc/shadow".to_string()))
         );
         let ev = filled(&record(change_op::RENAMEAT2, "/var/log/a", "/tmp/b"));
         assert_eq!(ev.file_change.unwrap().target.as_deref(), Some("/tmp/b"));

@@ -348,8 +348,26 @@ fn always_reported(p: &Pred) -> bool {
     }
 }
 
+/// Whether `p` is an `event.kind` test that no event of `t`'s kind passes
+/// (the alternative of a multi-kind rule that is about another kind: it
+/// restricts this kind's paths to nothing).
+fn other_kind(p: &Pred, t: Target) -> bool {
+    if p.negate || p.accessor.field_name() != Some("event.kind") {
+        return false;
+    }
+    let own = match t {
+        Target::Open => EventKindName::FileOpen.as_str(),
+        Target::Change => EventKindName::FileChange.as_str(),
+    };
+    match &p.test {
+        Test::StrIn(StrSet::Small(items)) => !items.iter().any(|s| &**s == own),
+        Test::StrIn(StrSet::Large(items)) => !items.iter().any(|s| &**s == own),
+        _ => false,
+    }
+}
+
 fn reduce_pred(p: &Pred, t: Target) -> Result<PathSets, String> {
-    if t == Target::Change && always_reported(p) {
+    if (t == Target::Change && always_reported(p)) || other_kind(p, t) {
         return Ok(PathSets::default());
     }
     match p.accessor.field_name() {
