@@ -404,6 +404,218 @@ async fn monitored_file_reads_and_writes() {
     t.done();
 }
 
+/// What a test compares of a `file_change` event.
+#[derive(Debug, PartialEq)]
+struct Change {
+    syscall: String,
+    result: i64,
+    op: String,
+    path: String,
+    target: Option<String>,
+    mode: Option<u32>,
+    setid: (bool, bool),
+    owner: (Option<u32>, Option<u32>),
+    node: Option<(String, Option<(u32, u32)>)>,
+    length: Option<i64>,
+    fd: Option<i32>,
+}
+
+impl Change {
+    fn of(e: &Event) -> Self {
+        let c = e.file_change.as_ref().expect("file_change section");
+        let (syscall, result) = syscall(e);
+        Self {
+            syscall: syscall.into(),
+            result,
+            op: c.op.clone(),
+            path: e.file.as_ref().expect("file section").path.clone(),
+            target: c.target.clone(),
+            mode: c.mode,
+            setid: (c.setuid, c.setgid),
+            owner: (c.uid, c.gid),
+            node: c
+                .node_type
+                .clone()
+                .map(|t| (t, c.device.as_ref().map(|d| (d.major, d.minor)))),
+            length: c.length,
+            fd: c.fd,
+        }
+    }
+
+    fn new(syscall: &str, result: i64, op: &str, path: &str) -> Self {
+        Self {
+            syscall: syscall.into(),
+            result,
+            op: op.into(),
+            path: path.into(),
+            target: None,
+            mode: None,
+            setid: (false, false),
+            owner: (None, None),
+            node: None,
+            length: None,
+            fd: None,
+        }
+    }
+}
+
+/// Every file-change syscall, on monitored and unmonitored paths, through
+/// raw x86_64 syscall numbers (so the syscall each event names is exact,
+/// whatever libc prefers): exactly the monitored changes, the setuid/setgid
+/// chmods and the mknods are reported, with their arguments and results.
+#[cfg(target_arch = "x86_64")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_changes_unlink_rename_chmod_chown_link_mknod_truncate() {
+    let t = kernel_test!(file_changes_unlink_rename_chmod_chown_link_mknod_truncate);
+    let cg = TestCgroup::unique("fchange");
+    let files = Files::new();
+    let mut filters = files.filters(false);
+    filters.change_prefixes = [files.path("secret/")].into();
+    filters.change_suffixes = ["/id_picket_key".to_string()].into();
+    let mut agent = agent_with(&cg, filters).await;
+    std::fs::write(files.path("plain2.txt"), b"p").expect("write");
+    let script = format!(
+        "import ctypes, os\n\
+         L = ctypes.CDLL(None, use_errno=True)\n\
+         L.syscall.restype = ctypes.c_long\n\
+         def sc(*a):\n  r = L.syscall(*[ctypes.c_long(x) if isinstance(x, int) else x for x in a])\n  print(r if r >= 0 else -ctypes.get_errno())\n\
+         AT = -100\n\
+         sc(90, b'{a}', 0o4750)\n\
+         sc(268, AT, b'{plain}', 0o2755)\n\
+         sc(268, AT, b'{plain}', 0o644)\n\
+         sc(92, b'{a}', 0, -1)\n\
+         sc(88, b'/etc/shadow', b'{link}')\n\
+         sc(86, b'{a}', b'{hard}')\n\
+         sc(82, b'{a}', b'{moved}')\n\
+         sc(264, AT, b'{moved}', AT, b'{a}')\n\
+         sc(76, b'{a}', 3)\n\
+         sc(133, b'{fifo}', 0o10644, 0)\n\
+         sc(259, AT, b'{blk}', 0o60600, (7 << 8) | 200)\n\
+         sc(87, b'{plain}')\n\
+         sc(263, AT, b'{link}', 0)\n\
+         sc(87, b'{missing}')\n\
+         fd = os.open('{plain2}', os.O_RDONLY)\n\
+         print(fd)\n\
+         sc(91, fd, 0o4755)\n\
+         sc(94, b'{key}', -1, 0)\n",
+        a = files.path("secret/a"),
+        plain = files.path("plain.txt"),
+        plain2 = files.path("plain2.txt"),
+        link = files.path("secret/link"),
+        hard = files.path("other/hard"),
+        moved = files.path("other/moved"),
+        fifo = files.path("other/fifo"),
+        blk = files.path("other/blk"),
+        missing = files.path("secret/missing"),
+        key = files.path("other/id_picket_key"),
+    );
+    let out = run_in(&cg, &mut py(&script));
+    let lines = stdout_lines(&out);
+    let enoent = (-libc::ENOENT).to_string();
+    let want_out = [
+        "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", &enoent,
+    ];
+    assert_eq!(
+        &lines[..14],
+        want_out,
+        "every call but the last unlink succeeded"
+    );
+    let fd: i32 = lines[14].parse().expect("fd");
+    assert_eq!(&lines[15..], ["0", "0"]);
+
+    let mut seen = Vec::new();
+    drain(&mut agent, &mut seen, Duration::from_millis(1500)).await;
+    let got: Vec<Change> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::FileChange)
+        .map(Change::of)
+        .collect();
+    let a = files.path("secret/a");
+    let with = |mut c: Change, f: &dyn Fn(&mut Change)| {
+        f(&mut c);
+        c
+    };
+    let want = vec![
+        with(Change::new("chmod", 0, "chmod", &a), &|c| {
+            c.mode = Some(0o4750);
+            c.setid = (true, false);
+        }),
+        // Not monitored, reported for its setgid bit.
+        with(
+            Change::new("fchmodat", 0, "chmod", &files.path("plain.txt")),
+            &|c| {
+                c.mode = Some(0o2755);
+                c.setid = (false, true);
+            },
+        ),
+        with(Change::new("chown", 0, "chown", &a), &|c| {
+            c.owner = (Some(0), None)
+        }),
+        // symlink(target, linkpath): the link created is the path.
+        with(
+            Change::new("symlink", 0, "symlink", &files.path("secret/link")),
+            &|c| c.target = Some("/etc/shadow".into()),
+        ),
+        with(Change::new("link", 0, "link", &a), &|c| {
+            c.target = Some(files.path("other/hard"))
+        }),
+        with(Change::new("rename", 0, "rename", &a), &|c| {
+            c.target = Some(files.path("other/moved"))
+        }),
+        // Matched by its new name only.
+        with(
+            Change::new("renameat", 0, "rename", &files.path("other/moved")),
+            &|c| c.target = Some(a.clone()),
+        ),
+        with(Change::new("truncate", 0, "truncate", &a), &|c| {
+            c.length = Some(3)
+        }),
+        // Every mknod is reported, monitored or not.
+        with(
+            Change::new("mknod", 0, "mknod", &files.path("other/fifo")),
+            &|c| {
+                c.mode = Some(0o10644);
+                c.node = Some(("fifo".into(), None));
+            },
+        ),
+        with(
+            Change::new("mknodat", 0, "mknod", &files.path("other/blk")),
+            &|c| {
+                c.mode = Some(0o60600);
+                c.node = Some(("block".into(), Some((7, 200))));
+            },
+        ),
+        Change::new("unlinkat", 0, "unlink", &files.path("secret/link")),
+        Change::new(
+            "unlink",
+            -(libc::ENOENT as i64),
+            "unlink",
+            &files.path("secret/missing"),
+        ),
+        // fchmod has no path: reported for its setuid bit, with the fd.
+        with(Change::new("fchmod", 0, "chmod", ""), &|c| {
+            c.mode = Some(0o4755);
+            c.setid = (true, false);
+            c.fd = Some(fd);
+        }),
+        // A monitored suffix.
+        with(
+            Change::new("lchown", 0, "chown", &files.path("other/id_picket_key")),
+            &|c| c.owner = (None, Some(0)),
+        ),
+    ];
+    assert_eq!(
+        got, want,
+        "exactly the monitored changes, setid chmods and mknods, in order"
+    );
+    let e = seen
+        .iter()
+        .find(|e| e.kind() == EventKindName::FileChange)
+        .expect("one change");
+    assert_eq!(e.process.linux.cgroup_id, cg.id());
+    t.done();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_opens_never_reach_the_ring_buffer() {
     let t = kernel_test!(unmatched_opens_never_reach_the_ring_buffer);
