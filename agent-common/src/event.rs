@@ -25,6 +25,7 @@ pub enum EventKind {
     FileOpen = 18,
     RateSummary = 19,
     FileChange = 20,
+    RawSocket = 21,
 }
 
 impl EventKind {
@@ -54,6 +55,7 @@ impl EventKind {
             18 => Some(Self::FileOpen),
             19 => Some(Self::RateSummary),
             20 => Some(Self::FileChange),
+            21 => Some(Self::RawSocket),
             _ => None,
         }
     }
@@ -80,6 +82,7 @@ impl EventKind {
             Self::FileOpen => "file_open",
             Self::RateSummary => "rate_summary",
             Self::FileChange => "file_change",
+            Self::RawSocket => "raw_socket",
         }
     }
 }

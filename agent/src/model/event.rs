@@ -56,6 +56,8 @@ pub enum EventKindName {
     /// unlink/rename/chmod/chown/link/symlink/mknod/truncate of a monitored
     /// path (any path for setuid/setgid chmods and mknod).
     FileChange,
+    /// socket(2) of a packet (`AF_PACKET`) or raw (`SOCK_RAW`) socket.
+    RawSocket,
 }
 
 impl EventKindName {
@@ -82,6 +84,7 @@ impl EventKindName {
         Self::EventsLost,
         Self::Containment,
         Self::FileChange,
+        Self::RawSocket,
     ];
 
     /// The snake_case name used in JSON and rules.
@@ -109,6 +112,7 @@ impl EventKindName {
             Self::EventsLost => "events_lost",
             Self::Containment => "containment",
             Self::FileChange => "file_change",
+            Self::RawSocket => "raw_socket",
         }
     }
 
@@ -194,6 +198,9 @@ pub struct Event {
     /// `file_change`: the operation and its arguments (`file` holds the path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_change: Option<FileChange>,
+    /// `raw_socket`: the socket(2) arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<SocketOp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<RateSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +234,7 @@ impl Event {
             fd: None,
             file: None,
             file_change: None,
+            socket: None,
             summary: None,
             lost: None,
             containment: None,

@@ -562,6 +562,20 @@ pub struct DeviceNumber {
     pub minor: u32,
 }
 
+/// `socket.*`: a packet or raw socket created (`raw_socket`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketOp {
+    /// `packet`, `inet`, `inet6`, or the `AF_*` number.
+    pub family: String,
+    /// `raw`, `dgram`, `stream`, or the `SOCK_*` number.
+    #[serde(rename = "type")]
+    pub socket_type: String,
+    /// The protocol argument (`IPPROTO_*`, or for packet sockets the
+    /// ethertype in network byte order as passed).
+    pub protocol: i64,
+}
+
 /// `summary.*`: events of one kind that the kernel counted instead of sending.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -33,6 +33,7 @@ pub fn kind_name(kind: u16) -> EventKindName {
         Some(EventKind::FileOpen) => EventKindName::FileOpen,
         Some(EventKind::RateSummary) => EventKindName::RateSummary,
         Some(EventKind::FileChange) => EventKindName::FileChange,
+        Some(EventKind::RawSocket) => EventKindName::RawSocket,
         None => EventKindName::EventsLost,
     }
 }

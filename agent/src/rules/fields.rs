@@ -304,6 +304,7 @@ pub const KIND_NAMES: &[&str] = &[
     "events_lost",
     "containment",
     "file_change",
+    "raw_socket",
 ];
 
 const ALL: &[K] = &[];
@@ -915,6 +916,18 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
         field!("file.path_truncated", Bool, &[K::FileChange], |e| opt!(
             e.file_change,
             |c| B(c.truncated)
+        )),
+        field!("socket.family", Str, &[K::RawSocket], |e| opt!(
+            e.socket,
+            |s| S(&s.family)
+        )),
+        field!("socket.type", Str, &[K::RawSocket], |e| opt!(
+            e.socket,
+            |s| S(&s.socket_type)
+        )),
+        field!("socket.protocol", Int, &[K::RawSocket], |e| opt!(
+            e.socket,
+            |s| I(s.protocol)
         )),
         field!("summary.kind", Str, &[K::RateSummary], |e| opt!(
             e.summary,

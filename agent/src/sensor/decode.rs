@@ -159,7 +159,8 @@ pub fn decode(buf: &[u8]) -> Result<RawEvent, DecodeError> {
             | EventKind::Memfd
             | EventKind::ModuleLoad
             | EventKind::Bpf
-            | EventKind::FdDup),
+            | EventKind::FdDup
+            | EventKind::RawSocket),
         ) => Ok(RawEvent::Control(Box::new(read_exact::<ControlEvent>(
             buf, k,
         )?))),

@@ -475,6 +475,66 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         loss: "file_open events from open(2) (x86_64 only)",
     },
     ProgramSpec {
+        program: "sys_enter_process_vm_readv",
+        sensor: "process_control",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_process_vm_readv",
+        },
+        required_offsets: &[],
+        loss: "ptrace events from process_vm_readv(2) (reading another process's memory)",
+    },
+    ProgramSpec {
+        program: "sys_exit_process_vm_readv",
+        sensor: "process_control",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_process_vm_readv",
+        },
+        required_offsets: &[],
+        loss: "ptrace events from process_vm_readv(2) (reading another process's memory)",
+    },
+    ProgramSpec {
+        program: "sys_enter_process_vm_writev",
+        sensor: "process_control",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_process_vm_writev",
+        },
+        required_offsets: &[],
+        loss: "ptrace events from process_vm_writev(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_process_vm_writev",
+        sensor: "process_control",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_process_vm_writev",
+        },
+        required_offsets: &[],
+        loss: "ptrace events from process_vm_writev(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_socket",
+        sensor: "raw_socket",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_socket",
+        },
+        required_offsets: &[],
+        loss: "raw_socket events (AF_PACKET / SOCK_RAW socket creation)",
+    },
+    ProgramSpec {
+        program: "sys_exit_socket",
+        sensor: "raw_socket",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_socket",
+        },
+        required_offsets: &[],
+        loss: "raw_socket events (AF_PACKET / SOCK_RAW socket creation)",
+    },
+    ProgramSpec {
         program: "sys_enter_unlink",
         sensor: "file_change",
         attach: Attach::TracePoint {

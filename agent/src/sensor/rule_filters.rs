@@ -67,6 +67,7 @@ pub const SWITCHABLE_KINDS: &[EventKindName] = &[
     EventKindName::FdDup,
     EventKindName::FileOpen,
     EventKindName::FileChange,
+    EventKindName::RawSocket,
 ];
 
 /// Entries of each path trie in the kernel (`agent-ebpf/src/file.rs`).
