@@ -616,6 +616,124 @@ async fn file_changes_unlink_rename_chmod_chown_link_mknod_truncate() {
     t.done();
 }
 
+/// Another process's memory through process_vm_readv/writev and
+/// /proc/<pid>/mem, and packet/raw sockets: exactly these are reported
+/// (ordinary sockets never leave the kernel).
+#[cfg(target_arch = "x86_64")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_memory_access_and_raw_sockets() {
+    let t = kernel_test!(process_memory_access_and_raw_sockets);
+    let cg = TestCgroup::unique("procmem");
+    let files = Files::new();
+    let mut filters = files.filters(false);
+    filters.file_suffixes.insert("/mem".into());
+    let mut agent = agent_with(&cg, filters).await;
+    let script = "import ctypes, os, socket, time\n\
+         L = ctypes.CDLL(None, use_errno=True)\n\
+         L.syscall.restype = ctypes.c_long\n\
+         buf = ctypes.create_string_buffer(b'picket!!', 8)\n\
+         pid = os.fork()\n\
+         if pid == 0:\n  time.sleep(5)\n  os._exit(0)\n\
+         class iovec(ctypes.Structure):\n  _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]\n\
+         dst = ctypes.create_string_buffer(8)\n\
+         local = iovec(ctypes.addressof(dst), 8)\n\
+         remote = iovec(ctypes.addressof(buf), 8)\n\
+         print(pid)\n\
+         print(L.syscall(ctypes.c_long(310), ctypes.c_long(pid), ctypes.byref(local), ctypes.c_long(1), ctypes.byref(remote), ctypes.c_long(1), ctypes.c_long(0)))\n\
+         print(dst.raw.decode())\n\
+         print(L.syscall(ctypes.c_long(311), ctypes.c_long(pid), ctypes.byref(local), ctypes.c_long(1), ctypes.byref(remote), ctypes.c_long(1), ctypes.c_long(0)))\n\
+         fd = os.open('/proc/%d/mem' % pid, os.O_RDONLY)\n\
+         print(fd)\n\
+         os.close(fd)\n\
+         os.kill(pid, 9)\n\
+         os.waitpid(pid, 0)\n\
+         for fam, ty, proto in [(socket.AF_PACKET, socket.SOCK_RAW, 0x0300), (socket.AF_INET, socket.SOCK_RAW, 6), (socket.AF_INET, socket.SOCK_STREAM, 0), (socket.AF_INET6, socket.SOCK_DGRAM, 0)]:\n  s = socket.socket(fam, ty, proto)\n  print(s.fileno())\n  s.close()\n";
+    let out = run_in(&cg, &mut py(script));
+    let lines = stdout_lines(&out);
+    let child: u32 = lines[0].parse().expect("child pid");
+    assert_eq!(
+        &lines[1..3],
+        ["8", "picket!!"],
+        "process_vm_readv read 8 bytes"
+    );
+    assert_eq!(lines[3], "8", "process_vm_writev wrote 8 bytes");
+    let mem_fd: i64 = lines[4].parse().expect("fd");
+    let sock_fd: Vec<i64> = lines[5..7].iter().map(|l| l.parse().expect("fd")).collect();
+
+    let mut seen = Vec::new();
+    drain(&mut agent, &mut seen, Duration::from_millis(1500)).await;
+    let vm: Vec<(String, i64, String, i64, u32)> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::Ptrace)
+        .map(|e| {
+            let p = e.ptrace.as_ref().expect("ptrace");
+            let (name, result) = syscall(e);
+            (
+                name.into(),
+                result,
+                p.request.clone(),
+                p.request_id,
+                p.target_pid,
+            )
+        })
+        .collect();
+    assert_eq!(
+        vm,
+        vec![
+            (
+                "process_vm_readv".into(),
+                8,
+                "process_vm_readv".into(),
+                -1,
+                child
+            ),
+            (
+                "process_vm_writev".into(),
+                8,
+                "process_vm_writev".into(),
+                -2,
+                child
+            ),
+        ]
+    );
+    let mem: Vec<(String, i64)> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::FileOpen)
+        .map(|e| (e.file.as_ref().expect("file").path.clone(), syscall(e).1))
+        .collect();
+    assert_eq!(mem, vec![(format!("/proc/{child}/mem"), mem_fd)]);
+    let socks: Vec<(String, i64, String, String, i64)> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::RawSocket)
+        .map(|e| {
+            let s = e.socket.as_ref().expect("socket section");
+            let (name, result) = syscall(e);
+            (
+                name.into(),
+                result,
+                s.family.clone(),
+                s.socket_type.clone(),
+                s.protocol,
+            )
+        })
+        .collect();
+    assert_eq!(
+        socks,
+        vec![
+            (
+                "socket".into(),
+                sock_fd[0],
+                "packet".into(),
+                "raw".into(),
+                0x0300
+            ),
+            ("socket".into(), sock_fd[1], "inet".into(), "raw".into(), 6),
+        ],
+        "only the packet and raw sockets, not the stream and datagram ones"
+    );
+    t.done();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_opens_never_reach_the_ring_buffer() {
     let t = kernel_test!(unmatched_opens_never_reach_the_ring_buffer);
