@@ -636,11 +636,17 @@ fn link_to_shadow_and_reading_another_process_memory() {
     // Negatives first (see the module docs).
     run_in(
         &cg,
-        Command::new("ln").arg("-s").arg("/etc/hostname").arg(&benign),
+        Command::new("ln")
+            .arg("-s")
+            .arg("/etc/hostname")
+            .arg(&benign),
     );
     let self_mem = "import os\nos.close(os.open('/proc/self/mem', os.O_RDONLY))\n";
     run_in(&cg, Command::new(PY).args(["-c", self_mem]));
-    run_in(&cg, Command::new("ln").arg("-s").arg("/etc/shadow").arg(&evil));
+    run_in(
+        &cg,
+        Command::new("ln").arg("-s").arg("/etc/shadow").arg(&evil),
+    );
     let alert = picket.wait_alert("link-to-sensitive-file alert", WAIT, |a| {
         a.rule.id == "link-to-sensitive-file"
     });
@@ -686,7 +692,11 @@ fn link_to_shadow_and_reading_another_process_memory() {
     assert_eq!(alert.event.process.executable.path, canonical(PY));
     picket.drain(Duration::from_millis(500));
     let links = picket.alerts_of("link-to-sensitive-file");
-    assert_eq!(links.len(), 1, "the hostname link must not match: {links:?}");
+    assert_eq!(
+        links.len(),
+        1,
+        "the hostname link must not match: {links:?}"
+    );
     let mem = picket.alerts_of("process-memory-access");
     assert_eq!(mem.len(), 1, "/proc/self/mem must not match: {mem:?}");
     t.done();

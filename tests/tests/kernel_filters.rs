@@ -432,7 +432,10 @@ async fn open_and_change_literals_share_the_tries_by_tag() {
     assert_eq!(derived.filters.file_prefixes, [format!("{d}/r/")].into());
     assert_eq!(derived.filters.change_prefixes, [format!("{d}/")].into());
 
-    let before = (submitted(&agent, "file_open"), submitted(&agent, "file_change"));
+    let before = (
+        submitted(&agent, "file_open"),
+        submitted(&agent, "file_change"),
+    );
     run_in(
         &cg,
         &format!(
@@ -472,7 +475,10 @@ async fn open_and_change_literals_share_the_tries_by_tag() {
         ],
         "the changes below {d}/, also below r/, and none outside"
     );
-    let after = (submitted(&agent, "file_open"), submitted(&agent, "file_change"));
+    let after = (
+        submitted(&agent, "file_open"),
+        submitted(&agent, "file_change"),
+    );
     assert_eq!(
         (after.0 - before.0, after.1 - before.1),
         (1, 2),

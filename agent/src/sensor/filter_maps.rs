@@ -254,8 +254,8 @@ pub fn tagged_paths(
     for p in change {
         *own.entry(p.clone()).or_default() |= path_tag::CHANGE;
     }
-    own.iter()
-        .map(|(p, _)| {
+    own.keys()
+        .map(|p| {
             let tag = own
                 .iter()
                 .filter(|(q, _)| {
