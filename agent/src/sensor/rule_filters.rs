@@ -15,6 +15,12 @@
 //!   that does not also restrict the path, ...) turns path filtering off,
 //!   with a warning that names the rule: dropping opens that rule could match
 //!   would be a silent detection gap.
+//! - **file-change paths**: the same for `file_change`, from `file.path` and
+//!   `file.target`; tests only the kernel's unconditional reports can pass
+//!   (`file.setuid`, `file.setgid`, `file.op == "mknod"`, `file.node_type`)
+//!   need no literal, and an `event.kind` test naming another kind makes its
+//!   alternative restrict nothing for this one. An irreducible rule turns
+//!   change-path filtering off on its own (`change_all_paths`).
 //!
 //! Network families and ports stay as configured: the kernel's network
 //! filter is one family/port set shared by connect, send, bind, listen and
