@@ -13,7 +13,19 @@ pub mod ctl_op {
     pub const BPF: u32 = 7;
     pub const DUP2: u32 = 8;
     pub const DUP3: u32 = 9;
+    /// Reported as a `ptrace` record: reading another process's memory.
+    pub const PROCESS_VM_READV: u32 = 10;
+    pub const PROCESS_VM_WRITEV: u32 = 11;
+    /// socket(2) of an `AF_PACKET` or `SOCK_RAW` socket (`raw_socket` record).
+    pub const SOCKET: u32 = 12;
 }
+
+/// `AF_PACKET`.
+pub const AF_PACKET: u64 = 17;
+/// `SOCK_RAW` (the low bits of socket(2)'s type, below the flags).
+pub const SOCK_RAW: u64 = 3;
+/// Mask of the socket type in socket(2)'s type argument.
+pub const SOCK_TYPE_MASK: u64 = 0xf;
 
 /// Bytes of a name argument kept (memfd name, module parameters).
 pub const CTL_NAME_MAX: usize = 128;
@@ -32,7 +44,9 @@ pub struct ControlEvent {
     pub fd_mode: u32,
     /// Syscall arguments: unshare [flags]; setns [fd, nstype]; ptrace
     /// [request, pid]; memfd_create [flags]; init_module [len];
-    /// finit_module [fd, flags]; bpf [cmd, size]; dup2/dup3 [old, new, flags].
+    /// finit_module [fd, flags]; bpf [cmd, size]; dup2/dup3 [old, new, flags];
+    /// process_vm_readv/writev [pid, riovcnt, flags]; socket [family, type,
+    /// protocol].
     pub args: [i64; 3],
     /// Valid bytes in `name` (without NUL).
     pub name_len: u32,

@@ -24,6 +24,8 @@ pub enum EventKind {
     FdDup = 17,
     FileOpen = 18,
     RateSummary = 19,
+    FileChange = 20,
+    RawSocket = 21,
 }
 
 impl EventKind {
@@ -52,6 +54,8 @@ impl EventKind {
             17 => Some(Self::FdDup),
             18 => Some(Self::FileOpen),
             19 => Some(Self::RateSummary),
+            20 => Some(Self::FileChange),
+            21 => Some(Self::RawSocket),
             _ => None,
         }
     }
@@ -77,6 +81,8 @@ impl EventKind {
             Self::FdDup => "fd_dup",
             Self::FileOpen => "file_open",
             Self::RateSummary => "rate_summary",
+            Self::FileChange => "file_change",
+            Self::RawSocket => "raw_socket",
         }
     }
 }

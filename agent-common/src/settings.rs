@@ -60,6 +60,9 @@ pub mod file_filter {
     /// Every open is reported: no rule on `file_open` could be reduced to
     /// path prefixes/suffixes, so the path tries are not consulted.
     pub const ALL_PATHS: u32 = 1 << 0;
+    /// The same for `file_change` (unlink, rename, chmod, ...): every
+    /// change of any path is reported.
+    pub const CHANGE_ALL_PATHS: u32 = 1 << 1;
 }
 
 #[cfg(feature = "user")]

@@ -7,7 +7,7 @@
 
 use agent_common::{
     EventKind,
-    file::{FILE_PATH_MAX, FileOpenEvent, PathKey, file_match, file_op},
+    file::{FILE_PATH_MAX, FileOpenEvent, PathKey, file_match, file_op, path_tag},
     settings::{FILTER_GENERATIONS, file_filter},
 };
 use aya_ebpf::{
@@ -29,7 +29,7 @@ use crate::{
 // One trie per filter generation (see `agent_common::settings`): LPM keys
 // have no room for a generation tag next to a 255-byte path.
 
-/// Monitored path prefixes, generation 0 (value: unused tag).
+/// Monitored path prefixes, generation 0 (value: `path_tag` bits).
 #[map]
 pub static FILE_PREFIXES_0: LpmTrie<[u8; FILE_PATH_MAX], u32> = LpmTrie::with_max_entries(1024, 0);
 
@@ -67,6 +67,13 @@ fn as_key(k: &PathKey) -> &Key<[u8; FILE_PATH_MAX]> {
     unsafe { &*(k as *const PathKey as *const Key<[u8; FILE_PATH_MAX]>) }
 }
 
+/// A trie entry monitored for opens (the tries are shared with
+/// `filechange.rs`; see `path_tag`).
+#[inline(always)]
+fn open_tag(t: &u32) -> bool {
+    *t & path_tag::OPEN != 0
+}
+
 /// Entry: match the user path; stash only on a match.
 #[inline(always)]
 fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Option<()> {
@@ -98,9 +105,9 @@ fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Opti
     } else {
         sc.key.prefix_len = (len * 8) as u32;
         let prefix = if g == 0 {
-            FILE_PREFIXES_0.get(as_key(&sc.key)).is_some()
+            FILE_PREFIXES_0.get(as_key(&sc.key)).is_some_and(open_tag)
         } else {
-            FILE_PREFIXES_1.get(as_key(&sc.key)).is_some()
+            FILE_PREFIXES_1.get(as_key(&sc.key)).is_some_and(open_tag)
         };
         if prefix {
             matched |= file_match::PREFIX;
@@ -122,9 +129,9 @@ fn open_enter(op: u32, dirfd: u64, filename: u64, flags: u64, mode: u64) -> Opti
         }
         sc.rev.prefix_len = (len * 8) as u32;
         let suffix = if g == 0 {
-            FILE_SUFFIXES_0.get(as_key(&sc.rev)).is_some()
+            FILE_SUFFIXES_0.get(as_key(&sc.rev)).is_some_and(open_tag)
         } else {
-            FILE_SUFFIXES_1.get(as_key(&sc.rev)).is_some()
+            FILE_SUFFIXES_1.get(as_key(&sc.rev)).is_some_and(open_tag)
         };
         if suffix {
             matched |= file_match::SUFFIX;

@@ -15,6 +15,7 @@
 mod creds;
 mod enforce;
 mod file;
+mod filechange;
 mod kernel;
 mod maps;
 mod mount;

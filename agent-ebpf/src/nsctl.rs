@@ -4,7 +4,7 @@
 
 use agent_common::{
     EventKind,
-    control::{CTL_NAME_MAX, ControlEvent, ctl_op},
+    control::{AF_PACKET, CTL_NAME_MAX, ControlEvent, SOCK_RAW, SOCK_TYPE_MASK, ctl_op},
 };
 use aya_ebpf::programs::TracePointContext;
 
@@ -155,6 +155,56 @@ syscall_pair!(
     ),
     |ctx| ctl_exit(ctx, ctl_op::BPF, EventKind::Bpf)
 );
+// process_vm_readv/writev(pid, lvec, liovcnt, rvec, riovcnt, flags):
+// another process's memory without ptrace (reported as `ptrace` records).
+syscall_pair!(
+    sys_enter_process_vm_readv,
+    sys_exit_process_vm_readv,
+    |ctx| ctl_enter(
+        ctl_op::PROCESS_VM_READV,
+        EventKind::Ptrace,
+        [arg(ctx, 0), arg(ctx, 4), arg(ctx, 5)],
+        0,
+        None
+    ),
+    |ctx| ctl_exit(ctx, ctl_op::PROCESS_VM_READV, EventKind::Ptrace)
+);
+syscall_pair!(
+    sys_enter_process_vm_writev,
+    sys_exit_process_vm_writev,
+    |ctx| ctl_enter(
+        ctl_op::PROCESS_VM_WRITEV,
+        EventKind::Ptrace,
+        [arg(ctx, 0), arg(ctx, 4), arg(ctx, 5)],
+        0,
+        None
+    ),
+    |ctx| ctl_exit(ctx, ctl_op::PROCESS_VM_WRITEV, EventKind::Ptrace)
+);
+
+/// socket(2): only packet sockets and raw sockets (sniffing, spoofing,
+/// raw scans) are reported; ordinary sockets never leave the kernel.
+#[inline(always)]
+fn socket_enter(family: u64, ty: u64, protocol: u64) -> Option<()> {
+    if family != AF_PACKET && ty & SOCK_TYPE_MASK != SOCK_RAW {
+        return None;
+    }
+    ctl_enter(
+        ctl_op::SOCKET,
+        EventKind::RawSocket,
+        [family, ty, protocol],
+        0,
+        None,
+    )
+}
+
+syscall_pair!(
+    sys_enter_socket,
+    sys_exit_socket,
+    |ctx| socket_enter(arg(ctx, 0), arg(ctx, 1), arg(ctx, 2)),
+    |ctx| ctl_exit(ctx, ctl_op::SOCKET, EventKind::RawSocket)
+);
+
 syscall_pair!(
     sys_enter_dup2,
     sys_exit_dup2,

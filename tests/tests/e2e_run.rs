@@ -620,3 +620,84 @@ fn bind_shell_one_liner_listening() {
     );
     t.done();
 }
+
+/// `link-to-sensitive-file` and `process-memory-access` through `picket
+/// run` with the default rules: a symlink to /etc/shadow and a
+/// process_vm_readv of a child alert; a symlink to /etc/hostname and a read
+/// of the process's own /proc/self/mem do not.
+#[test]
+fn link_to_shadow_and_reading_another_process_memory() {
+    let t = kernel_test!(link_to_shadow_and_reading_another_process_memory);
+    let cg = TestCgroup::unique("e2e-fchange");
+    let mut picket = picket_for(&cg);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let benign = dir.path().join("hostname-link");
+    let evil = dir.path().join("shadow-link");
+    // Negatives first (see the module docs).
+    run_in(
+        &cg,
+        Command::new("ln")
+            .arg("-s")
+            .arg("/etc/hostname")
+            .arg(&benign),
+    );
+    let self_mem = "import os\nos.close(os.open('/proc/self/mem', os.O_RDONLY))\n";
+    run_in(&cg, Command::new(PY).args(["-c", self_mem]));
+    run_in(
+        &cg,
+        Command::new("ln").arg("-s").arg("/etc/shadow").arg(&evil),
+    );
+    let alert = picket.wait_alert("link-to-sensitive-file alert", WAIT, |a| {
+        a.rule.id == "link-to-sensitive-file"
+    });
+    assert_eq!(alert.severity, Severity::High);
+    let ev = &alert.event;
+    assert_eq!(ev.event.kind, EventKindName::FileChange);
+    let c = ev.file_change.as_ref().expect("file_change");
+    assert_eq!(
+        (
+            ev.file.as_ref().expect("file").path.as_str(),
+            c.op.as_str(),
+            c.target.as_deref()
+        ),
+        (evil.to_str().expect("utf8"), "symlink", Some("/etc/shadow"))
+    );
+    let s = ev.syscall.as_ref().expect("syscall");
+    assert_eq!((s.name.as_str(), s.result), ("symlinkat", 0));
+
+    let reader = "import ctypes, os, time\n\
+         L = ctypes.CDLL(None, use_errno=True)\n\
+         L.process_vm_readv.restype = ctypes.c_ssize_t\n\
+         buf = ctypes.create_string_buffer(b'secret!!', 8)\n\
+         pid = os.fork()\n\
+         if pid == 0:\n  time.sleep(5)\n  os._exit(0)\n\
+         class iovec(ctypes.Structure):\n  _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]\n\
+         dst = ctypes.create_string_buffer(8)\n\
+         n = L.process_vm_readv(pid, ctypes.byref(iovec(ctypes.addressof(dst), 8)), 1, ctypes.byref(iovec(ctypes.addressof(buf), 8)), 1, 0)\n\
+         os.kill(pid, 9)\n\
+         os.waitpid(pid, 0)\n\
+         print(pid, n)\n";
+    let out = run_in(&cg, Command::new(PY).args(["-c", reader]));
+    let mut it = out.split_whitespace();
+    let child: u32 = it.next().expect("pid").parse().expect("pid");
+    assert_eq!(it.next(), Some("8"), "8 bytes read from the child");
+    let alert = picket.wait_alert("process-memory-access alert", WAIT, |a| {
+        a.rule.id == "process-memory-access"
+    });
+    let p = alert.event.ptrace.as_ref().expect("ptrace");
+    assert_eq!(
+        (p.request.as_str(), p.target_pid),
+        ("process_vm_readv", child)
+    );
+    assert_eq!(alert.event.process.executable.path, canonical(PY));
+    picket.drain(Duration::from_millis(500));
+    let links = picket.alerts_of("link-to-sensitive-file");
+    assert_eq!(
+        links.len(),
+        1,
+        "the hostname link must not match: {links:?}"
+    );
+    let mem = picket.alerts_of("process-memory-access");
+    assert_eq!(mem.len(), 1, "/proc/self/mem must not match: {mem:?}");
+    t.done();
+}

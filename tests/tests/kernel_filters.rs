@@ -398,3 +398,91 @@ async fn the_kernel_sends_the_summary_when_the_window_rolls_over() {
     assert_eq!(file_opens(&seen).len(), 6, "5 in the first window, 1 after");
     t.done();
 }
+
+/// One pair of tries serves both `file_open` and `file_change`: each entry
+/// is tagged with its kinds, and a longer entry inherits the tags of the
+/// shorter ones it extends. An open rule on `<dir>/r/` and a change rule on
+/// `<dir>/`: opens below `<dir>/` but outside `r/` are not sent, changes
+/// anywhere below `<dir>/` are (including below `r/`, where the longest
+/// entry is the open rule's), and nothing outside `<dir>/` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_and_change_literals_share_the_tries_by_tag() {
+    let t = kernel_test!(open_and_change_literals_share_the_tries_by_tag);
+    let cg = TestCgroup::unique("rtags");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("r")).expect("mkdir");
+    let d = dir.path().display().to_string();
+    let ra = write(dir.path(), "r/a");
+    let rb = write(dir.path(), "r/b");
+    let x = write(dir.path(), "x");
+    let y = format!("{d}/y");
+    let z = write(other.path(), "z");
+    let yaml = format!(
+        "rules:\n  - id: opens\n    name: opens\n    severity: high\n    events: [file_open]\n    condition: 'file.path startswith \"{d}/r/\"'\n    output: x\n    tags: [T1003.008]\n  - id: changes\n    name: changes\n    severity: high\n    events: [file_change]\n    condition: 'file.path startswith \"{d}/\"'\n    output: x\n    tags: [T1070]\n"
+    );
+    let engine = Engine::new(compile(&yaml));
+    let mut agent = agent_in(&cg).await;
+    let handle = agent.sensor().filter_handle();
+    let mut cfg = bare_config();
+    cfg.base.change_prefixes.clear();
+    cfg.base.change_suffixes.clear();
+    let derived = rule_filters::apply_rules(&handle, &engine.rules(), &cfg).expect("apply");
+    assert_eq!(derived.warnings, vec![]);
+    assert_eq!(derived.filters.file_prefixes, [format!("{d}/r/")].into());
+    assert_eq!(derived.filters.change_prefixes, [format!("{d}/")].into());
+
+    let before = (
+        submitted(&agent, "file_open"),
+        submitted(&agent, "file_change"),
+    );
+    run_in(
+        &cg,
+        &format!(
+            "import os\n\
+             os.close(os.open('{ra}', os.O_RDONLY))\n\
+             os.close(os.open('{x}', os.O_RDONLY))\n\
+             os.unlink('{rb}')\n\
+             os.rename('{x}', '{y}')\n\
+             os.unlink('{z}')\n\
+             os.close(os.open('{z}', os.O_WRONLY | os.O_CREAT, 0o600))\n"
+        ),
+    );
+    let mut seen = Vec::new();
+    drain(&mut agent, &mut seen, Duration::from_millis(1500)).await;
+    let opens: Vec<String> = file_opens(&seen)
+        .iter()
+        .map(|e| e.file.as_ref().expect("file").path.clone())
+        .collect();
+    assert_eq!(opens, vec![ra.clone()], "only the open below r/");
+    let changes: Vec<(String, String, Option<String>)> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::FileChange)
+        .map(|e| {
+            let c = e.file_change.as_ref().expect("file_change");
+            (
+                c.op.clone(),
+                e.file.as_ref().expect("file").path.clone(),
+                c.target.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("unlink".to_string(), rb.clone(), None),
+            ("rename".to_string(), x.clone(), Some(y.clone())),
+        ],
+        "the changes below {d}/, also below r/, and none outside"
+    );
+    let after = (
+        submitted(&agent, "file_open"),
+        submitted(&agent, "file_change"),
+    );
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 2),
+        "exactly one open and two change records reached the ring buffer"
+    );
+    t.done();
+}

@@ -404,6 +404,336 @@ async fn monitored_file_reads_and_writes() {
     t.done();
 }
 
+/// What a test compares of a `file_change` event.
+#[derive(Debug, PartialEq)]
+struct Change {
+    syscall: String,
+    result: i64,
+    op: String,
+    path: String,
+    target: Option<String>,
+    mode: Option<u32>,
+    setid: (bool, bool),
+    owner: (Option<u32>, Option<u32>),
+    node: Option<(String, Option<(u32, u32)>)>,
+    length: Option<i64>,
+    fd: Option<i32>,
+}
+
+impl Change {
+    fn of(e: &Event) -> Self {
+        let c = e.file_change.as_ref().expect("file_change section");
+        let (syscall, result) = syscall(e);
+        Self {
+            syscall: syscall.into(),
+            result,
+            op: c.op.clone(),
+            path: e.file.as_ref().expect("file section").path.clone(),
+            target: c.target.clone(),
+            mode: c.mode,
+            setid: (c.setuid, c.setgid),
+            owner: (c.uid, c.gid),
+            node: c
+                .node_type
+                .clone()
+                .map(|t| (t, c.device.as_ref().map(|d| (d.major, d.minor)))),
+            length: c.length,
+            fd: c.fd,
+        }
+    }
+
+    fn new(syscall: &str, result: i64, op: &str, path: &str) -> Self {
+        Self {
+            syscall: syscall.into(),
+            result,
+            op: op.into(),
+            path: path.into(),
+            target: None,
+            mode: None,
+            setid: (false, false),
+            owner: (None, None),
+            node: None,
+            length: None,
+            fd: None,
+        }
+    }
+}
+
+/// Every file-change syscall, on monitored and unmonitored paths, through
+/// raw x86_64 syscall numbers (so the syscall each event names is exact,
+/// whatever libc prefers): exactly the monitored changes, the setuid/setgid
+/// chmods and the mknods are reported, with their arguments and results.
+#[cfg(target_arch = "x86_64")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_changes_unlink_rename_chmod_chown_link_mknod_truncate() {
+    let t = kernel_test!(file_changes_unlink_rename_chmod_chown_link_mknod_truncate);
+    let cg = TestCgroup::unique("fchange");
+    let files = Files::new();
+    let mut filters = files.filters(false);
+    filters.change_prefixes = [files.path("secret/")].into();
+    filters.change_suffixes = ["/id_picket_key".to_string()].into();
+    let mut agent = agent_with(&cg, filters).await;
+    std::fs::write(files.path("plain2.txt"), b"p").expect("write");
+    let script = format!(
+        "import ctypes, os\n\
+         L = ctypes.CDLL(None, use_errno=True)\n\
+         L.syscall.restype = ctypes.c_long\n\
+         def sc(*a):\n  r = L.syscall(*[ctypes.c_long(x) if isinstance(x, int) else x for x in a])\n  print(r if r >= 0 else -ctypes.get_errno())\n\
+         AT = -100\n\
+         sc(90, b'{a}', 0o4750)\n\
+         sc(268, AT, b'{plain}', 0o2755)\n\
+         sc(268, AT, b'{plain}', 0o644)\n\
+         sc(92, b'{a}', 0, -1)\n\
+         sc(88, b'/etc/shadow', b'{link}')\n\
+         sc(86, b'{a}', b'{hard}')\n\
+         sc(82, b'{a}', b'{moved}')\n\
+         sc(264, AT, b'{moved}', AT, b'{a}')\n\
+         sc(76, b'{a}', 3)\n\
+         sc(133, b'{fifo}', 0o10644, 0)\n\
+         sc(259, AT, b'{blk}', 0o60600, (7 << 8) | 200)\n\
+         sc(87, b'{plain}')\n\
+         sc(263, AT, b'{link}', 0)\n\
+         sc(87, b'{missing}')\n\
+         fd = os.open('{plain2}', os.O_RDONLY)\n\
+         print(fd)\n\
+         sc(91, fd, 0o4755)\n\
+         sc(94, b'{key}', -1, 0)\n",
+        a = files.path("secret/a"),
+        plain = files.path("plain.txt"),
+        plain2 = files.path("plain2.txt"),
+        link = files.path("secret/link"),
+        hard = files.path("other/hard"),
+        moved = files.path("other/moved"),
+        fifo = files.path("other/fifo"),
+        blk = files.path("other/blk"),
+        missing = files.path("secret/missing"),
+        key = files.path("other/id_picket_key"),
+    );
+    let out = run_in(&cg, &mut py(&script));
+    let lines = stdout_lines(&out);
+    let enoent = (-libc::ENOENT).to_string();
+    let want_out = [
+        "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", &enoent,
+    ];
+    assert_eq!(
+        &lines[..14],
+        want_out,
+        "every call but the last unlink succeeded"
+    );
+    let fd: i32 = lines[14].parse().expect("fd");
+    assert_eq!(&lines[15..], ["0", "0"]);
+
+    let mut seen = Vec::new();
+    drain(&mut agent, &mut seen, Duration::from_millis(1500)).await;
+    let got: Vec<Change> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::FileChange)
+        .map(Change::of)
+        .collect();
+    let a = files.path("secret/a");
+    let with = |mut c: Change, f: &dyn Fn(&mut Change)| {
+        f(&mut c);
+        c
+    };
+    let want = vec![
+        with(Change::new("chmod", 0, "chmod", &a), &|c| {
+            c.mode = Some(0o4750);
+            c.setid = (true, false);
+        }),
+        // Not monitored, reported for its setgid bit.
+        with(
+            Change::new("fchmodat", 0, "chmod", &files.path("plain.txt")),
+            &|c| {
+                c.mode = Some(0o2755);
+                c.setid = (false, true);
+            },
+        ),
+        with(Change::new("chown", 0, "chown", &a), &|c| {
+            c.owner = (Some(0), None)
+        }),
+        // symlink(target, linkpath): the link created is the path.
+        with(
+            Change::new("symlink", 0, "symlink", &files.path("secret/link")),
+            &|c| c.target = Some("/etc/shadow".into()),
+        ),
+        with(Change::new("link", 0, "link", &a), &|c| {
+            c.target = Some(files.path("other/hard"))
+        }),
+        with(Change::new("rename", 0, "rename", &a), &|c| {
+            c.target = Some(files.path("other/moved"))
+        }),
+        // Matched by its new name only.
+        with(
+            Change::new("renameat", 0, "rename", &files.path("other/moved")),
+            &|c| c.target = Some(a.clone()),
+        ),
+        with(Change::new("truncate", 0, "truncate", &a), &|c| {
+            c.length = Some(3)
+        }),
+        // Every mknod is reported, monitored or not.
+        with(
+            Change::new("mknod", 0, "mknod", &files.path("other/fifo")),
+            &|c| {
+                c.mode = Some(0o10644);
+                c.node = Some(("fifo".into(), None));
+            },
+        ),
+        with(
+            Change::new("mknodat", 0, "mknod", &files.path("other/blk")),
+            &|c| {
+                c.mode = Some(0o60600);
+                c.node = Some(("block".into(), Some((7, 200))));
+            },
+        ),
+        Change::new("unlinkat", 0, "unlink", &files.path("secret/link")),
+        Change::new(
+            "unlink",
+            -(libc::ENOENT as i64),
+            "unlink",
+            &files.path("secret/missing"),
+        ),
+        // fchmod has no path: reported for its setuid bit, with the fd.
+        with(Change::new("fchmod", 0, "chmod", ""), &|c| {
+            c.mode = Some(0o4755);
+            c.setid = (true, false);
+            c.fd = Some(fd);
+        }),
+        // A monitored suffix.
+        with(
+            Change::new("lchown", 0, "chown", &files.path("other/id_picket_key")),
+            &|c| c.owner = (None, Some(0)),
+        ),
+    ];
+    assert_eq!(
+        got, want,
+        "exactly the monitored changes, setid chmods and mknods, in order"
+    );
+    let e = seen
+        .iter()
+        .find(|e| e.kind() == EventKindName::FileChange)
+        .expect("one change");
+    assert_eq!(e.process.linux.cgroup_id, cg.id());
+    t.done();
+}
+
+/// Another process's memory through process_vm_readv/writev and
+/// /proc/<pid>/mem, and packet/raw sockets: exactly these are reported
+/// (ordinary sockets never leave the kernel).
+#[cfg(target_arch = "x86_64")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_memory_access_and_raw_sockets() {
+    let t = kernel_test!(process_memory_access_and_raw_sockets);
+    let cg = TestCgroup::unique("procmem");
+    let files = Files::new();
+    let mut filters = files.filters(false);
+    filters.file_suffixes.insert("/mem".into());
+    let mut agent = agent_with(&cg, filters).await;
+    let script = "import ctypes, os, socket, time\n\
+         L = ctypes.CDLL(None, use_errno=True)\n\
+         L.syscall.restype = ctypes.c_long\n\
+         buf = ctypes.create_string_buffer(b'picket!!', 8)\n\
+         pid = os.fork()\n\
+         if pid == 0:\n  time.sleep(5)\n  os._exit(0)\n\
+         class iovec(ctypes.Structure):\n  _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]\n\
+         dst = ctypes.create_string_buffer(8)\n\
+         local = iovec(ctypes.addressof(dst), 8)\n\
+         remote = iovec(ctypes.addressof(buf), 8)\n\
+         print(pid)\n\
+         print(L.syscall(ctypes.c_long(310), ctypes.c_long(pid), ctypes.byref(local), ctypes.c_long(1), ctypes.byref(remote), ctypes.c_long(1), ctypes.c_long(0)))\n\
+         print(dst.raw.decode())\n\
+         print(L.syscall(ctypes.c_long(311), ctypes.c_long(pid), ctypes.byref(local), ctypes.c_long(1), ctypes.byref(remote), ctypes.c_long(1), ctypes.c_long(0)))\n\
+         fd = os.open('/proc/%d/mem' % pid, os.O_RDONLY)\n\
+         print(fd)\n\
+         os.close(fd)\n\
+         os.kill(pid, 9)\n\
+         os.waitpid(pid, 0)\n\
+         for fam, ty, proto in [(socket.AF_PACKET, socket.SOCK_RAW, 0x0300), (socket.AF_INET, socket.SOCK_RAW, 6), (socket.AF_INET, socket.SOCK_STREAM, 0), (socket.AF_INET6, socket.SOCK_DGRAM, 0)]:\n  s = socket.socket(fam, ty, proto)\n  print(s.fileno())\n  s.close()\n";
+    let out = run_in(&cg, &mut py(script));
+    let lines = stdout_lines(&out);
+    let child: u32 = lines[0].parse().expect("child pid");
+    assert_eq!(
+        &lines[1..3],
+        ["8", "picket!!"],
+        "process_vm_readv read 8 bytes"
+    );
+    assert_eq!(lines[3], "8", "process_vm_writev wrote 8 bytes");
+    let mem_fd: i64 = lines[4].parse().expect("fd");
+    let sock_fd: Vec<i64> = lines[5..7].iter().map(|l| l.parse().expect("fd")).collect();
+
+    let mut seen = Vec::new();
+    drain(&mut agent, &mut seen, Duration::from_millis(1500)).await;
+    let vm: Vec<(String, i64, String, i64, u32)> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::Ptrace)
+        .map(|e| {
+            let p = e.ptrace.as_ref().expect("ptrace");
+            let (name, result) = syscall(e);
+            (
+                name.into(),
+                result,
+                p.request.clone(),
+                p.request_id,
+                p.target_pid,
+            )
+        })
+        .collect();
+    assert_eq!(
+        vm,
+        vec![
+            (
+                "process_vm_readv".into(),
+                8,
+                "process_vm_readv".into(),
+                -1,
+                child
+            ),
+            (
+                "process_vm_writev".into(),
+                8,
+                "process_vm_writev".into(),
+                -2,
+                child
+            ),
+        ]
+    );
+    let mem: Vec<(String, i64)> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::FileOpen)
+        .map(|e| (e.file.as_ref().expect("file").path.clone(), syscall(e).1))
+        .collect();
+    assert_eq!(mem, vec![(format!("/proc/{child}/mem"), mem_fd)]);
+    let socks: Vec<(String, i64, String, String, i64)> = seen
+        .iter()
+        .filter(|e| e.kind() == EventKindName::RawSocket)
+        .map(|e| {
+            let s = e.socket.as_ref().expect("socket section");
+            let (name, result) = syscall(e);
+            (
+                name.into(),
+                result,
+                s.family.clone(),
+                s.socket_type.clone(),
+                s.protocol,
+            )
+        })
+        .collect();
+    assert_eq!(
+        socks,
+        vec![
+            (
+                "socket".into(),
+                sock_fd[0],
+                "packet".into(),
+                "raw".into(),
+                0x0300
+            ),
+            ("socket".into(), sock_fd[1], "inet".into(), "raw".into(), 6),
+        ],
+        "only the packet and raw sockets, not the stream and datagram ones"
+    );
+    t.done();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_opens_never_reach_the_ring_buffer() {
     let t = kernel_test!(unmatched_opens_never_reach_the_ring_buffer);

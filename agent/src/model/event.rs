@@ -53,6 +53,11 @@ pub enum EventKindName {
     /// The agent acted (or refused to act) on a threat: the audit record of
     /// a containment action, carried on the alert stream.
     Containment,
+    /// unlink/rename/chmod/chown/link/symlink/mknod/truncate of a monitored
+    /// path (any path for setuid/setgid chmods and mknod).
+    FileChange,
+    /// socket(2) of a packet (`AF_PACKET`) or raw (`SOCK_RAW`) socket.
+    RawSocket,
 }
 
 impl EventKindName {
@@ -78,6 +83,8 @@ impl EventKindName {
         Self::RateSummary,
         Self::EventsLost,
         Self::Containment,
+        Self::FileChange,
+        Self::RawSocket,
     ];
 
     /// The snake_case name used in JSON and rules.
@@ -104,6 +111,8 @@ impl EventKindName {
             Self::RateSummary => "rate_summary",
             Self::EventsLost => "events_lost",
             Self::Containment => "containment",
+            Self::FileChange => "file_change",
+            Self::RawSocket => "raw_socket",
         }
     }
 
@@ -186,6 +195,12 @@ pub struct Event {
     pub fd: Option<FdDup>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileAccess>,
+    /// `file_change`: the operation and its arguments (`file` holds the path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_change: Option<FileChange>,
+    /// `raw_socket`: the socket(2) arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<SocketOp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<RateSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +233,8 @@ impl Event {
             bpf: None,
             fd: None,
             file: None,
+            file_change: None,
+            socket: None,
             summary: None,
             lost: None,
             containment: None,

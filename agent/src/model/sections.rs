@@ -510,6 +510,72 @@ pub struct FileAccess {
     pub create: bool,
 }
 
+/// `file.*` fields of a `file_change` event beyond the path: what was done
+/// and with which arguments.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileChange {
+    /// `unlink`, `rename`, `chmod`, `chown`, `link`, `symlink`, `mknod`,
+    /// `truncate` (the syscall itself is in `syscall.name`).
+    pub op: String,
+    /// The second path: rename/link: the new name (`file.path` is the old
+    /// name / the existing file); symlink: the link's target text
+    /// (`file.path` is the link created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// chmod: the new mode; mknod: type and permission bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// chmod sets the setuid bit.
+    #[serde(default)]
+    pub setuid: bool,
+    /// chmod sets the setgid bit.
+    #[serde(default)]
+    pub setgid: bool,
+    /// chown: the new owner and group (absent: left unchanged, -1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// mknod: `block`, `char`, `fifo`, `socket` or `regular`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_type: Option<String>,
+    /// mknod of a device: major and minor number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceNumber>,
+    /// truncate: the new length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<i64>,
+    /// fchmod/fchown: the fd operated on (there is no path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// A path was longer than the kernel's 255-byte capture and is cut.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// A device number as `mknod(2)` takes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceNumber {
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// `socket.*`: a packet or raw socket created (`raw_socket`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketOp {
+    /// `packet`, `inet`, `inet6`, or the `AF_*` number.
+    pub family: String,
+    /// `raw`, `dgram`, `stream`, or the `SOCK_*` number.
+    #[serde(rename = "type")]
+    pub socket_type: String,
+    /// The protocol argument (`IPPROTO_*`, or for packet sockets the
+    /// ethertype in network byte order as passed).
+    pub protocol: i64,
+}
+
 /// `summary.*`: events of one kind that the kernel counted instead of sending.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,7 +4,8 @@ use agent_common::control::{ControlEvent, MountEvent, ctl_op, mount_op};
 
 use super::names;
 use crate::model::{
-    BpfOp, Event, FdDup, FdType, MemfdOp, ModuleOp, MountOp, NamespaceOp, PtraceOp, Syscall,
+    BpfOp, Event, FdDup, FdType, MemfdOp, ModuleOp, MountOp, NamespaceOp, PtraceOp, SocketOp,
+    Syscall,
 };
 
 /// What an fd refers to, from its inode mode.
@@ -25,6 +26,30 @@ fn text(buf: &[u8], len: u32) -> String {
     crate::sensor::decode::cstr(b)
 }
 
+/// socket(2)'s family argument by name.
+pub fn socket_family(f: i64) -> String {
+    match f {
+        1 => "unix".into(),
+        2 => "inet".into(),
+        10 => "inet6".into(),
+        16 => "netlink".into(),
+        17 => "packet".into(),
+        n => n.to_string(),
+    }
+}
+
+/// socket(2)'s type argument by name (flags such as `SOCK_CLOEXEC` masked).
+pub fn socket_type(t: i64) -> String {
+    match t & 0xf {
+        1 => "stream".into(),
+        2 => "dgram".into(),
+        3 => "raw".into(),
+        5 => "seqpacket".into(),
+        10 => "packet".into(),
+        n => n.to_string(),
+    }
+}
+
 pub fn ctl_syscall_name(op: u32) -> &'static str {
     match op {
         ctl_op::UNSHARE => "unshare",
@@ -36,6 +61,9 @@ pub fn ctl_syscall_name(op: u32) -> &'static str {
         ctl_op::BPF => "bpf",
         ctl_op::DUP2 => "dup2",
         ctl_op::DUP3 => "dup3",
+        ctl_op::PROCESS_VM_READV => "process_vm_readv",
+        ctl_op::PROCESS_VM_WRITEV => "process_vm_writev",
+        ctl_op::SOCKET => "socket",
         _ => "unknown",
     }
 }
@@ -66,6 +94,28 @@ pub fn fill_control(ev: &mut Event, e: &ControlEvent) {
                 request: names::ptrace_request(a0),
                 request_id: a0,
                 target_pid: a1 as u32,
+            })
+        }
+        // Not ptrace(2), but the same access to another process: the
+        // request names the syscall, with a negative id no ptrace request
+        // has.
+        ctl_op::PROCESS_VM_READV | ctl_op::PROCESS_VM_WRITEV => {
+            let (request, request_id) = if e.op == ctl_op::PROCESS_VM_READV {
+                ("process_vm_readv", -1)
+            } else {
+                ("process_vm_writev", -2)
+            };
+            ev.ptrace = Some(PtraceOp {
+                request: request.into(),
+                request_id,
+                target_pid: a0 as u32,
+            })
+        }
+        ctl_op::SOCKET => {
+            ev.socket = Some(SocketOp {
+                family: socket_family(a0),
+                socket_type: socket_type(a1),
+                protocol: a2,
             })
         }
         ctl_op::MEMFD_CREATE => {

@@ -32,6 +32,8 @@ pub fn kind_name(kind: u16) -> EventKindName {
         Some(EventKind::FdDup) => EventKindName::FdDup,
         Some(EventKind::FileOpen) => EventKindName::FileOpen,
         Some(EventKind::RateSummary) => EventKindName::RateSummary,
+        Some(EventKind::FileChange) => EventKindName::FileChange,
+        Some(EventKind::RawSocket) => EventKindName::RawSocket,
         None => EventKindName::EventsLost,
     }
 }
@@ -49,6 +51,7 @@ pub fn fill(ev: &mut Event, raw: &RawEvent) {
     match raw {
         RawEvent::Net(e) => net::fill(ev, e),
         RawEvent::FileOpen(e) => file::fill(ev, e),
+        RawEvent::FileChange(e) => file::fill_change(ev, e),
         RawEvent::Capability(e) => security::fill_capability(ev, e),
         RawEvent::Privilege(e) => security::fill_privilege(ev, e),
         RawEvent::Control(e) => control::fill_control(ev, e),

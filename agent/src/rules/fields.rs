@@ -258,6 +258,17 @@ const FD_TYPES: &[&str] = &[
 ];
 
 /// `process.stdio.*_socket.family`, `fd.socket.family`.
+/// Kinds whose events carry `file.path` (and write/truncate/create).
+const FILE_KINDS: &[K] = &[K::FileOpen, K::FileChange];
+
+/// `file.op` values (`file_change`).
+const CHANGE_OPS: &[&str] = &[
+    "unlink", "rename", "chmod", "chown", "link", "symlink", "mknod", "truncate",
+];
+
+/// `file.node_type` values (`file_change` of a mknod).
+const NODE_TYPES: &[&str] = &["block", "char", "fifo", "socket", "regular"];
+
 const SOCKET_FAMILIES: &[&str] = &["unix", "inet", "inet6", "other", "unknown"];
 
 fn sock_family(s: &Option<crate::model::SocketInfo>) -> FieldValue<'_> {
@@ -292,6 +303,8 @@ pub const KIND_NAMES: &[&str] = &[
     "rate_summary",
     "events_lost",
     "containment",
+    "file_change",
+    "raw_socket",
 ];
 
 const ALL: &[K] = &[];
@@ -830,22 +843,91 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
             .as_ref()
             .and_then(|f| sock_peer(&f.socket))
             .map_or(Absent, |p| I(i64::from(p.port)))),
-        field!("file.path", Str, &[K::FileOpen], |e| opt!(e.file, |f| S(
+        field!("file.path", Str, FILE_KINDS, |e| opt!(e.file, |f| S(
             &f.path
         ))),
         field!("file.flags", Int, &[K::FileOpen], |e| opt!(e.file, |f| I(
             i64::from(f.flags)
         ))),
-        field!("file.write", Bool, &[K::FileOpen], |e| opt!(e.file, |f| B(
+        field!("file.write", Bool, FILE_KINDS, |e| opt!(e.file, |f| B(
             f.write
         ))),
-        field!("file.truncate", Bool, &[K::FileOpen], |e| opt!(
-            e.file,
-            |f| B(f.truncate)
+        field!("file.truncate", Bool, FILE_KINDS, |e| opt!(e.file, |f| B(
+            f.truncate
+        ))),
+        field!("file.create", Bool, FILE_KINDS, |e| opt!(e.file, |f| B(
+            f.create
+        ))),
+        FieldDef {
+            name: "file.op",
+            ty: FieldType::Enum(CHANGE_OPS),
+            kinds: &[K::FileChange],
+            get: |e| opt!(e.file_change, |c| S(&c.op)),
+        },
+        field!("file.target", Str, &[K::FileChange], |e| e
+            .file_change
+            .as_ref()
+            .and_then(|c| c.target.as_deref())
+            .map_or(Absent, S)),
+        field!("file.mode", Int, &[K::FileChange], |e| e
+            .file_change
+            .as_ref()
+            .and_then(|c| c.mode)
+            .map_or(Absent, |m| I(i64::from(m)))),
+        field!("file.setuid", Bool, &[K::FileChange], |e| opt!(
+            e.file_change,
+            |c| B(c.setuid)
         )),
-        field!("file.create", Bool, &[K::FileOpen], |e| opt!(
-            e.file,
-            |f| B(f.create)
+        field!("file.setgid", Bool, &[K::FileChange], |e| opt!(
+            e.file_change,
+            |c| B(c.setgid)
+        )),
+        field!("file.uid", Int, &[K::FileChange], |e| e
+            .file_change
+            .as_ref()
+            .and_then(|c| c.uid)
+            .map_or(Absent, |v| I(i64::from(v)))),
+        field!("file.gid", Int, &[K::FileChange], |e| e
+            .file_change
+            .as_ref()
+            .and_then(|c| c.gid)
+            .map_or(Absent, |v| I(i64::from(v)))),
+        FieldDef {
+            name: "file.node_type",
+            ty: FieldType::Enum(NODE_TYPES),
+            kinds: &[K::FileChange],
+            get: |e| {
+                e.file_change
+                    .as_ref()
+                    .and_then(|c| c.node_type.as_deref())
+                    .map_or(Absent, S)
+            },
+        },
+        field!("file.device.major", Int, &[K::FileChange], |e| e
+            .file_change
+            .as_ref()
+            .and_then(|c| c.device.as_ref())
+            .map_or(Absent, |d| I(i64::from(d.major)))),
+        field!("file.device.minor", Int, &[K::FileChange], |e| e
+            .file_change
+            .as_ref()
+            .and_then(|c| c.device.as_ref())
+            .map_or(Absent, |d| I(i64::from(d.minor)))),
+        field!("file.path_truncated", Bool, &[K::FileChange], |e| opt!(
+            e.file_change,
+            |c| B(c.truncated)
+        )),
+        field!("socket.family", Str, &[K::RawSocket], |e| opt!(
+            e.socket,
+            |s| S(&s.family)
+        )),
+        field!("socket.type", Str, &[K::RawSocket], |e| opt!(
+            e.socket,
+            |s| S(&s.socket_type)
+        )),
+        field!("socket.protocol", Int, &[K::RawSocket], |e| opt!(
+            e.socket,
+            |s| I(s.protocol)
         )),
         field!("summary.kind", Str, &[K::RateSummary], |e| opt!(
             e.summary,

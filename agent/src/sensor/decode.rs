@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use agent_common::{
     EventHeader, EventKind,
     control::{ControlEvent, MountEvent},
-    file::FileOpenEvent,
+    file::{FileChangeEvent, FileOpenEvent},
     net::NetEvent,
     process::{ExecEvent, ExitEvent, ForkEvent},
     ratelimit::RateSummaryEvent,
@@ -29,6 +29,7 @@ pub enum RawEvent {
     /// connect/send/bind/listen/accept (kind in the header).
     Net(Box<NetEvent>),
     FileOpen(Box<FileOpenEvent>),
+    FileChange(Box<FileChangeEvent>),
     Capability(CapEvent),
     Privilege(Box<CredEvent>),
     /// namespace/ptrace/memfd/module_load/bpf/fd_dup (kind in the header).
@@ -46,6 +47,7 @@ impl RawEvent {
             Self::Exit(e) => &e.header,
             Self::Net(e) => &e.header,
             Self::FileOpen(e) => &e.header,
+            Self::FileChange(e) => &e.header,
             Self::Capability(e) => &e.header,
             Self::Privilege(e) => &e.header,
             Self::Control(e) => &e.header,
@@ -140,6 +142,9 @@ pub fn decode(buf: &[u8]) -> Result<RawEvent, DecodeError> {
         Some(k @ EventKind::FileOpen) => Ok(RawEvent::FileOpen(Box::new(read_exact::<
             FileOpenEvent,
         >(buf, k)?))),
+        Some(k @ EventKind::FileChange) => Ok(RawEvent::FileChange(Box::new(read_exact::<
+            FileChangeEvent,
+        >(buf, k)?))),
         Some(k @ EventKind::Capability) => {
             Ok(RawEvent::Capability(read_exact::<CapEvent>(buf, k)?))
         }
@@ -154,7 +159,8 @@ pub fn decode(buf: &[u8]) -> Result<RawEvent, DecodeError> {
             | EventKind::Memfd
             | EventKind::ModuleLoad
             | EventKind::Bpf
-            | EventKind::FdDup),
+            | EventKind::FdDup
+            | EventKind::RawSocket),
         ) => Ok(RawEvent::Control(Box::new(read_exact::<ControlEvent>(
             buf, k,
         )?))),

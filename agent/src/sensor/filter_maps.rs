@@ -12,13 +12,13 @@
 //! so a run that read the old index has long finished when its maps change.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
 use agent_common::{
     EventKind,
-    file::FILE_PATH_MAX,
+    file::{FILE_PATH_MAX, path_tag},
     net::{NetFilter, port_filter, port_key},
     ratelimit::RateLimit,
     settings::{FILTER_GENERATIONS, file_filter},
@@ -172,20 +172,22 @@ impl FilterMaps {
         replace_trie(
             &mut self.prefixes[i],
             "FILE_PREFIXES",
-            &f.file_prefixes,
+            &tagged_paths(&f.file_prefixes, &f.change_prefixes, false),
             false,
         )?;
         replace_trie(
             &mut self.suffixes[i],
             "FILE_SUFFIXES",
-            &f.file_suffixes,
+            &tagged_paths(&f.file_suffixes, &f.change_suffixes, true),
             true,
         )?;
-        let mode = if f.all_paths {
-            file_filter::ALL_PATHS
-        } else {
-            0
-        };
+        let mut mode = 0;
+        if f.all_paths {
+            mode |= file_filter::ALL_PATHS;
+        }
+        if f.change_all_paths {
+            mode |= file_filter::CHANGE_ALL_PATHS;
+        }
         self.file_mode
             .set(g, mode, 0)
             .map_err(map_err("FILE_FILTER"))?;
@@ -232,26 +234,64 @@ impl FilterMaps {
     }
 }
 
-/// Makes `trie` hold exactly `paths` (it is inactive: order is free).
+/// The trie entries for the `file_open` literals `open` and the
+/// `file_change` literals `change`, each with its `path_tag` bits.
+///
+/// An LPM lookup returns only the longest matching entry, so every entry
+/// also carries the tags of the entries it extends (a prefix entry extends
+/// the shorter prefixes it starts with; a suffix entry, the shorter suffixes
+/// it ends with): then the one entry the kernel finds says every kind any
+/// matching literal applies to.
+pub fn tagged_paths(
+    open: &BTreeSet<String>,
+    change: &BTreeSet<String>,
+    suffix: bool,
+) -> BTreeMap<String, u32> {
+    let mut own: BTreeMap<String, u32> = BTreeMap::new();
+    for p in open {
+        *own.entry(p.clone()).or_default() |= path_tag::OPEN;
+    }
+    for p in change {
+        *own.entry(p.clone()).or_default() |= path_tag::CHANGE;
+    }
+    own.keys()
+        .map(|p| {
+            let tag = own
+                .iter()
+                .filter(|(q, _)| {
+                    if suffix {
+                        p.ends_with(q.as_str())
+                    } else {
+                        p.starts_with(q.as_str())
+                    }
+                })
+                .fold(0, |t, (_, qt)| t | qt);
+            (p.clone(), tag)
+        })
+        .collect()
+}
+
+/// Makes `trie` hold exactly `paths` with their tags (it is inactive:
+/// order is free).
 fn replace_trie(
     trie: &mut PathTrie,
     name: &'static str,
-    paths: &BTreeSet<String>,
+    paths: &BTreeMap<String, u32>,
     reversed: bool,
 ) -> Result<(), FilterError> {
-    let new: Vec<Key<[u8; FILE_PATH_MAX]>> = paths
+    let new: Vec<(Key<[u8; FILE_PATH_MAX]>, u32)> = paths
         .iter()
-        .map(|p| path_key(p, reversed))
+        .map(|(p, t)| path_key(p, reversed).map(|k| (k, *t)))
         .collect::<Result<_, _>>()?;
     let old: Vec<Key<[u8; FILE_PATH_MAX]>> = trie.keys().filter_map(Result::ok).collect();
     let same = |a: &Key<[u8; FILE_PATH_MAX]>, b: &Key<[u8; FILE_PATH_MAX]>| {
         a.prefix_len() == b.prefix_len() && a.data() == b.data()
     };
-    for k in old.iter().filter(|o| !new.iter().any(|n| same(n, o))) {
+    for k in old.iter().filter(|o| !new.iter().any(|(n, _)| same(n, o))) {
         trie.remove(k).map_err(map_err(name))?;
     }
-    for k in &new {
-        trie.insert(k, 1, 0).map_err(map_err(name))?;
+    for (k, t) in &new {
+        trie.insert(k, t, 0).map_err(map_err(name))?;
     }
     Ok(())
 }
@@ -292,5 +332,45 @@ impl std::fmt::Debug for FilterHandle {
         f.debug_struct("FilterHandle")
             .field("generation", &self.active_generation())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn longer_entries_inherit_the_tags_of_the_ones_they_extend() {
+        let t = tagged_paths(
+            &set(&["/etc/shadow", "/root/.ssh/"]),
+            &set(&["/etc/", "/root/.ssh/"]),
+            false,
+        );
+        let want: BTreeMap<String, u32> = [
+            ("/etc/".to_string(), path_tag::CHANGE),
+            ("/etc/shadow".to_string(), path_tag::OPEN | path_tag::CHANGE),
+            ("/root/.ssh/".to_string(), path_tag::OPEN | path_tag::CHANGE),
+        ]
+        .into();
+        assert_eq!(t, want);
+    }
+
+    #[test]
+    fn suffix_entries_inherit_by_ending() {
+        let t = tagged_paths(
+            &set(&["/.ssh/authorized_keys"]),
+            &set(&["_keys", "/.bash_history"]),
+            true,
+        );
+        assert_eq!(
+            t["/.ssh/authorized_keys"],
+            path_tag::OPEN | path_tag::CHANGE
+        );
+        assert_eq!(t["_keys"], path_tag::CHANGE);
+        assert_eq!(t["/.bash_history"], path_tag::CHANGE);
     }
 }

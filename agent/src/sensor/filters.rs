@@ -76,6 +76,16 @@ pub struct SensorFilters {
     pub file_prefixes: BTreeSet<String>,
     /// Monitored path suffixes for `file_open`.
     pub file_suffixes: BTreeSet<String>,
+    /// Report every `file_change` (unlink, rename, chmod, ...), ignoring the
+    /// path sets. setuid/setgid chmods and mknods are reported whatever the
+    /// path in any case.
+    pub change_all_paths: bool,
+    /// Monitored path prefixes for `file_change` (either path of a rename,
+    /// link or symlink). They share the kernel's tries with the `file_open`
+    /// sets (each entry tagged with the kinds it applies to).
+    pub change_prefixes: BTreeSet<String>,
+    /// Monitored path suffixes for `file_change`.
+    pub change_suffixes: BTreeSet<String>,
     /// Address families reported (`AF_*` numbers); empty = all.
     pub families: BTreeSet<u16>,
     pub ports: PortFilter,
@@ -98,6 +108,15 @@ impl Default for SensorFilters {
                 .map(|s| s.to_string())
                 .collect(),
             file_suffixes: DEFAULT_FILE_SUFFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            change_all_paths: false,
+            change_prefixes: DEFAULT_FILE_PREFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            change_suffixes: DEFAULT_FILE_SUFFIXES
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -153,7 +172,13 @@ pub fn path_key(path: &str, reversed: bool) -> Result<Key<[u8; FILE_PATH_MAX]>, 
 impl SensorFilters {
     /// Checks the configuration without touching the kernel.
     pub fn validate(&self) -> Result<(), FilterError> {
-        for p in self.file_prefixes.iter().chain(&self.file_suffixes) {
+        for p in self
+            .file_prefixes
+            .iter()
+            .chain(&self.file_suffixes)
+            .chain(&self.change_prefixes)
+            .chain(&self.change_suffixes)
+        {
             path_key(p, false)?;
         }
         for kind in &self.disabled {

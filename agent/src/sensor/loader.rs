@@ -483,6 +483,466 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         loss: "file_open events from open(2) (x86_64 only)",
     },
     ProgramSpec {
+        program: "sys_enter_process_vm_readv",
+        sensor: "process_control",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_process_vm_readv",
+        },
+        required_offsets: &[],
+        loss: "ptrace events from process_vm_readv(2) (reading another process's memory)",
+    },
+    ProgramSpec {
+        program: "sys_exit_process_vm_readv",
+        sensor: "process_control",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_process_vm_readv",
+        },
+        required_offsets: &[],
+        loss: "ptrace events from process_vm_readv(2) (reading another process's memory)",
+    },
+    ProgramSpec {
+        program: "sys_enter_process_vm_writev",
+        sensor: "process_control",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_process_vm_writev",
+        },
+        required_offsets: &[],
+        loss: "ptrace events from process_vm_writev(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_process_vm_writev",
+        sensor: "process_control",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_process_vm_writev",
+        },
+        required_offsets: &[],
+        loss: "ptrace events from process_vm_writev(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_socket",
+        sensor: "raw_socket",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_socket",
+        },
+        required_offsets: &[],
+        loss: "raw_socket events (AF_PACKET / SOCK_RAW socket creation)",
+    },
+    ProgramSpec {
+        program: "sys_exit_socket",
+        sensor: "raw_socket",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_socket",
+        },
+        required_offsets: &[],
+        loss: "raw_socket events (AF_PACKET / SOCK_RAW socket creation)",
+    },
+    ProgramSpec {
+        program: "sys_enter_unlink",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_unlink",
+        },
+        required_offsets: &[],
+        loss: "file_change events from unlink(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_exit_unlink",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_unlink",
+        },
+        required_offsets: &[],
+        loss: "file_change events from unlink(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_enter_unlinkat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_unlinkat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from unlinkat(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_unlinkat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_unlinkat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from unlinkat(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_rename",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_rename",
+        },
+        required_offsets: &[],
+        loss: "file_change events from rename(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_exit_rename",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_rename",
+        },
+        required_offsets: &[],
+        loss: "file_change events from rename(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_enter_renameat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_renameat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from renameat(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_renameat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_renameat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from renameat(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_renameat2",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_renameat2",
+        },
+        required_offsets: &[],
+        loss: "file_change events from renameat2(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_renameat2",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_renameat2",
+        },
+        required_offsets: &[],
+        loss: "file_change events from renameat2(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_chmod",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_chmod",
+        },
+        required_offsets: &[],
+        loss: "file_change events from chmod(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_exit_chmod",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_chmod",
+        },
+        required_offsets: &[],
+        loss: "file_change events from chmod(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_enter_fchmod",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_fchmod",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchmod(2) (setuid/setgid bits only: no path)",
+    },
+    ProgramSpec {
+        program: "sys_exit_fchmod",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_fchmod",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchmod(2) (setuid/setgid bits only: no path)",
+    },
+    ProgramSpec {
+        program: "sys_enter_fchmodat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_fchmodat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchmodat(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_fchmodat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_fchmodat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchmodat(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_fchmodat2",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_fchmodat2",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchmodat2(2) (kernels 6.6+)",
+    },
+    ProgramSpec {
+        program: "sys_exit_fchmodat2",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_fchmodat2",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchmodat2(2) (kernels 6.6+)",
+    },
+    ProgramSpec {
+        program: "sys_enter_chown",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_chown",
+        },
+        required_offsets: &[],
+        loss: "file_change events from chown(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_exit_chown",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_chown",
+        },
+        required_offsets: &[],
+        loss: "file_change events from chown(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_enter_lchown",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_lchown",
+        },
+        required_offsets: &[],
+        loss: "file_change events from lchown(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_exit_lchown",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_lchown",
+        },
+        required_offsets: &[],
+        loss: "file_change events from lchown(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_enter_fchown",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_fchown",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchown(2) (no path)",
+    },
+    ProgramSpec {
+        program: "sys_exit_fchown",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_fchown",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchown(2) (no path)",
+    },
+    ProgramSpec {
+        program: "sys_enter_fchownat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_fchownat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchownat(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_fchownat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_fchownat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from fchownat(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_link",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_link",
+        },
+        required_offsets: &[],
+        loss: "file_change events from link(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_exit_link",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_link",
+        },
+        required_offsets: &[],
+        loss: "file_change events from link(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_enter_linkat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_linkat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from linkat(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_linkat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_linkat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from linkat(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_symlink",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_symlink",
+        },
+        required_offsets: &[],
+        loss: "file_change events from symlink(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_exit_symlink",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_symlink",
+        },
+        required_offsets: &[],
+        loss: "file_change events from symlink(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_enter_symlinkat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_symlinkat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from symlinkat(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_symlinkat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_symlinkat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from symlinkat(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_mknod",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_mknod",
+        },
+        required_offsets: &[],
+        loss: "file_change events from mknod(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_exit_mknod",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_mknod",
+        },
+        required_offsets: &[],
+        loss: "file_change events from mknod(2) (x86_64 only)",
+    },
+    ProgramSpec {
+        program: "sys_enter_mknodat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_mknodat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from mknodat(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_mknodat",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_mknodat",
+        },
+        required_offsets: &[],
+        loss: "file_change events from mknodat(2)",
+    },
+    ProgramSpec {
+        program: "sys_enter_truncate",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_truncate",
+        },
+        required_offsets: &[],
+        loss: "file_change events from truncate(2)",
+    },
+    ProgramSpec {
+        program: "sys_exit_truncate",
+        sensor: "file_change",
+        attach: Attach::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_truncate",
+        },
+        required_offsets: &[],
+        loss: "file_change events from truncate(2)",
+    },
+    ProgramSpec {
         program: "cap_capable",
         sensor: "capability",
         attach: Attach::TracePoint {

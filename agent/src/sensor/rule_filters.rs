@@ -15,6 +15,12 @@
 //!   that does not also restrict the path, ...) turns path filtering off,
 //!   with a warning that names the rule: dropping opens that rule could match
 //!   would be a silent detection gap.
+//! - **file-change paths**: the same for `file_change`, from `file.path` and
+//!   `file.target`; tests only the kernel's unconditional reports can pass
+//!   (`file.setuid`, `file.setgid`, `file.op == "mknod"`, `file.node_type`)
+//!   need no literal, and an `event.kind` test naming another kind makes its
+//!   alternative restrict nothing for this one. An irreducible rule turns
+//!   change-path filtering off on its own (`change_all_paths`).
 //!
 //! Network families and ports stay as configured: the kernel's network
 //! filter is one family/port set shared by connect, send, bind, listen and
@@ -66,6 +72,8 @@ pub const SWITCHABLE_KINDS: &[EventKindName] = &[
     EventKindName::Bpf,
     EventKindName::FdDup,
     EventKindName::FileOpen,
+    EventKindName::FileChange,
+    EventKindName::RawSocket,
 ];
 
 /// Entries of each path trie in the kernel (`agent-ebpf/src/file.rs`).
@@ -87,6 +95,8 @@ pub struct FilterConfig {
 pub enum Dimension {
     Kinds,
     FilePaths,
+    /// The path sets of `file_change`.
+    ChangePaths,
 }
 
 /// Why a dimension is filtered less than the rules alone would allow, or a
@@ -110,6 +120,16 @@ impl fmt::Display for FilterWarning {
             (None, Dimension::FilePaths) => write!(
                 f,
                 "file opens are not filtered by path in the kernel: {}",
+                self.reason
+            ),
+            (Some(r), Dimension::ChangePaths) => write!(
+                f,
+                "rule `{r}`: file changes are not filtered by path in the kernel: {}",
+                self.reason
+            ),
+            (None, Dimension::ChangePaths) => write!(
+                f,
+                "file changes are not filtered by path in the kernel: {}",
                 self.reason
             ),
             (Some(r), Dimension::Kinds) => write!(f, "rule `{r}`: {}", self.reason),
@@ -136,6 +156,9 @@ impl DerivedFilters {
             all_paths = self.filters.all_paths,
             file_prefixes = self.filters.file_prefixes.len(),
             file_suffixes = self.filters.file_suffixes.len(),
+            change_all_paths = self.filters.change_all_paths,
+            change_prefixes = self.filters.change_prefixes.len(),
+            change_suffixes = self.filters.change_suffixes.len(),
             "in-kernel filters derived from the rules"
         );
     }
@@ -173,7 +196,7 @@ pub fn derive_filters(rules: &RuleSet, cfg: &FilterConfig) -> DerivedFilters {
 
     for &i in rules.for_kind(EventKindName::FileOpen) {
         let r = &rules.rules()[i];
-        match reduce(&r.condition) {
+        match reduce(&r.condition, Target::Open) {
             Ok(p) => {
                 f.file_prefixes.extend(p.prefixes);
                 f.file_suffixes.extend(p.suffixes);
@@ -187,6 +210,27 @@ pub fn derive_filters(rules: &RuleSet, cfg: &FilterConfig) -> DerivedFilters {
                 });
             }
         }
+    }
+    for &i in rules.for_kind(EventKindName::FileChange) {
+        let r = &rules.rules()[i];
+        match reduce(&r.condition, Target::Change) {
+            Ok(p) => {
+                f.change_prefixes.extend(p.prefixes);
+                f.change_suffixes.extend(p.suffixes);
+            }
+            Err(reason) => {
+                f.change_all_paths = true;
+                warnings.push(FilterWarning {
+                    dimension: Dimension::ChangePaths,
+                    rule: Some(r.id.to_string()),
+                    reason,
+                });
+            }
+        }
+    }
+    if f.change_all_paths {
+        f.change_prefixes.clear();
+        f.change_suffixes.clear();
     }
     if !f.all_paths && (f.file_prefixes.len() > MAX_PATHS || f.file_suffixes.len() > MAX_PATHS) {
         f.all_paths = true;
@@ -204,6 +248,21 @@ pub fn derive_filters(rules: &RuleSet, cfg: &FilterConfig) -> DerivedFilters {
         // Not consulted by the kernel; keeping them would only hide that.
         f.file_prefixes.clear();
         f.file_suffixes.clear();
+    }
+    // The kernel holds both kinds' literals in one pair of tries.
+    let prefixes = f.file_prefixes.union(&f.change_prefixes).count();
+    let suffixes = f.file_suffixes.union(&f.change_suffixes).count();
+    if !f.change_all_paths && (prefixes > MAX_PATHS || suffixes > MAX_PATHS) {
+        f.change_all_paths = true;
+        f.change_prefixes.clear();
+        f.change_suffixes.clear();
+        warnings.push(FilterWarning {
+            dimension: Dimension::ChangePaths,
+            rule: None,
+            reason: format!(
+                "{prefixes} prefixes and {suffixes} suffixes exceed the kernel's {MAX_PATHS} entries per set"
+            ),
+        });
     }
     DerivedFilters {
         filters: f,
@@ -224,14 +283,26 @@ impl PathSets {
     }
 }
 
+/// Which kind's path filter a rule is reduced for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// `file_open`: `file.path` is the path the kernel matched.
+    Open,
+    /// `file_change`: the kernel matches `file.path` and `file.target`
+    /// (either one matching reports the change), and reports setuid/setgid
+    /// chmods and every mknod whatever the path.
+    Change,
+}
+
 /// Path literals such that `cond` can only be true for paths that start
 /// with one of `prefixes` or end with one of `suffixes`; `Err` says why no
 /// such set exists.
-fn reduce(cond: &Cond) -> Result<PathSets, String> {
+fn reduce(cond: &Cond, t: Target) -> Result<PathSets, String> {
+    let reduce = |c: &Cond| reduce(c, t);
     match cond {
         Cond::Const(false) => Ok(PathSets::default()),
         Cond::Const(true) => Err("the condition is always true".into()),
-        Cond::Pred(p) => reduce_pred(p),
+        Cond::Pred(p) => reduce_pred(p, t),
         // Any restricting part restricts the whole: take the tightest.
         Cond::And(items) => {
             let mut best: Option<PathSets> = None;
@@ -265,9 +336,50 @@ fn reduce(cond: &Cond) -> Result<PathSets, String> {
     }
 }
 
-fn reduce_pred(p: &Pred) -> Result<PathSets, String> {
+/// For `file_change`: a test that only events the kernel reports whatever
+/// the path can pass (an empty literal set then restricts enough).
+fn always_reported(p: &Pred) -> bool {
+    if p.negate {
+        return false;
+    }
+    match p.accessor.field_name() {
+        Some("file.setuid" | "file.setgid") => matches!(p.test, Test::BoolEq(true)),
+        // Present only on mknod events, all of which are reported.
+        Some("file.node_type" | "file.device.major" | "file.device.minor") => true,
+        Some("file.op") => match &p.test {
+            Test::StrIn(StrSet::Small(items)) => items.iter().all(|s| &**s == "mknod"),
+            Test::StrIn(StrSet::Large(items)) => items.iter().all(|s| &**s == "mknod"),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Whether `p` is an `event.kind` test that no event of `t`'s kind passes
+/// (the alternative of a multi-kind rule that is about another kind: it
+/// restricts this kind's paths to nothing).
+fn other_kind(p: &Pred, t: Target) -> bool {
+    if p.negate || p.accessor.field_name() != Some("event.kind") {
+        return false;
+    }
+    let own = match t {
+        Target::Open => EventKindName::FileOpen.as_str(),
+        Target::Change => EventKindName::FileChange.as_str(),
+    };
+    match &p.test {
+        Test::StrIn(StrSet::Small(items)) => !items.iter().any(|s| &**s == own),
+        Test::StrIn(StrSet::Large(items)) => !items.iter().any(|s| &**s == own),
+        _ => false,
+    }
+}
+
+fn reduce_pred(p: &Pred, t: Target) -> Result<PathSets, String> {
+    if (t == Target::Change && always_reported(p)) || other_kind(p, t) {
+        return Ok(PathSets::default());
+    }
     match p.accessor.field_name() {
         Some("file.path") => {}
+        Some("file.target") if t == Target::Change => {}
         Some(other) => {
             return Err(format!(
                 "`{other}` is tested without a `file.path` literal next to it"

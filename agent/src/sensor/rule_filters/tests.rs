@@ -24,6 +24,8 @@ fn bare() -> FilterConfig {
     let mut base = SensorFilters::default();
     base.file_prefixes.clear();
     base.file_suffixes.clear();
+    base.change_prefixes.clear();
+    base.change_suffixes.clear();
     FilterConfig {
         base,
         keep_all_kinds: false,
@@ -303,4 +305,65 @@ fn the_shipped_rules_keep_path_filtering_on() {
         assert!(d.filters.file_prefixes.contains(p), "{p}");
     }
     assert!(d.filters.file_suffixes.contains("/core_pattern"));
+    // file_change: the log/history, link and setuid/mknod rules keep the
+    // change filter on, with exactly the rules' literals added to the
+    // defaults (setuid chmods and mknods need none: the kernel reports them
+    // whatever the path).
+    assert!(!d.filters.change_all_paths);
+    for p in [
+        "/var/log/",
+        "/root/.bash_history",
+        "/home/",
+        "/etc/passwd",
+        "/root/.ssh/",
+    ] {
+        assert!(d.filters.change_prefixes.contains(p), "{p}");
+    }
+    assert!(d.filters.change_suffixes.contains("/.ssh/id_ecdsa"));
+    // Only the change rules want these (no open of id_ecdsa is watched).
+    assert!(!d.filters.file_suffixes.contains("/.ssh/id_ecdsa"));
+}
+
+#[test]
+fn file_change_rules_reduce_over_both_paths_and_kernel_reported_ops() {
+    let r = rules(&[
+        (
+            "links",
+            "file_change",
+            r#"file.op == "symlink" and file.target startswith "/etc/""#,
+        ),
+        ("suid", "file_change", "file.setuid or file.setgid"),
+        (
+            "blk",
+            "file_change",
+            r#"file.op == "mknod" and file.node_type == "block""#,
+        ),
+    ]);
+    let d = derive_filters(&r, &bare());
+    assert_eq!(d.warnings, vec![]);
+    assert!(!d.filters.change_all_paths);
+    assert_eq!(d.filters.change_prefixes, ["/etc/".to_string()].into());
+    assert!(d.filters.change_suffixes.is_empty());
+    // A chmod rule that is not about the setuid bits cannot be reduced.
+    let r = rules(&[("any-chmod", "file_change", r#"file.op == "chmod""#)]);
+    let d = derive_filters(&r, &bare());
+    assert!(d.filters.change_all_paths);
+    assert_eq!(d.warnings.len(), 1);
+    assert_eq!(d.warnings[0].dimension, Dimension::ChangePaths);
+    // The open filter is not touched by a change rule.
+    assert!(!d.filters.all_paths);
+}
+
+#[test]
+fn alternatives_about_another_kind_do_not_widen_a_kind() {
+    let r = rules(&[(
+        "two-kinds",
+        "file_open, file_change",
+        r#"(event.kind == "file_open" and file.path startswith "/a/")
+           or (event.kind == "file_change" and file.op == "chmod")"#,
+    )]);
+    let d = derive_filters(&r, &bare());
+    assert!(!d.filters.all_paths, "{:?}", d.warnings);
+    assert_eq!(d.filters.file_prefixes, ["/a/".to_string()].into());
+    assert!(d.filters.change_all_paths);
 }
