@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::{
     action::{ActionKind, ActionRecord, ActionRequest, Outcome, Target, Trigger},
     cgroups,
-    kernel::{KernelEnforcer, KernelKill, decode_record},
+    kernel::{KernelEnforcer, KernelKill, Reconciled, decode_record},
     kill_rules::{KillRuleSpec, KillScope},
     kube::KubeActions,
     metrics::{ACTIONS, ActionLabels, LOSSES, LossLabels, REFUSALS, RefusalLabels},
@@ -77,6 +77,21 @@ pub enum ContainError {
     Kill(#[from] procs::KillError),
     #[error("{0}")]
     Other(String),
+}
+
+/// The request a recorded block was placed for (a placeholder naming the
+/// cgroup for blocks recorded without one).
+fn restored_request(r: &super::persist::BlockRecord) -> ActionRequest {
+    r.request.clone().unwrap_or_else(|| {
+        ActionRequest::new(
+            ActionKind::BlockEgress,
+            Target {
+                cgroup: Some(r.path.clone()),
+                ..Default::default()
+            },
+            Trigger::Agent,
+        )
+    })
 }
 
 /// The containment engine. Cheap to share (`Arc`); every method takes `&self`.
@@ -443,6 +458,162 @@ impl Containment {
         out
     }
 
+    /// Reconciles the egress blocks a previous agent left (pins and
+    /// records, see [`super::persist`]) with this agent's programs.
+    /// Synchronous and quick: call it at start, before any new block; then
+    /// hand the result to [`Self::record_reconciled`].
+    pub fn reconcile_blocks(&self) -> Vec<Reconciled> {
+        let Some(k) = &self.kernel else {
+            return Vec::new();
+        };
+        match lock(k).reconcile() {
+            Ok(r) => r,
+            Err(e) => {
+                LOSSES
+                    .get_or_create(&LossLabels {
+                        what: "containment_state_read",
+                    })
+                    .inc();
+                tracing::error!(error = %e, "containment state not reconciled: pinned blocks of the previous agent are left as they are (remove them with `picket purge-containment`)");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Turns what [`Self::reconcile_blocks`] did into audit records (kept
+    /// for `ListActions`, flagged `restored`).
+    pub async fn record_reconciled(&self, items: Vec<Reconciled>) -> Vec<ActionRecord> {
+        let mut out = Vec::new();
+        for item in items {
+            let rec = match item {
+                Reconciled::Restored { record, id, note } => {
+                    let mut req = restored_request(&record);
+                    req.target.cgroup = Some(record.path.clone());
+                    let msg = format!(
+                        "restored after an agent restart: egress of cgroup {} (id {id}) blocked since {}: {:?}; {note}",
+                        record.path.display(),
+                        record.placed_at,
+                        record.scope
+                    );
+                    self.finish_with(
+                        &req,
+                        false,
+                        Outcome::Succeeded,
+                        msg,
+                        None,
+                        false,
+                        false,
+                        true,
+                    )
+                    .await
+                }
+                Reconciled::Failed { record, error } => {
+                    let req = restored_request(&record);
+                    let msg = format!(
+                        "recorded egress block on cgroup {} could not be put back in force after an agent restart: {error}",
+                        record.path.display()
+                    );
+                    self.finish_with(&req, false, Outcome::Failed, msg, None, false, false, true)
+                        .await
+                }
+                Reconciled::Gone { record } => {
+                    let mut req = restored_request(&record);
+                    req.trigger = Trigger::Agent;
+                    let msg = format!(
+                        "recorded egress block on cgroup {} dropped: the cgroup is gone",
+                        record.path.display()
+                    );
+                    self.finish_with(
+                        &req,
+                        false,
+                        Outcome::Succeeded,
+                        msg,
+                        None,
+                        true,
+                        false,
+                        false,
+                    )
+                    .await
+                }
+                Reconciled::Stale { cgroup_id, pins } => {
+                    let req = ActionRequest::new(
+                        ActionKind::BlockEgress,
+                        Target::default(),
+                        Trigger::Agent,
+                    );
+                    let msg = format!(
+                        "stale egress block on cgroup id {cgroup_id} lifted: no record of it (pins removed: {})",
+                        pins.iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    self.finish_with(
+                        &req,
+                        false,
+                        Outcome::Succeeded,
+                        msg,
+                        None,
+                        true,
+                        false,
+                        false,
+                    )
+                    .await
+                }
+            };
+            out.push(rec);
+        }
+        out
+    }
+
+    /// Records the isolations found on this node's pods (the quarantine
+    /// label this or an earlier agent placed), so `ListActions` shows them
+    /// and `release` knows them after a restart.
+    pub async fn restore_isolations(&self, pods: &[PodFacts]) -> Vec<ActionRecord> {
+        let mut out = Vec::new();
+        for p in pods {
+            if p.labels
+                .get(super::kube::QUARANTINE_LABEL)
+                .map(String::as_str)
+                != Some("true")
+            {
+                continue;
+            }
+            let key = (p.namespace.clone(), p.name.clone());
+            if !lock(&self.isolated).insert(key) {
+                continue;
+            }
+            let target = Target {
+                namespace: Some(p.namespace.clone()),
+                pod: Some(p.name.clone()),
+                pod_uid: Some(p.uid.clone()),
+                labels: p.labels.clone(),
+                ..Default::default()
+            };
+            let req = ActionRequest::new(ActionKind::IsolatePod, target, Trigger::Agent);
+            let msg = format!(
+                "restored after an agent restart: pod {}/{} carries {}=true (isolated)",
+                p.namespace,
+                p.name,
+                super::kube::QUARANTINE_LABEL
+            );
+            out.push(
+                self.finish_with(
+                    &req,
+                    false,
+                    Outcome::Succeeded,
+                    msg,
+                    None,
+                    false,
+                    false,
+                    true,
+                )
+                .await,
+            );
+        }
+        out
+    }
+
     /// The most recent records, newest last (at most `limit`).
     pub fn list_actions(&self, limit: usize) -> Vec<ActionRecord> {
         let h = lock(&self.history);
@@ -655,7 +826,7 @@ impl Containment {
                     .cgroup
                     .as_ref()
                     .ok_or_else(|| ContainError::Other("no cgroup".into()))?;
-                let id = lock(k).block_egress(cg, &req.egress)?;
+                let id = lock(k).block_egress_for(cg, &req.egress, Some(req))?;
                 Ok(format!(
                     "egress of cgroup {} (id {id}) blocked: {:?}",
                     cg.display(),
@@ -771,6 +942,26 @@ impl Containment {
         release: bool,
         attempted: bool,
     ) -> ActionRecord {
+        self.finish_with(
+            req, dry_run, outcome, message, refusal, release, attempted, false,
+        )
+        .await
+    }
+
+    /// [`Self::finish`]; `restored` marks the record of an earlier agent's
+    /// action kept in force by this one.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_with(
+        &self,
+        req: &ActionRequest,
+        dry_run: bool,
+        outcome: Outcome,
+        message: String,
+        refusal: Option<Refusal>,
+        release: bool,
+        attempted: bool,
+        restored: bool,
+    ) -> ActionRecord {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let rec = ActionRecord {
             id: format!("{}:{}:{n}", self.cfg.node_name, std::process::id()),
@@ -784,6 +975,7 @@ impl Containment {
             message,
             refusal: refusal.as_ref().map(|r| r.label().to_string()),
             release,
+            restored,
         };
         ACTIONS
             .get_or_create(&ActionLabels {
@@ -806,10 +998,10 @@ impl Containment {
         );
         match outcome {
             Outcome::Succeeded | Outcome::DryRun => {
-                info!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, message = %rec.message, "containment action")
+                info!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, restored, message = %rec.message, "containment action")
             }
             Outcome::Refused | Outcome::Failed => {
-                warn!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, message = %rec.message, "containment action not done")
+                warn!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, restored, message = %rec.message, "containment action not done")
             }
         }
         // A Kubernetes Event is a write: none for dry-runs and refusals.
