@@ -336,9 +336,14 @@ async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
 /// `connect()` to `dest` (IPv4 TCP) from a child in `cg`: the errno, or
 /// `None` when it connected.
 fn connect_from(cg: &TestCgroup, dest: std::net::SocketAddrV4) -> Option<i32> {
+    connect_from_dir(&cg.path, dest)
+}
+
+/// [`connect_from`] a cgroup directory.
+fn connect_from_dir(cg: &Path, dest: std::net::SocketAddrV4) -> Option<i32> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("/bin/true");
-    cg.enter(&mut cmd);
+    picket_tests::cgroup::enter_dir(&mut cmd, cg);
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: dest.port().to_be(),
@@ -522,5 +527,281 @@ fn kernel_kill_rules_reach_docker_scopes_and_late_kubepods() {
     drop(late);
     drop(docker);
     drop(parent);
+    t.done();
+}
+
+/// A per-test bpffs pin directory, removed (its entries, then itself) when
+/// dropped, even when the test fails: a leaked pin would keep a test
+/// cgroup blocked. Only this test's directory is touched.
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new(tag: &str) -> Self {
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/picket/e2e-{tag}-{}",
+            std::process::id()
+        )))
+    }
+
+    /// Names of the pins in the directory, sorted.
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir(&self.0) {
+            for e in rd.filter_map(Result::ok) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+        // The shared parent goes only when empty (other tests' pins stay).
+        let _ = std::fs::remove_dir("/sys/fs/bpf/picket");
+    }
+}
+
+/// Runs `picket <args> --server unix:<sock>`; stdout, asserting exit 0.
+fn picket_cli(sock: &Path, args: &[&str]) -> String {
+    let out = Command::new(picket_tests::picket_run::picket_bin())
+        .args(args)
+        .arg("--server")
+        .arg(format!("unix:{}", sock.display()))
+        .output()
+        .expect("picket cli");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "picket {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Connects from `cg` in a loop until stopped: (attempts, connects that
+/// got through).
+struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(u32, u32)>,
+}
+
+impl Prober {
+    fn start(cg: &TestCgroup, dest: std::net::SocketAddrV4) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, path) = (stop.clone(), cg.path.clone());
+        let handle = std::thread::spawn(move || {
+            let (mut tries, mut through) = (0, 0);
+            while !s.load(Ordering::Relaxed) {
+                tries += 1;
+                if connect_from_dir(&path, dest) != Some(libc::EPERM) {
+                    through += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (tries, through)
+        });
+        Self { stop, handle }
+    }
+
+    fn finish(self) -> (u32, u32) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().expect("prober")
+    }
+}
+
+/// Issue 16 item 4: a block survives the agent's exit (clean with SIGTERM,
+/// or a crash with SIGKILL) and its restart with no window: a connect
+/// from the contained cgroup is refused before, while no agent runs
+/// (probed in a loop) and after; the new agent lists the block as
+/// restored, hands it over to its own programs, and `picket release`
+/// lifts it.
+fn block_survives_restart(tag: &str, crash: bool) {
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let server = rt
+        .block_on(TestApiServer::start())
+        .expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let uid = if crash {
+        "7e1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f15"
+    } else {
+        "7f1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f16"
+    };
+    let ctr = if crash { "5f" } else { "6a" }.repeat(32);
+    let cg = pod_container_cgroup(tag, uid, &ctr);
+    let pins = PinDir::new(tag);
+    let sock = dir.path().join("picket.sock");
+    let config = format!(
+        "containment:\n  enabled: true\n  rate_limits: {{per_rule: null, per_namespace: null, global: null}}\n  pin_dir: {}\n  state_dir: {}\ndelivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        pins.0.display(),
+        dir.path().join("state").display(),
+        dir.path().join("spool").display(),
+        sock.display()
+    );
+    let mut p = pod("shop", "web-3", uid, "e2e-node");
+    add_container(&mut p, "web", "web:1", Some(&format!("containerd://{ctr}")));
+    server.apply_pod(&p);
+    let rules = "rules: []\n";
+    let picket = Picket::start_with(dir.path(), rules, &config, &[&cg], &kube_args(&kubeconfig));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let std::net::SocketAddr::V4(dest) = listener.local_addr().expect("addr") else {
+        panic!("v4 listener");
+    };
+    assert_eq!(connect_from(&cg, dest), None, "before the block");
+    let out = picket_cli(
+        &sock,
+        &[
+            "contain",
+            "--pod",
+            "shop/web-3",
+            "--action",
+            "block-egress",
+            "--reason",
+            "INC-4",
+        ],
+    );
+    assert!(out.contains("block-egress succeeded"), "{out}");
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "blocked");
+    let first = pins.names();
+    assert_eq!(first.len(), 4, "one pin per hook: {first:?}");
+    let cg_pod = cg.path.parent().expect("pod cgroup").to_path_buf();
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&cg_pod).expect("pod cgroup").ino()
+    };
+    for hook in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
+        assert!(
+            first
+                .iter()
+                .any(|n| n.starts_with(&format!("egress-{ino}-{hook}-"))),
+            "{hook} pin missing: {first:?}"
+        );
+    }
+
+    let prober = Prober::start(&cg, dest);
+    if crash {
+        picket.crash();
+    } else {
+        let status = picket.stop();
+        assert!(status.success(), "clean exit: {status:?}");
+    }
+    // No agent runs: the pins hold the block.
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "agent down");
+    let mut picket =
+        Picket::start_with(dir.path(), rules, &config, &[&cg], &kube_args(&kubeconfig));
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "after restart");
+    let (tries, through) = prober.finish();
+    assert!(tries >= 10, "the prober ran {tries} times only");
+    assert_eq!(through, 0, "{through} of {tries} connects got through");
+
+    // Handed over: the same hooks, pinned by the new agent.
+    let second = pins.names();
+    assert_eq!(second.len(), 4, "{second:?}");
+    assert!(
+        second.iter().all(|n| !first.contains(n)),
+        "old pins left: {first:?} -> {second:?}"
+    );
+    let audit = picket.wait_for("restored record", |v| {
+        v["rule"]["id"] == "containment-action"
+            && v["event"]["containment"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("restored after an agent restart"))
+    });
+    assert_eq!(audit["event"]["containment"]["action"], "block-egress");
+    assert_eq!(audit["event"]["containment"]["trigger"], "client");
+    assert_eq!(audit["event"]["containment"]["reason"], "INC-4");
+    let out = picket_cli(&sock, &["actions"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("block-egress succeeded (restored): restored after an agent restart"))
+        .unwrap_or_else(|| panic!("no restored record: {out}"));
+    assert!(
+        line.contains(&format!(
+            "egress of cgroup {} (id {ino}) blocked",
+            cg_pod.display()
+        )),
+        "{line}"
+    );
+
+    let out = picket_cli(
+        &sock,
+        &["release", "--pod", "shop/web-3", "--reason", "INC-4 done"],
+    );
+    assert!(
+        out.contains(&format!("egress block lifted: {}", cg_pod.display())),
+        "{out}"
+    );
+    assert_eq!(connect_from(&cg, dest), None, "released");
+    assert_eq!(
+        pins.names(),
+        Vec::<String>::new(),
+        "pins left after release"
+    );
+
+    if !crash {
+        // Uninstall: a block left by a stopped agent is lifted by
+        // `picket purge-containment` (DaemonSet deletion does not lift it).
+        picket_cli(
+            &sock,
+            &["contain", "--pod", "shop/web-3", "--action", "block-egress"],
+        );
+        assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "blocked again");
+        assert!(picket.stop().success());
+        assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "after stop");
+        let cfg_file = dir.path().join("picket.yaml");
+        let out = Command::new(picket_tests::picket_run::picket_bin())
+            .arg("purge-containment")
+            .arg("--config")
+            .arg(&cfg_file)
+            .output()
+            .expect("purge");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "purged {}: 4 pinned links removed, 1 recorded blocks forgotten",
+                pins.0.display()
+            )),
+            "{stdout}"
+        );
+        assert_eq!(connect_from(&cg, dest), None, "purged");
+        assert!(!pins.0.exists(), "pin directory left");
+    } else {
+        drop(picket);
+    }
+    drop(listener);
+    drop(pins);
+    drop(cg);
+    drop(server);
+}
+
+#[test]
+fn egress_block_survives_a_clean_restart_and_is_released_after_it() {
+    let t = kernel_test!(egress_block_survives_a_clean_restart_and_is_released_after_it);
+    block_survives_restart("restart-term", false);
+    t.done();
+}
+
+#[test]
+fn egress_block_survives_an_agent_crash() {
+    let t = kernel_test!(egress_block_survives_an_agent_crash);
+    block_survives_restart("restart-kill", true);
     t.done();
 }
