@@ -339,6 +339,23 @@ fn connect_from(cg: &TestCgroup, dest: std::net::SocketAddrV4) -> Option<i32> {
     connect_from_dir(&cg.path, dest)
 }
 
+/// Polls [`connect_from`] until it gives `want` (5 s deadline): a link
+/// whose last reference was a removed pin detaches in deferred kernel work.
+fn wait_connect(cg: &TestCgroup, dest: std::net::SocketAddrV4, want: Option<i32>, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = connect_from(cg, dest);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: connect gave {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// [`connect_from`] a cgroup directory.
 fn connect_from_dir(cg: &Path, dest: std::net::SocketAddrV4) -> Option<i32> {
     use std::os::unix::process::CommandExt;
@@ -803,5 +820,104 @@ fn egress_block_survives_a_clean_restart_and_is_released_after_it() {
 fn egress_block_survives_an_agent_crash() {
     let t = kernel_test!(egress_block_survives_an_agent_crash);
     block_survives_restart("restart-kill", true);
+    t.done();
+}
+
+/// Issue 16 item 4, reconciliation: a recorded block whose pins are gone
+/// (a reboot clears bpffs) is re-applied at start; pins no record knows
+/// (the state file was lost) are removed at start, which lifts their
+/// block, and an audit record says so.
+#[test]
+fn restart_reapplies_recorded_blocks_and_removes_unknown_pins() {
+    let t = kernel_test!(restart_reapplies_recorded_blocks_and_removes_unknown_pins);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let server = rt
+        .block_on(TestApiServer::start())
+        .expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let uid = "6a1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f17";
+    let ctr = "6b".repeat(32);
+    let cg = pod_container_cgroup("reconcile", uid, &ctr);
+    let pins = PinDir::new("reconcile");
+    let sock = dir.path().join("picket.sock");
+    let state = dir.path().join("state");
+    let config = format!(
+        "containment:\n  enabled: true\n  rate_limits: {{per_rule: null, per_namespace: null, global: null}}\n  pin_dir: {}\n  state_dir: {}\ndelivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        pins.0.display(),
+        state.display(),
+        dir.path().join("spool").display(),
+        sock.display()
+    );
+    let mut p = pod("shop", "web-4", uid, "e2e-node");
+    add_container(&mut p, "web", "web:1", Some(&format!("containerd://{ctr}")));
+    server.apply_pod(&p);
+    let rules = "rules: []\n";
+    let start = || Picket::start_with(dir.path(), rules, &config, &[&cg], &kube_args(&kubeconfig));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let std::net::SocketAddr::V4(dest) = listener.local_addr().expect("addr") else {
+        panic!("v4 listener");
+    };
+    let cg_pod = cg.path.parent().expect("pod cgroup").to_path_buf();
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&cg_pod).expect("pod cgroup").ino()
+    };
+
+    let picket = start();
+    picket_cli(
+        &sock,
+        &["contain", "--pod", "shop/web-4", "--action", "block-egress"],
+    );
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "blocked");
+    picket.crash();
+    // A reboot: bpffs is empty, the record on disk remains.
+    for n in pins.names() {
+        std::fs::remove_file(pins.0.join(n)).expect("unpin");
+    }
+    wait_connect(&cg, dest, None, "no pins, no agent");
+    let picket = start();
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "re-applied");
+    assert_eq!(pins.names().len(), 4, "{:?}", pins.names());
+    let out = picket_cli(&sock, &["actions"]);
+    assert!(
+        out.lines().any(|l| l.contains("block-egress succeeded (restored)")
+            && l.contains(&format!("egress of cgroup {} (id {ino})", cg_pod.display()))
+            && l.ends_with("re-applied from the record (its pinned links were gone: a reboot or a cleared bpffs)")),
+        "{out}"
+    );
+    picket.crash();
+    // The state file is lost: the pins are unknown to the next agent.
+    std::fs::remove_file(state.join("egress-blocks.json")).expect("state file");
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "pins hold");
+    let mut picket = start();
+    assert_eq!(connect_from(&cg, dest), None, "stale pins removed");
+    assert_eq!(pins.names(), Vec::<String>::new());
+    let audit = picket.wait_for("stale record", |v| {
+        v["event"]["containment"]["message"]
+            .as_str()
+            .is_some_and(|m| {
+                m.starts_with(&format!(
+                    "stale egress block on cgroup id {ino} lifted: no record of it"
+                ))
+            })
+    });
+    let c = &audit["event"]["containment"];
+    assert_eq!(
+        (&c["trigger"], &c["release"], &c["outcome"]),
+        (&"agent".into(), &true.into(), &"succeeded".into())
+    );
+    drop(picket);
+    drop(listener);
+    drop(pins);
+    drop(cg);
+    drop(server);
     t.done();
 }

@@ -254,13 +254,19 @@ fn pins(dir: &Path) -> Result<Vec<Pin>, PersistError> {
     Ok(out)
 }
 
-/// Removes a pin (the link detaches once no fd references it).
+/// Removes a pin; the link detaches once nothing references it. The
+/// kernel drops a pin's reference in a deferred work item, so the link is
+/// opened first and its fd closed last: the final reference then goes
+/// synchronously, and the block is lifted when this returns.
 pub fn unpin(path: &Path) -> Result<(), PersistError> {
-    match std::fs::remove_file(path) {
+    let held = obj_get(path).ok();
+    let r = match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io("unpinning", path)(e)),
-    }
+    };
+    drop(held);
+    r
 }
 
 /// Opens a pinned object (`BPF_OBJ_GET`).
