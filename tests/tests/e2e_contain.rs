@@ -60,7 +60,15 @@ fn killed(status: std::process::ExitStatus) -> bool {
     status.code() == Some(1)
 }
 
-const CONFIG: &str = "containment:\n  enabled: true\n  rate_limits: {per_rule: null, per_namespace: null, global: null}\n";
+/// Containment on, no rate limits, and this test's own pin and state
+/// directories (never the host's default ones).
+fn contain_config(pins: &PinDir, dir: &Path) -> String {
+    format!(
+        "containment:\n  enabled: true\n  rate_limits: {{per_rule: null, per_namespace: null, global: null}}\n  pin_dir: {}\n  state_dir: {}\n",
+        pins.0.display(),
+        dir.join("state").display()
+    )
+}
 
 fn rule(id: &str, condition: &str) -> String {
     format!(
@@ -85,7 +93,13 @@ fn kernel_kill_rule_from_the_rule_file_stops_the_program_before_it_runs() {
             )
         )
     );
-    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&cg]);
+    let pins = PinDir::new("kernel-kill");
+    let mut picket = Picket::start(
+        dir.path(),
+        &rules,
+        &contain_config(&pins, dir.path()),
+        &[&cg],
+    );
 
     let evil_marker = dir.path().join("evil-ran");
     let status = in_container(&cg, &evil, &[evil_marker.to_str().expect("utf-8")])
@@ -142,7 +156,13 @@ fn user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes() 
             )
         )
     );
-    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&cg, &host]);
+    let pins = PinDir::new("user-kill");
+    let mut picket = Picket::start(
+        dir.path(),
+        &rules,
+        &contain_config(&pins, dir.path()),
+        &[&cg, &host],
+    );
 
     let marker = dir.path().join("survived");
     let script = format!("sleep 5; touch {}", marker.display());
@@ -176,7 +196,9 @@ fn user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes() 
     assert_eq!(audit["event"]["process"]["pid"].as_u64(), Some(pid));
     let status = victim.wait().expect("wait victim");
     assert!(killed(status), "{status:?}");
-    std::thread::sleep(Duration::from_secs(6));
+    // The shell was pid 1 of its pid namespace: its death killed the rest
+    // of the namespace (the `sleep`), so nothing is left that could still
+    // create the marker; no waiting needed.
     assert!(!marker.exists(), "the shell ran on after its kill");
 
     // The same process on the host is refused: host processes are
@@ -194,6 +216,56 @@ fn user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes() 
     assert_eq!(status.signal(), None);
     drop(picket);
     t.done();
+}
+
+/// The flags the agent `pid` wrote for cgroup `id` in its own
+/// `ENFORCE_CGROUPS` map (found through the map fds in /proc/PID/fdinfo:
+/// other agents on the host have maps of the same name).
+fn kernel_cgroup_flags(pid: u32, id: u64) -> Option<u32> {
+    use agent_common::enforce::CgroupEntry;
+    use aya::maps::{HashMap, Map, MapData};
+    let fdinfo = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?;
+    for e in fdinfo.filter_map(Result::ok) {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let Some(map_id) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(data) = MapData::from_id(map_id) else {
+            continue;
+        };
+        let named = data
+            .info()
+            .is_ok_and(|i| i.name_as_str() == Some("ENFORCE_CGROUPS"));
+        if !named {
+            continue;
+        }
+        let map: HashMap<MapData, u64, CgroupEntry> = HashMap::try_from(Map::HashMap(data)).ok()?;
+        return map.get(&id, 0).ok().map(|e| e.flags);
+    }
+    None
+}
+
+/// Polls until the agent told the kernel that cgroup `id` has `flag`
+/// (10 s deadline): the walk runs every 500 ms and on pod-cache changes.
+fn wait_kernel_flag(picket: &Picket, id: u64, flag: u32, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let flags = kernel_cgroup_flags(picket.pid(), id);
+        if flags.is_some_and(|f| f & flag == flag) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the kernel's flags for cgroup {id} are {flags:?}, want {flag:#x}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A kubelet-style container cgroup of pod `uid` below a test-private
@@ -248,10 +320,11 @@ async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
             )
         )
     );
+    let pins = PinDir::new("protected");
     let mut picket = Picket::start_with(
         dir.path(),
         &rules,
-        CONFIG,
+        &contain_config(&pins, dir.path()),
         &[&sys, &web],
         &kube_args(&kubeconfig),
     );
@@ -274,7 +347,23 @@ async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
     server.apply_pod(&p);
     // The watch delivers the pods and the next walk marks the protected
     // pod's cgroup (pod-cache changes trigger a walk at once).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sys_pod = sys.path.parent().expect("pod cgroup");
+    let sys_pod_id = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(sys_pod).expect("pod cgroup").ino()
+    };
+    wait_kernel_flag(
+        &picket,
+        sys_pod_id,
+        agent_common::enforce::cgroup_flags::PROTECTED,
+        "protected pod",
+    );
+    wait_kernel_flag(
+        &picket,
+        web.id(),
+        agent_common::enforce::cgroup_flags::CONTAINER_ROOT,
+        "unprotected container",
+    );
 
     let marker = dir.path().join("sys-ran");
     let status = in_container(&sys, &evil, &[marker.to_str().expect("utf-8")])
@@ -414,9 +503,11 @@ async fn release_lifts_a_rule_placed_block_and_says_what_it_released() {
         "rules:\n  - id: e2e-block\n    name: e2e-block\n    description: e2e\n    severity: critical\n    events: [exec]\n    condition: 'container.id exists and process.executable.path == \"{}\"'\n    output: 'ran {{process.executable.path}}'\n    tags: [T1041]\n    actions: [alert, block-egress]\n",
         trigger.display()
     );
+    let pins = PinDir::new("release");
     let sock = dir.path().join("picket.sock");
     let config = format!(
-        "{CONFIG}delivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        "{}delivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        contain_config(&pins, dir.path()),
         dir.path().join("spool").display(),
         sock.display()
     );
@@ -513,7 +604,13 @@ fn kernel_kill_rules_reach_docker_scopes_and_late_kubepods() {
     // Scope the agent's telemetry to a parent created now; the containers
     // below it appear after the agent started.
     let parent = TestCgroup::create(&format!("picket-e2e-late-{}", std::process::id()));
-    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&parent]);
+    let pins = PinDir::new("late");
+    let mut picket = Picket::start(
+        dir.path(),
+        &rules,
+        &contain_config(&pins, dir.path()),
+        &[&parent],
+    );
     let docker = TestCgroup::create(&format!(
         "picket-e2e-late-{}/system.slice/docker-{}.scope",
         std::process::id(),
@@ -525,7 +622,14 @@ fn kernel_kill_rules_reach_docker_scopes_and_late_kubepods() {
         "5e".repeat(32)
     ));
     // The next walk (every 500 ms) tells the kernel about both.
-    std::thread::sleep(Duration::from_secs(2));
+    for cg in [&docker, &late] {
+        wait_kernel_flag(
+            &picket,
+            cg.id(),
+            agent_common::enforce::cgroup_flags::CONTAINER_ROOT,
+            "new container",
+        );
+    }
     for (cg, id) in [(&docker, "5d".repeat(32)), (&late, "5e".repeat(32))] {
         let marker = dir.path().join(format!("ran-{}", &id[..2]));
         let status = in_container(cg, &evil, &[marker.to_str().expect("utf-8")])

@@ -72,6 +72,10 @@ pub enum PersistError {
     },
     #[error("{0} is not on a bpffs mount (pinned links need one)")]
     NotBpffs(PathBuf),
+    #[error(
+        "another running agent holds {0} (one agent per state directory; pins and records are left to it)"
+    )]
+    Busy(PathBuf),
     #[error("state file {path} is unreadable ({source}); pinned blocks are kept as they are")]
     Corrupt {
         path: PathBuf,
@@ -123,6 +127,31 @@ pub struct Store {
     cfg: PersistConfig,
     /// This agent's pin generation.
     generation: u64,
+    /// `state_dir/lock`, flocked for the agent's lifetime: a second agent
+    /// on the same directories (a surge during a rollout, a test) would
+    /// otherwise take over or remove the first one's live blocks.
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes `dir/lock` exclusively, without waiting.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, PersistError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening", &path))?;
+    // SAFETY: flock(2) on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(PersistError::Busy(dir.to_path_buf()));
+        }
+        return Err(io("locking", &path)(e));
+    }
+    Ok(f)
 }
 
 impl Store {
@@ -139,8 +168,13 @@ impl Store {
             return Err(PersistError::NotBpffs(cfg.pin_dir));
         }
         std::fs::create_dir_all(&cfg.state_dir).map_err(io("creating", &cfg.state_dir))?;
+        let lock = lock_dir(&cfg.state_dir)?;
         let generation = jiff::Timestamp::now().as_nanosecond().max(0) as u64;
-        Ok(Self { cfg, generation })
+        Ok(Self {
+            cfg,
+            generation,
+            _lock: Some(lock),
+        })
     }
 
     pub fn config(&self) -> &PersistConfig {
@@ -359,6 +393,15 @@ pub struct Purged {
 /// Entries that do not follow the pin naming are left alone.
 pub fn purge(cfg: &PersistConfig) -> Result<Purged, PersistError> {
     let mut out = Purged::default();
+    // Never under a running agent (it would re-pin nothing, but its blocks
+    // would stay until it exits and its records would be rewritten).
+    let lock = match lock_dir(&cfg.state_dir) {
+        Ok(l) => Some(l),
+        Err(PersistError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let state = cfg.state_dir.join(STATE_FILE);
     out.records = match load(&state) {
         Ok(r) => r.len(),
@@ -375,6 +418,10 @@ pub fn purge(cfg: &PersistConfig) -> Result<Purged, PersistError> {
         Err(e) => return Err(io("removing", &state)(e)),
     }
     // Empty directories go too (a non-empty one keeps foreign entries).
+    if lock.is_some() {
+        let _ = std::fs::remove_file(cfg.state_dir.join("lock"));
+    }
+    drop(lock);
     let _ = std::fs::remove_dir(&cfg.pin_dir);
     let _ = std::fs::remove_dir(&cfg.state_dir);
     Ok(out)
@@ -406,6 +453,7 @@ mod tests {
                 state_dir: dir.path().to_path_buf(),
             },
             generation: 1,
+            _lock: None,
         };
         assert_eq!(store.load().unwrap(), Vec::new());
         let rec = BlockRecord {
@@ -422,6 +470,13 @@ mod tests {
             store.load().unwrap_err(),
             PersistError::Corrupt { .. }
         ));
+        // A running agent holds the lock: purge refuses.
+        let held = lock_dir(dir.path()).unwrap();
+        assert!(matches!(
+            purge(store.config()).unwrap_err(),
+            PersistError::Busy(_)
+        ));
+        drop(held);
         let purged = purge(store.config()).unwrap();
         assert_eq!((purged.pins.len(), purged.records), (0, 0));
         assert!(!dir.path().join(STATE_FILE).exists());
