@@ -358,11 +358,17 @@ async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
         agent_common::enforce::cgroup_flags::PROTECTED,
         "protected pod",
     );
+    let web_pod_id = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(web.path.parent().expect("pod cgroup"))
+            .expect("pod cgroup")
+            .ino()
+    };
     wait_kernel_flag(
         &picket,
-        web.id(),
-        agent_common::enforce::cgroup_flags::CONTAINER_ROOT,
-        "unprotected container",
+        web_pod_id,
+        agent_common::enforce::cgroup_flags::CLEARED,
+        "unprotected pod",
     );
 
     let marker = dir.path().join("sys-ran");
@@ -1022,6 +1028,145 @@ fn restart_reapplies_recorded_blocks_and_removes_unknown_pins() {
     drop(listener);
     drop(pins);
     drop(cg);
+    drop(server);
+    t.done();
+}
+
+/// Waits until a process running `exe` is in cgroup `cg` (it has exec'd).
+fn wait_exec_in(cg: &TestCgroup, exe: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let procs = std::fs::read_to_string(cg.path.join("cgroup.procs")).unwrap_or_default();
+        if procs
+            .lines()
+            .any(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == exe))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never ran in {}",
+            exe.display(),
+            cg.path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Issue 16 (follow-up of item 1): a pod whose cgroup exists before the pod
+/// watch delivered the pod is fail-closed in the kernel: the kernel does
+/// not kill there (it cannot know whether the pod is protected); user space
+/// decides once the pod arrives. A new kube-system pod is spared, a new
+/// unprotected pod is killed from user space, and the record says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pods_are_fail_closed_in_the_kernel_until_the_watch_delivers_them() {
+    let t = kernel_test!(new_pods_are_fail_closed_in_the_kernel_until_the_watch_delivers_them);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let server = TestApiServer::start().await.expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let (sys_uid, web_uid) = (
+        "8a1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f18",
+        "8b1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f19",
+    );
+    let (sys_ctr, web_ctr) = ("8a".repeat(32), "8b".repeat(32));
+    let sys = pod_container_cgroup("gate-sys", sys_uid, &sys_ctr);
+    let web = pod_container_cgroup("gate-web", web_uid, &web_ctr);
+    let evil = dir.path().join("evil");
+    std::fs::copy("/bin/sh", &evil).expect("copy sh");
+    let evil = std::fs::canonicalize(evil).expect("canonical");
+    let rules = format!(
+        "rules:\n{}",
+        rule(
+            "e2e-gate-kill",
+            &format!(
+                "container.id exists and process.executable.path == \"{}\"",
+                evil.display()
+            )
+        )
+    );
+    let pins = PinDir::new("gate");
+    let mut picket = Picket::start_with(
+        dir.path(),
+        &rules,
+        &contain_config(&pins, dir.path()),
+        &[&sys, &web],
+        &kube_args(&kubeconfig),
+    );
+    // The kernel knows the containers and the pod roots, not the pods.
+    for cg in [&sys, &web] {
+        wait_kernel_flag(
+            &picket,
+            cg.id(),
+            agent_common::enforce::cgroup_flags::CONTAINER_ROOT,
+            "container",
+        );
+        let kubepods = cg.path.ancestors().nth(3).expect("kubepods");
+        assert!(kubepods.ends_with("kubepods"), "{}", kubepods.display());
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(kubepods).expect("kubepods").ino()
+        };
+        wait_kernel_flag(
+            &picket,
+            id,
+            agent_common::enforce::cgroup_flags::POD_ROOT,
+            "kubepods",
+        );
+    }
+    let cases = [
+        (&sys, "kube-system", "coredns-2", sys_uid, &sys_ctr, false),
+        (&web, "shop", "web-5", web_uid, &web_ctr, true),
+    ];
+    for (cg, ns, name, uid, ctr, should_die) in cases {
+        let marker = dir.path().join(format!("{name}-ran"));
+        let script = format!("sleep 2; touch {}", marker.display());
+        let mut child = in_container(cg, &evil, &["-c", &script])
+            .spawn()
+            .expect("spawn");
+        // The program runs before its pod is known...
+        wait_exec_in(cg, &evil);
+        // ...then the watch delivers the pod.
+        let mut p = pod(ns, name, uid, "e2e-node");
+        add_container(&mut p, "app", "app:1", Some(&format!("containerd://{ctr}")));
+        server.apply_pod(&p);
+        let status = child.wait().expect("wait");
+        let audit = picket.wait_for("the kill decision", |v| {
+            audit_of(v, "e2e-gate-kill").is_some_and(|c| {
+                c["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("pod {ns}/{name} ")))
+            })
+        });
+        let c = &audit["event"]["containment"];
+        assert_eq!(c["trigger"], "kernel", "{c}");
+        if should_die {
+            assert!(killed(status), "{name}: {status:?}");
+            assert!(!marker.exists(), "{name}: the program ran on");
+            assert_eq!(c["outcome"], "succeeded", "{c}");
+            assert!(
+                c["reason"].as_str().is_some_and(|r| r
+                    .ends_with("(killed from user space: the kernel did not know the pod yet)")),
+                "{c}"
+            );
+            assert!(
+                c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("(SIGKILL through a pidfd)")),
+                "{c}"
+            );
+        } else {
+            assert!(status.success(), "{name}: killed: {status:?}");
+            assert!(marker.exists(), "{name}: the program did not finish");
+            assert_eq!(c["outcome"], "refused", "{c}");
+            assert_eq!(c["refusal"], "protected_namespace", "{c}");
+        }
+    }
+    drop(picket);
+    drop(pins);
+    drop(web);
+    drop(sys);
     drop(server);
     t.done();
 }

@@ -79,6 +79,10 @@ pub enum ContainError {
     Other(String),
 }
 
+/// How long a kill the kernel left to user space (pod not cleared yet)
+/// waits for the pod watch to deliver the pod.
+const UNKNOWN_POD_WAIT: Duration = Duration::from_secs(3);
+
 /// The request a recorded block was placed for (a placeholder naming the
 /// cgroup for blocks recorded without one).
 fn restored_request(r: &super::persist::BlockRecord) -> ActionRequest {
@@ -187,8 +191,15 @@ impl Containment {
             return Ok(false);
         }
         if let Some(k) = &self.kernel {
-            lock(k)
-                .set_cgroup_facts(scan.roots.clone(), scan.protected.keys().copied().collect())?;
+            let mut k = lock(k);
+            // With the pod watch, pods are fail-closed in the kernel until
+            // cleared (see `set_pod_gate`); host mode has no pods to clear.
+            if self.kube.is_some() {
+                k.set_pod_gate(scan.pod_roots.clone(), scan.cleared.clone());
+            } else {
+                k.set_pod_gate(Vec::new(), Vec::new());
+            }
+            k.set_cgroup_facts(scan.roots.clone(), scan.protected.keys().copied().collect())?;
         }
         info!(
             container_roots = scan.roots.len(),
@@ -281,6 +292,8 @@ impl Containment {
     /// Enables the pod actions (isolate, delete) and Events.
     pub fn with_kube(mut self, k: KubeActions) -> Self {
         self.kube = Some(k);
+        // The next walk writes the pod gate even if nothing else changed.
+        lock(&self.scopes).written = None;
         self
     }
 
@@ -659,6 +672,9 @@ impl Containment {
                 ),
                 true,
             ),
+            enforce_action::REFUSED_UNKNOWN_POD => {
+                return self.kill_unknown_pod(k.cgroup_id, req).await;
+            }
             enforce_action::REFUSED_PROTECTED => {
                 let r = self.protection_of(k.cgroup_id, &req.target);
                 let msg = format!(
@@ -680,6 +696,31 @@ impl Containment {
         let attempted = outcome != Outcome::Refused && !dry;
         self.finish(&req, dry, outcome, msg, refusal, false, attempted)
             .await
+    }
+
+    /// The kernel spared a process because its pod was not cleared yet
+    /// (fail-closed): wait for the pod watch (up to [`UNKNOWN_POD_WAIT`]),
+    /// then decide like the user-space path (protection, rate limits; a
+    /// pidfd kill that checks the process start time). A pod that stays
+    /// unknown is not killed.
+    async fn kill_unknown_pod(&self, cgroup_id: u64, mut req: ActionRequest) -> ActionRecord {
+        let deadline = Instant::now() + UNKNOWN_POD_WAIT;
+        while req.target.namespace.is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            self.attribute(cgroup_id, &mut req.target);
+        }
+        if req.target.namespace.is_none() {
+            let r = Refusal::PodUnknown(cgroup_id);
+            let msg = format!("not killed: {r}");
+            return self
+                .finish(&req, false, Outcome::Refused, msg, Some(r), false, false)
+                .await;
+        }
+        req.reason = format!(
+            "{} (killed from user space: the kernel did not know the pod yet)",
+            req.reason
+        );
+        self.execute(req).await
     }
 
     /// Reads kernel kill records until the ring's fd fails. Spawn it with the

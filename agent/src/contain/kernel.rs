@@ -152,6 +152,10 @@ pub struct KernelEnforcer {
     installed: CompiledKill,
     container_roots: Vec<u64>,
     protected: Vec<u64>,
+    /// `kubepods` cgroups and cleared pod cgroups (see
+    /// [`Self::set_pod_gate`]).
+    pod_roots: Vec<u64>,
+    cleared: Vec<u64>,
     agent_tgid: u32,
     mm_arg_offsets: (u32, u32),
     /// Pins and records of the blocks (see [`persist`]); `None`: blocks
@@ -243,6 +247,8 @@ impl KernelEnforcer {
             installed: CompiledKill::default(),
             container_roots: Vec::new(),
             protected: Vec::new(),
+            pod_roots: Vec::new(),
+            cleared: Vec::new(),
             agent_tgid: std::process::id(),
             mm_arg_offsets,
             store: None,
@@ -269,6 +275,16 @@ impl KernelEnforcer {
         let r = self.write_compiled(&installed);
         self.installed = installed;
         r
+    }
+
+    /// Fail-closed pods: below `pod_roots` the kernel kills only in the
+    /// `cleared` pod cgroups (known, not protected); elsewhere below them it
+    /// refuses with `REFUSED_UNKNOWN_POD` and user space decides once the
+    /// pod is known. Empty `pod_roots` (host mode) disables the gate. Takes
+    /// effect with the next [`Self::set_cgroup_facts`].
+    pub fn set_pod_gate(&mut self, pod_roots: Vec<u64>, cleared: Vec<u64>) {
+        self.pod_roots = pod_roots;
+        self.cleared = cleared;
     }
 
     /// Replaces the in-kernel kill rules. Rules are switched off first and on
@@ -321,8 +337,17 @@ impl KernelEnforcer {
                 .insert(&Key::new(*bits, *k), m, 0)
                 .map_err(map_err("KILL_ARGV"))?;
         }
-        let entries =
+        let mut entries =
             kill_rules::cgroup_entries(&c.cgroup_rules, &self.container_roots, &self.protected);
+        {
+            use agent_common::enforce::cgroup_flags;
+            for id in &self.pod_roots {
+                entries.entry(*id).or_default().flags |= cgroup_flags::POD_ROOT;
+            }
+            for id in &self.cleared {
+                entries.entry(*id).or_default().flags |= cgroup_flags::CLEARED;
+            }
+        }
         let old: Vec<_> = self.cgroups.keys().filter_map(Result::ok).collect();
         for k in old.iter().filter(|k| !entries.contains_key(k)) {
             let _ = self.cgroups.remove(k);
