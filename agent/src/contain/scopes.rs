@@ -280,8 +280,14 @@ mod tests {
             s.protected,
             BTreeMap::from([(pod, Refusal::ProtectedNamespace("kube-system".into()))])
         );
+        // A protected pod is not cleared; kubepods is the pod root.
+        assert_eq!((s.pod_roots.clone(), s.cleared.clone()), (vec![kp], vec![]));
         let s = Scan::compute(&w, &[facts("shop")], &cfg, Some(7));
         assert_eq!(s.protected, BTreeMap::from([(7, Refusal::OwnCgroup)]));
+        assert_eq!(s.cleared, vec![pod]);
+        // A pod the watch has not delivered is neither.
+        let s = Scan::compute(&w, &[], &cfg, None);
+        assert_eq!((s.pod_roots, s.cleared), (vec![kp], vec![]));
         let mut db = facts("shop");
         db.labels.insert("tier".into(), "db".into());
         let s = Scan::compute(&w, &[db], &cfg, None);
