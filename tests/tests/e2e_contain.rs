@@ -1170,3 +1170,75 @@ async fn new_pods_are_fail_closed_in_the_kernel_until_the_watch_delivers_them() 
     drop(server);
     t.done();
 }
+
+/// Issue 16 item 4: an isolation lives in the API server (the quarantine
+/// label); a (re)started agent reads it back from its pod cache and lists
+/// it as restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolations_of_an_earlier_agent_are_listed_restored() {
+    let t = kernel_test!(isolations_of_an_earlier_agent_are_listed_restored);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let server = TestApiServer::start().await.expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let uid = "9a1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f20";
+    let ctr = "9a".repeat(32);
+    let cg = pod_container_cgroup("isolated", uid, &ctr);
+    let pins = PinDir::new("isolated");
+    let sock = dir.path().join("picket.sock");
+    let config = format!(
+        "{}delivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        contain_config(&pins, dir.path()),
+        dir.path().join("spool").display(),
+        sock.display()
+    );
+    // Isolated by an earlier agent; a neighbour that is not.
+    let mut p = pod("shop", "web-6", uid, "e2e-node");
+    add_container(&mut p, "web", "web:1", Some(&format!("containerd://{ctr}")));
+    p.metadata.labels = Some(
+        [("picket.io/quarantine".to_string(), "true".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    server.apply_pod(&p);
+    server.apply_pod(&pod(
+        "shop",
+        "web-7",
+        "9b1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f21",
+        "e2e-node",
+    ));
+    let mut picket = Picket::start_with(
+        dir.path(),
+        "rules: []\n",
+        &config,
+        &[&cg],
+        &kube_args(&kubeconfig),
+    );
+    let audit = picket.wait_for("restored isolation", |v| {
+        v["event"]["containment"]["action"] == "isolate-pod"
+    });
+    let c = &audit["event"]["containment"];
+    assert_eq!(
+        c["message"],
+        "restored after an agent restart: pod shop/web-6 carries picket.io/quarantine=true (isolated)"
+    );
+    assert_eq!(
+        (&c["trigger"], &c["outcome"]),
+        (&"agent".into(), &"succeeded".into())
+    );
+    let out = picket_cli(&sock, &["actions"]);
+    let restored: Vec<&str> = out.lines().filter(|l| l.contains("(restored)")).collect();
+    assert_eq!(restored.len(), 1, "{out}");
+    assert!(
+        restored[0].contains(
+            "isolate-pod succeeded (restored): restored after an agent restart: pod shop/web-6"
+        ),
+        "{out}"
+    );
+    drop(picket);
+    drop(pins);
+    drop(cg);
+    drop(server);
+    t.done();
+}
