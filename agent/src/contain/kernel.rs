@@ -581,7 +581,7 @@ impl KernelEnforcer {
                 .filter(|d| d.metadata().is_ok_and(|m| m.ino() == rec.cgroup_id));
             let Some(dir) = dir else {
                 for p in &old {
-                    persist::unpin(p)?;
+                    unpin_logged(p);
                 }
                 out.push(Reconciled::Gone { record: rec });
                 continue;
@@ -589,7 +589,7 @@ impl KernelEnforcer {
             match self.attach(rec.cgroup_id, &dir, &rec.path, &rec.scope) {
                 Ok(block) => {
                     for p in &old {
-                        persist::unpin(p)?;
+                        unpin_logged(p);
                     }
                     let note = if old.is_empty() {
                         "re-applied from the record (its pinned links were gone: a reboot or a cleared bpffs)".to_string()
@@ -634,7 +634,7 @@ impl KernelEnforcer {
         }
         for (cgroup_id, paths) in pins {
             for p in &paths {
-                persist::unpin(p)?;
+                unpin_logged(p);
             }
             out.push(Reconciled::Stale {
                 cgroup_id,
@@ -743,6 +743,14 @@ impl KernelEnforcer {
         .into_iter()
         .map(|i| self.stat(i))
         .sum()
+    }
+}
+
+/// Unpins during reconciliation: a pin that cannot be removed is logged and
+/// left (its block stays), the rest of the reconciliation goes on.
+fn unpin_logged(p: &Path) {
+    if let Err(e) = persist::unpin(p) {
+        tracing::warn!(error = %e, "pinned egress link not removed: its block stays until `picket purge-containment`");
     }
 }
 
