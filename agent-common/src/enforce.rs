@@ -74,6 +74,12 @@ pub mod cgroup_flags {
     /// Nothing below this cgroup is ever killed (the agent's own cgroup,
     /// protected pods).
     pub const PROTECTED: u32 = 1 << 1;
+    /// Below this cgroup (`kubepods`) processes belong to pods: the kernel
+    /// kills only in a pod user space has cleared (fail-closed while the
+    /// pod watch has not delivered a new pod yet).
+    pub const POD_ROOT: u32 = 1 << 2;
+    /// A pod cgroup whose pod is known and not protected.
+    pub const CLEARED: u32 = 1 << 3;
 }
 
 /// What the kernel knows about one cgroup (applies to its subtree).
@@ -99,6 +105,10 @@ pub mod enforce_action {
     /// agent's own cgroup): nothing was done. User space finds which
     /// protected ancestor it was from the record's cgroup.
     pub const REFUSED_PROTECTED: u32 = 4;
+    /// Not killed: the process is in a pod user space has not cleared yet
+    /// (below a `POD_ROOT`, neither `CLEARED` nor `PROTECTED`); user space
+    /// decides once it knows the pod.
+    pub const REFUSED_UNKNOWN_POD: u32 = 5;
 }
 
 /// `EnforceEvent::flags` bits.

@@ -160,7 +160,15 @@ fn try_contain_exec() -> Option<()> {
     }
 
     let s = unsafe { &mut *ENFORCE_SCRATCH.get_ptr_mut(0)? };
-    unsafe { core::ptr::write_volatile(&raw mut s.protected, cg_flags & cgroup_flags::PROTECTED) };
+    // 1: protected subtree; 2: a pod not cleared yet (fail-closed); 0: free.
+    let refusal = if cg_flags & cgroup_flags::PROTECTED != 0 {
+        1
+    } else if cg_flags & cgroup_flags::POD_ROOT != 0 && cg_flags & cgroup_flags::CLEARED == 0 {
+        2
+    } else {
+        0
+    };
+    unsafe { core::ptr::write_volatile(&raw mut s.protected, refusal) };
     let task = current_task();
     let mut flags = 0u32;
 
@@ -208,8 +216,14 @@ fn try_contain_exec() -> Option<()> {
 
     let enforcing = cand & !cfg.dry_run;
     let protected = unsafe { core::ptr::read_volatile(&raw const s.protected) };
-    let (rule, action, ret) = if protected != 0 {
+    let (rule, action, ret) = if protected == 1 {
         (lowest_bit(cand), enforce_action::REFUSED_PROTECTED, 0)
+    } else if protected == 2 && enforcing != 0 {
+        (
+            lowest_bit(enforcing),
+            enforce_action::REFUSED_UNKNOWN_POD,
+            0,
+        )
     } else if enforcing != 0 {
         let ret = unsafe { bpf_send_signal(SIGKILL) };
         let action = if ret == 0 {

@@ -31,6 +31,10 @@ pub enum Command {
     Contain(crate::contain::cli::ContainArgs),
     /// Lift block-egress and isolation from a pod through the node agent.
     Release(crate::contain::cli::ReleaseArgs),
+    /// List the node agent's recent containment actions (restored ones marked).
+    Actions(crate::contain::cli::ActionsArgs),
+    /// Remove every pinned egress block and the containment state (uninstall; agent stopped).
+    PurgeContainment(crate::contain::cli::PurgeArgs),
 }
 
 /// Entry point of the binary.
@@ -45,6 +49,8 @@ pub fn main() -> ExitCode {
         Command::Manifests(args) => crate::k8s::manifests::run(args),
         Command::Contain(args) => crate::contain::cli::contain_main(args),
         Command::Release(args) => crate::contain::cli::release_main(args),
+        Command::Actions(args) => crate::contain::cli::actions_main(args),
+        Command::PurgeContainment(args) => crate::contain::cli::purge_main(args),
     }
 }
 

@@ -152,6 +152,11 @@ impl Picket {
 }
 
 impl Picket {
+    /// The agent's pid (e.g. to find its BPF maps through /proc/PID/fdinfo).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the agent with SIGKILL (a crash: no flush, no clean shutdown)
     /// and waits for it.
     pub fn crash(mut self) {

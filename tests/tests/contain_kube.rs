@@ -554,3 +554,83 @@ async fn rate_limit_stops_the_n_plus_first_action() {
         "{text}"
     );
 }
+
+/// Issue 16 item 4: after an agent restart the isolations of this node's
+/// pods are read back from the API server (the quarantine label the agent
+/// placed), listed as restored, and `release` lifts them.
+#[tokio::test]
+async fn isolations_are_restored_from_the_api_server_and_releasable() {
+    use picket::contain::scopes::PodFacts;
+    let server = Server::start().await;
+    let quarantined = json!({"app": "web", "picket.io/quarantine": "true"});
+    server.add_pod("shop", "web-9", "uid-9", quarantined);
+    server.add_pod("shop", "web-8", "uid-8", json!({"app": "web"}));
+    let engine = engine(&server, |_| {});
+    let facts = |name: &str, uid: &str, quarantined: bool| PodFacts {
+        uid: uid.into(),
+        namespace: "shop".into(),
+        name: name.into(),
+        labels: [("app".to_string(), "web".to_string())]
+            .into_iter()
+            .chain(quarantined.then(|| ("picket.io/quarantine".to_string(), "true".to_string())))
+            .collect(),
+    };
+    let pods = vec![
+        facts("web-9", "uid-9", true),
+        facts("web-8", "uid-8", false),
+    ];
+    let recs = engine.restore_isolations(&pods).await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = &recs[0];
+    assert_eq!(
+        (r.action, r.outcome, r.restored, r.release),
+        (ActionKind::IsolatePod, Outcome::Succeeded, true, false)
+    );
+    assert_eq!(
+        r.message,
+        "restored after an agent restart: pod shop/web-9 carries picket.io/quarantine=true (isolated)"
+    );
+    assert_eq!(r.target.pod_uid.as_deref(), Some("uid-9"));
+    assert_eq!(r.triggered_by, Trigger::Agent);
+    // Restoring is no write, and a second pass finds nothing new.
+    assert_eq!(server.writes(), vec![]);
+    assert_eq!(engine.restore_isolations(&pods).await, vec![]);
+    let listed = engine.list_actions(10);
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].restored);
+    let json = serde_json::to_value(&listed[0]).expect("json");
+    assert_eq!(json["restored"], true);
+
+    let recs = engine
+        .release(
+            Target {
+                namespace: Some("shop".into()),
+                pod: Some("web-9".into()),
+                ..Default::default()
+            },
+            Some(ActionKind::IsolatePod),
+            Trigger::Client {
+                identity: "cn=alice".into(),
+            },
+            "INC-4 done".into(),
+            false,
+        )
+        .await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].outcome, Outcome::Succeeded, "{}", recs[0].message);
+    assert_eq!(
+        recs[0].message,
+        "pod shop/web-9: label picket.io/quarantine removed"
+    );
+    let patches: Vec<Req> = server
+        .writes()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 1);
+    assert_eq!(patches[0].path, "/api/v1/namespaces/shop/pods/web-9");
+    assert_eq!(
+        patches[0].body,
+        json!({"metadata": {"labels": {"picket.io/quarantine": null}}})
+    );
+}

@@ -60,7 +60,15 @@ fn killed(status: std::process::ExitStatus) -> bool {
     status.code() == Some(1)
 }
 
-const CONFIG: &str = "containment:\n  enabled: true\n  rate_limits: {per_rule: null, per_namespace: null, global: null}\n";
+/// Containment on, no rate limits, and this test's own pin and state
+/// directories (never the host's default ones).
+fn contain_config(pins: &PinDir, dir: &Path) -> String {
+    format!(
+        "containment:\n  enabled: true\n  rate_limits: {{per_rule: null, per_namespace: null, global: null}}\n  pin_dir: {}\n  state_dir: {}\n",
+        pins.0.display(),
+        dir.join("state").display()
+    )
+}
 
 fn rule(id: &str, condition: &str) -> String {
     format!(
@@ -85,7 +93,13 @@ fn kernel_kill_rule_from_the_rule_file_stops_the_program_before_it_runs() {
             )
         )
     );
-    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&cg]);
+    let pins = PinDir::new("kernel-kill");
+    let mut picket = Picket::start(
+        dir.path(),
+        &rules,
+        &contain_config(&pins, dir.path()),
+        &[&cg],
+    );
 
     let evil_marker = dir.path().join("evil-ran");
     let status = in_container(&cg, &evil, &[evil_marker.to_str().expect("utf-8")])
@@ -142,7 +156,13 @@ fn user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes() 
             )
         )
     );
-    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&cg, &host]);
+    let pins = PinDir::new("user-kill");
+    let mut picket = Picket::start(
+        dir.path(),
+        &rules,
+        &contain_config(&pins, dir.path()),
+        &[&cg, &host],
+    );
 
     let marker = dir.path().join("survived");
     let script = format!("sleep 5; touch {}", marker.display());
@@ -176,7 +196,9 @@ fn user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes() 
     assert_eq!(audit["event"]["process"]["pid"].as_u64(), Some(pid));
     let status = victim.wait().expect("wait victim");
     assert!(killed(status), "{status:?}");
-    std::thread::sleep(Duration::from_secs(6));
+    // The shell was pid 1 of its pid namespace: its death killed the rest
+    // of the namespace (the `sleep`), so nothing is left that could still
+    // create the marker; no waiting needed.
     assert!(!marker.exists(), "the shell ran on after its kill");
 
     // The same process on the host is refused: host processes are
@@ -194,6 +216,56 @@ fn user_space_kill_rule_kills_the_matching_process_and_refuses_host_processes() 
     assert_eq!(status.signal(), None);
     drop(picket);
     t.done();
+}
+
+/// The flags the agent `pid` wrote for cgroup `id` in its own
+/// `ENFORCE_CGROUPS` map (found through the map fds in /proc/PID/fdinfo:
+/// other agents on the host have maps of the same name).
+fn kernel_cgroup_flags(pid: u32, id: u64) -> Option<u32> {
+    use agent_common::enforce::CgroupEntry;
+    use aya::maps::{HashMap, Map, MapData};
+    let fdinfo = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?;
+    for e in fdinfo.filter_map(Result::ok) {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let Some(map_id) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(data) = MapData::from_id(map_id) else {
+            continue;
+        };
+        let named = data
+            .info()
+            .is_ok_and(|i| i.name_as_str() == Some("ENFORCE_CGROUPS"));
+        if !named {
+            continue;
+        }
+        let map: HashMap<MapData, u64, CgroupEntry> = HashMap::try_from(Map::HashMap(data)).ok()?;
+        return map.get(&id, 0).ok().map(|e| e.flags);
+    }
+    None
+}
+
+/// Polls until the agent told the kernel that cgroup `id` has `flag`
+/// (10 s deadline): the walk runs every 500 ms and on pod-cache changes.
+fn wait_kernel_flag(picket: &Picket, id: u64, flag: u32, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let flags = kernel_cgroup_flags(picket.pid(), id);
+        if flags.is_some_and(|f| f & flag == flag) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the kernel's flags for cgroup {id} are {flags:?}, want {flag:#x}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A kubelet-style container cgroup of pod `uid` below a test-private
@@ -248,10 +320,11 @@ async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
             )
         )
     );
+    let pins = PinDir::new("protected");
     let mut picket = Picket::start_with(
         dir.path(),
         &rules,
-        CONFIG,
+        &contain_config(&pins, dir.path()),
         &[&sys, &web],
         &kube_args(&kubeconfig),
     );
@@ -274,7 +347,29 @@ async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
     server.apply_pod(&p);
     // The watch delivers the pods and the next walk marks the protected
     // pod's cgroup (pod-cache changes trigger a walk at once).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sys_pod = sys.path.parent().expect("pod cgroup");
+    let sys_pod_id = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(sys_pod).expect("pod cgroup").ino()
+    };
+    wait_kernel_flag(
+        &picket,
+        sys_pod_id,
+        agent_common::enforce::cgroup_flags::PROTECTED,
+        "protected pod",
+    );
+    let web_pod_id = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(web.path.parent().expect("pod cgroup"))
+            .expect("pod cgroup")
+            .ino()
+    };
+    wait_kernel_flag(
+        &picket,
+        web_pod_id,
+        agent_common::enforce::cgroup_flags::CLEARED,
+        "unprotected pod",
+    );
 
     let marker = dir.path().join("sys-ran");
     let status = in_container(&sys, &evil, &[marker.to_str().expect("utf-8")])
@@ -336,9 +431,31 @@ async fn kernel_kill_rules_spare_protected_pods_and_name_what_they_killed() {
 /// `connect()` to `dest` (IPv4 TCP) from a child in `cg`: the errno, or
 /// `None` when it connected.
 fn connect_from(cg: &TestCgroup, dest: std::net::SocketAddrV4) -> Option<i32> {
+    connect_from_dir(&cg.path, dest)
+}
+
+/// Polls [`connect_from`] until it gives `want` (5 s deadline): a link
+/// whose last reference was a removed pin detaches in deferred kernel work.
+fn wait_connect(cg: &TestCgroup, dest: std::net::SocketAddrV4, want: Option<i32>, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = connect_from(cg, dest);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: connect gave {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`connect_from`] a cgroup directory.
+fn connect_from_dir(cg: &Path, dest: std::net::SocketAddrV4) -> Option<i32> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("/bin/true");
-    cg.enter(&mut cmd);
+    picket_tests::cgroup::enter_dir(&mut cmd, cg);
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: dest.port().to_be(),
@@ -392,9 +509,11 @@ async fn release_lifts_a_rule_placed_block_and_says_what_it_released() {
         "rules:\n  - id: e2e-block\n    name: e2e-block\n    description: e2e\n    severity: critical\n    events: [exec]\n    condition: 'container.id exists and process.executable.path == \"{}\"'\n    output: 'ran {{process.executable.path}}'\n    tags: [T1041]\n    actions: [alert, block-egress]\n",
         trigger.display()
     );
+    let pins = PinDir::new("release");
     let sock = dir.path().join("picket.sock");
     let config = format!(
-        "{CONFIG}delivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        "{}delivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        contain_config(&pins, dir.path()),
         dir.path().join("spool").display(),
         sock.display()
     );
@@ -491,7 +610,13 @@ fn kernel_kill_rules_reach_docker_scopes_and_late_kubepods() {
     // Scope the agent's telemetry to a parent created now; the containers
     // below it appear after the agent started.
     let parent = TestCgroup::create(&format!("picket-e2e-late-{}", std::process::id()));
-    let mut picket = Picket::start(dir.path(), &rules, CONFIG, &[&parent]);
+    let pins = PinDir::new("late");
+    let mut picket = Picket::start(
+        dir.path(),
+        &rules,
+        &contain_config(&pins, dir.path()),
+        &[&parent],
+    );
     let docker = TestCgroup::create(&format!(
         "picket-e2e-late-{}/system.slice/docker-{}.scope",
         std::process::id(),
@@ -503,7 +628,14 @@ fn kernel_kill_rules_reach_docker_scopes_and_late_kubepods() {
         "5e".repeat(32)
     ));
     // The next walk (every 500 ms) tells the kernel about both.
-    std::thread::sleep(Duration::from_secs(2));
+    for cg in [&docker, &late] {
+        wait_kernel_flag(
+            &picket,
+            cg.id(),
+            agent_common::enforce::cgroup_flags::CONTAINER_ROOT,
+            "new container",
+        );
+    }
     for (cg, id) in [(&docker, "5d".repeat(32)), (&late, "5e".repeat(32))] {
         let marker = dir.path().join(format!("ran-{}", &id[..2]));
         let status = in_container(cg, &evil, &[marker.to_str().expect("utf-8")])
@@ -522,5 +654,591 @@ fn kernel_kill_rules_reach_docker_scopes_and_late_kubepods() {
     drop(late);
     drop(docker);
     drop(parent);
+    t.done();
+}
+
+/// A per-test bpffs pin directory, removed (its entries, then itself) when
+/// dropped, even when the test fails: a leaked pin would keep a test
+/// cgroup blocked. Only this test's directory is touched.
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new(tag: &str) -> Self {
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/picket/e2e-{tag}-{}",
+            std::process::id()
+        )))
+    }
+
+    /// Names of the pins in the directory, sorted.
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir(&self.0) {
+            for e in rd.filter_map(Result::ok) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+        // The shared parent goes only when empty (other tests' pins stay).
+        let _ = std::fs::remove_dir("/sys/fs/bpf/picket");
+    }
+}
+
+/// Runs `picket <args> --server unix:<sock>`; stdout, asserting exit 0.
+fn picket_cli(sock: &Path, args: &[&str]) -> String {
+    let out = Command::new(picket_tests::picket_run::picket_bin())
+        .args(args)
+        .arg("--server")
+        .arg(format!("unix:{}", sock.display()))
+        .output()
+        .expect("picket cli");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "picket {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Connects from `cg` in a loop until stopped: (attempts, connects that
+/// got through).
+struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(u32, u32)>,
+}
+
+impl Prober {
+    fn start(cg: &TestCgroup, dest: std::net::SocketAddrV4) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, path) = (stop.clone(), cg.path.clone());
+        let handle = std::thread::spawn(move || {
+            let (mut tries, mut through) = (0, 0);
+            while !s.load(Ordering::Relaxed) {
+                tries += 1;
+                if connect_from_dir(&path, dest) != Some(libc::EPERM) {
+                    through += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (tries, through)
+        });
+        Self { stop, handle }
+    }
+
+    fn finish(self) -> (u32, u32) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().expect("prober")
+    }
+}
+
+/// Issue 16 item 4: a block survives the agent's exit (clean with SIGTERM,
+/// or a crash with SIGKILL) and its restart with no window: a connect
+/// from the contained cgroup is refused before, while no agent runs
+/// (probed in a loop) and after; the new agent lists the block as
+/// restored, hands it over to its own programs, and `picket release`
+/// lifts it.
+fn block_survives_restart(tag: &str, crash: bool) {
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let server = rt
+        .block_on(TestApiServer::start())
+        .expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let uid = if crash {
+        "7e1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f15"
+    } else {
+        "7f1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f16"
+    };
+    let ctr = if crash { "5f" } else { "6a" }.repeat(32);
+    let cg = pod_container_cgroup(tag, uid, &ctr);
+    let pins = PinDir::new(tag);
+    let sock = dir.path().join("picket.sock");
+    let config = format!(
+        "containment:\n  enabled: true\n  rate_limits: {{per_rule: null, per_namespace: null, global: null}}\n  pin_dir: {}\n  state_dir: {}\ndelivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        pins.0.display(),
+        dir.path().join("state").display(),
+        dir.path().join("spool").display(),
+        sock.display()
+    );
+    let mut p = pod("shop", "web-3", uid, "e2e-node");
+    add_container(&mut p, "web", "web:1", Some(&format!("containerd://{ctr}")));
+    server.apply_pod(&p);
+    let rules = "rules: []\n";
+    let picket = Picket::start_with(dir.path(), rules, &config, &[&cg], &kube_args(&kubeconfig));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let std::net::SocketAddr::V4(dest) = listener.local_addr().expect("addr") else {
+        panic!("v4 listener");
+    };
+    assert_eq!(connect_from(&cg, dest), None, "before the block");
+    let out = picket_cli(
+        &sock,
+        &[
+            "contain",
+            "--pod",
+            "shop/web-3",
+            "--action",
+            "block-egress",
+            "--reason",
+            "INC-4",
+        ],
+    );
+    assert!(out.contains("block-egress succeeded"), "{out}");
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "blocked");
+    let first = pins.names();
+    assert_eq!(first.len(), 4, "one pin per hook: {first:?}");
+    let cg_pod = cg.path.parent().expect("pod cgroup").to_path_buf();
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&cg_pod).expect("pod cgroup").ino()
+    };
+    for hook in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
+        assert!(
+            first
+                .iter()
+                .any(|n| n.starts_with(&format!("egress-{ino}-{hook}-"))),
+            "{hook} pin missing: {first:?}"
+        );
+    }
+
+    let prober = Prober::start(&cg, dest);
+    if crash {
+        picket.crash();
+    } else {
+        let status = picket.stop();
+        assert!(status.success(), "clean exit: {status:?}");
+    }
+    // No agent runs: the pins hold the block.
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "agent down");
+    let mut picket =
+        Picket::start_with(dir.path(), rules, &config, &[&cg], &kube_args(&kubeconfig));
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "after restart");
+    let (tries, through) = prober.finish();
+    assert!(tries >= 10, "the prober ran {tries} times only");
+    assert_eq!(through, 0, "{through} of {tries} connects got through");
+
+    // Handed over: the same hooks, pinned by the new agent.
+    let second = pins.names();
+    assert_eq!(second.len(), 4, "{second:?}");
+    assert!(
+        second.iter().all(|n| !first.contains(n)),
+        "old pins left: {first:?} -> {second:?}"
+    );
+    let audit = picket.wait_for("restored record", |v| {
+        v["rule"]["id"] == "containment-action"
+            && v["event"]["containment"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("restored after an agent restart"))
+    });
+    assert_eq!(audit["event"]["containment"]["action"], "block-egress");
+    assert_eq!(audit["event"]["containment"]["trigger"], "client");
+    assert_eq!(audit["event"]["containment"]["reason"], "INC-4");
+    let out = picket_cli(&sock, &["actions"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("block-egress succeeded (restored): restored after an agent restart"))
+        .unwrap_or_else(|| panic!("no restored record: {out}"));
+    assert!(
+        line.contains(&format!(
+            "egress of cgroup {} (id {ino}) blocked",
+            cg_pod.display()
+        )),
+        "{line}"
+    );
+
+    let out = picket_cli(
+        &sock,
+        &["release", "--pod", "shop/web-3", "--reason", "INC-4 done"],
+    );
+    assert!(
+        out.contains(&format!("egress block lifted: {}", cg_pod.display())),
+        "{out}"
+    );
+    assert_eq!(connect_from(&cg, dest), None, "released");
+    assert_eq!(
+        pins.names(),
+        Vec::<String>::new(),
+        "pins left after release"
+    );
+
+    if !crash {
+        // Uninstall: a block left by a stopped agent is lifted by
+        // `picket purge-containment` (DaemonSet deletion does not lift it).
+        picket_cli(
+            &sock,
+            &["contain", "--pod", "shop/web-3", "--action", "block-egress"],
+        );
+        assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "blocked again");
+        assert!(picket.stop().success());
+        assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "after stop");
+        let cfg_file = dir.path().join("picket.yaml");
+        let out = Command::new(picket_tests::picket_run::picket_bin())
+            .arg("purge-containment")
+            .arg("--config")
+            .arg(&cfg_file)
+            .output()
+            .expect("purge");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "purged {}: 4 pinned links removed, 1 recorded blocks forgotten",
+                pins.0.display()
+            )),
+            "{stdout}"
+        );
+        assert_eq!(connect_from(&cg, dest), None, "purged");
+        assert!(!pins.0.exists(), "pin directory left");
+    } else {
+        drop(picket);
+    }
+    drop(listener);
+    drop(pins);
+    drop(cg);
+    drop(server);
+}
+
+#[test]
+fn egress_block_survives_a_clean_restart_and_is_released_after_it() {
+    let t = kernel_test!(egress_block_survives_a_clean_restart_and_is_released_after_it);
+    block_survives_restart("restart-term", false);
+    t.done();
+}
+
+#[test]
+fn egress_block_survives_an_agent_crash() {
+    let t = kernel_test!(egress_block_survives_an_agent_crash);
+    block_survives_restart("restart-kill", true);
+    t.done();
+}
+
+/// Issue 16 item 4, reconciliation: a recorded block whose pins are gone
+/// (a reboot clears bpffs) is re-applied at start; pins no record knows
+/// (the state file was lost) are removed at start, which lifts their
+/// block, and an audit record says so.
+#[test]
+fn restart_reapplies_recorded_blocks_and_removes_unknown_pins() {
+    let t = kernel_test!(restart_reapplies_recorded_blocks_and_removes_unknown_pins);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let server = rt
+        .block_on(TestApiServer::start())
+        .expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let uid = "6a1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f17";
+    let ctr = "6b".repeat(32);
+    let cg = pod_container_cgroup("reconcile", uid, &ctr);
+    let pins = PinDir::new("reconcile");
+    let sock = dir.path().join("picket.sock");
+    let state = dir.path().join("state");
+    let config = format!(
+        "containment:\n  enabled: true\n  rate_limits: {{per_rule: null, per_namespace: null, global: null}}\n  pin_dir: {}\n  state_dir: {}\ndelivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        pins.0.display(),
+        state.display(),
+        dir.path().join("spool").display(),
+        sock.display()
+    );
+    let mut p = pod("shop", "web-4", uid, "e2e-node");
+    add_container(&mut p, "web", "web:1", Some(&format!("containerd://{ctr}")));
+    server.apply_pod(&p);
+    let rules = "rules: []\n";
+    let start = || Picket::start_with(dir.path(), rules, &config, &[&cg], &kube_args(&kubeconfig));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let std::net::SocketAddr::V4(dest) = listener.local_addr().expect("addr") else {
+        panic!("v4 listener");
+    };
+    let cg_pod = cg.path.parent().expect("pod cgroup").to_path_buf();
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&cg_pod).expect("pod cgroup").ino()
+    };
+
+    let picket = start();
+    picket_cli(
+        &sock,
+        &["contain", "--pod", "shop/web-4", "--action", "block-egress"],
+    );
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "blocked");
+    picket.crash();
+    // A reboot: bpffs is empty, the record on disk remains.
+    for n in pins.names() {
+        std::fs::remove_file(pins.0.join(n)).expect("unpin");
+    }
+    wait_connect(&cg, dest, None, "no pins, no agent");
+    let picket = start();
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "re-applied");
+    assert_eq!(pins.names().len(), 4, "{:?}", pins.names());
+    let out = picket_cli(&sock, &["actions"]);
+    assert!(
+        out.lines().any(|l| l.contains("block-egress succeeded (restored)")
+            && l.contains(&format!("egress of cgroup {} (id {ino})", cg_pod.display()))
+            && l.ends_with("re-applied from the record (its pinned links were gone: a reboot or a cleared bpffs)")),
+        "{out}"
+    );
+    picket.crash();
+    // The state file is lost: the pins are unknown to the next agent.
+    std::fs::remove_file(state.join("egress-blocks.json")).expect("state file");
+    assert_eq!(connect_from(&cg, dest), Some(libc::EPERM), "pins hold");
+    let mut picket = start();
+    assert_eq!(connect_from(&cg, dest), None, "stale pins removed");
+    assert_eq!(pins.names(), Vec::<String>::new());
+    let audit = picket.wait_for("stale record", |v| {
+        v["event"]["containment"]["message"]
+            .as_str()
+            .is_some_and(|m| {
+                m.starts_with(&format!(
+                    "stale egress block on cgroup id {ino} lifted: no record of it"
+                ))
+            })
+    });
+    let c = &audit["event"]["containment"];
+    assert_eq!(
+        (&c["trigger"], &c["release"], &c["outcome"]),
+        (&"agent".into(), &true.into(), &"succeeded".into())
+    );
+    drop(picket);
+    drop(listener);
+    drop(pins);
+    drop(cg);
+    drop(server);
+    t.done();
+}
+
+/// Waits until a process running `exe` is in cgroup `cg` (it has exec'd).
+fn wait_exec_in(cg: &TestCgroup, exe: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let procs = std::fs::read_to_string(cg.path.join("cgroup.procs")).unwrap_or_default();
+        if procs
+            .lines()
+            .any(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == exe))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never ran in {}",
+            exe.display(),
+            cg.path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Issue 16 (follow-up of item 1): a pod whose cgroup exists before the pod
+/// watch delivered the pod is fail-closed in the kernel: the kernel does
+/// not kill there (it cannot know whether the pod is protected); user space
+/// decides once the pod arrives. A new kube-system pod is spared, a new
+/// unprotected pod is killed from user space, and the record says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pods_are_fail_closed_in_the_kernel_until_the_watch_delivers_them() {
+    let t = kernel_test!(new_pods_are_fail_closed_in_the_kernel_until_the_watch_delivers_them);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let server = TestApiServer::start().await.expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let (sys_uid, web_uid) = (
+        "8a1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f18",
+        "8b1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f19",
+    );
+    let (sys_ctr, web_ctr) = ("8a".repeat(32), "8b".repeat(32));
+    let sys = pod_container_cgroup("gate-sys", sys_uid, &sys_ctr);
+    let web = pod_container_cgroup("gate-web", web_uid, &web_ctr);
+    let evil = dir.path().join("evil");
+    std::fs::copy("/bin/sh", &evil).expect("copy sh");
+    let evil = std::fs::canonicalize(evil).expect("canonical");
+    let rules = format!(
+        "rules:\n{}",
+        rule(
+            "e2e-gate-kill",
+            &format!(
+                "container.id exists and process.executable.path == \"{}\"",
+                evil.display()
+            )
+        )
+    );
+    let pins = PinDir::new("gate");
+    let mut picket = Picket::start_with(
+        dir.path(),
+        &rules,
+        &contain_config(&pins, dir.path()),
+        &[&sys, &web],
+        &kube_args(&kubeconfig),
+    );
+    // The kernel knows the containers and the pod roots, not the pods.
+    for cg in [&sys, &web] {
+        wait_kernel_flag(
+            &picket,
+            cg.id(),
+            agent_common::enforce::cgroup_flags::CONTAINER_ROOT,
+            "container",
+        );
+        let kubepods = cg.path.ancestors().nth(3).expect("kubepods");
+        assert!(kubepods.ends_with("kubepods"), "{}", kubepods.display());
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(kubepods).expect("kubepods").ino()
+        };
+        wait_kernel_flag(
+            &picket,
+            id,
+            agent_common::enforce::cgroup_flags::POD_ROOT,
+            "kubepods",
+        );
+    }
+    let cases = [
+        (&sys, "kube-system", "coredns-2", sys_uid, &sys_ctr, false),
+        (&web, "shop", "web-5", web_uid, &web_ctr, true),
+    ];
+    for (cg, ns, name, uid, ctr, should_die) in cases {
+        let marker = dir.path().join(format!("{name}-ran"));
+        let script = format!("sleep 2; touch {}", marker.display());
+        let mut child = in_container(cg, &evil, &["-c", &script])
+            .spawn()
+            .expect("spawn");
+        // The program runs before its pod is known...
+        wait_exec_in(cg, &evil);
+        // ...then the watch delivers the pod.
+        let mut p = pod(ns, name, uid, "e2e-node");
+        add_container(&mut p, "app", "app:1", Some(&format!("containerd://{ctr}")));
+        server.apply_pod(&p);
+        let status = child.wait().expect("wait");
+        let audit = picket.wait_for("the kill decision", |v| {
+            audit_of(v, "e2e-gate-kill").is_some_and(|c| {
+                c["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("pod {ns}/{name} ")))
+            })
+        });
+        let c = &audit["event"]["containment"];
+        assert_eq!(c["trigger"], "kernel", "{c}");
+        if should_die {
+            assert!(killed(status), "{name}: {status:?}");
+            assert!(!marker.exists(), "{name}: the program ran on");
+            assert_eq!(c["outcome"], "succeeded", "{c}");
+            assert!(
+                c["reason"].as_str().is_some_and(|r| r
+                    .ends_with("(killed from user space: the kernel did not know the pod yet)")),
+                "{c}"
+            );
+            assert!(
+                c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("(SIGKILL through a pidfd)")),
+                "{c}"
+            );
+        } else {
+            assert!(status.success(), "{name}: killed: {status:?}");
+            assert!(marker.exists(), "{name}: the program did not finish");
+            assert_eq!(c["outcome"], "refused", "{c}");
+            assert_eq!(c["refusal"], "protected_namespace", "{c}");
+        }
+    }
+    drop(picket);
+    drop(pins);
+    drop(web);
+    drop(sys);
+    drop(server);
+    t.done();
+}
+
+/// Issue 16 item 4: an isolation lives in the API server (the quarantine
+/// label); a (re)started agent reads it back from its pod cache and lists
+/// it as restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolations_of_an_earlier_agent_are_listed_restored() {
+    let t = kernel_test!(isolations_of_an_earlier_agent_are_listed_restored);
+    use picket_tests::kube_api::{TestApiServer, add_container, pod};
+    let server = TestApiServer::start().await.expect("test API server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let uid = "9a1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f20";
+    let ctr = "9a".repeat(32);
+    let cg = pod_container_cgroup("isolated", uid, &ctr);
+    let pins = PinDir::new("isolated");
+    let sock = dir.path().join("picket.sock");
+    let config = format!(
+        "{}delivery:\n  spool: {{dir: {}}}\n  grpc: {{listen: \"unix:{}\", unix_mode: 384}}\n",
+        contain_config(&pins, dir.path()),
+        dir.path().join("spool").display(),
+        sock.display()
+    );
+    // Isolated by an earlier agent; a neighbour that is not.
+    let mut p = pod("shop", "web-6", uid, "e2e-node");
+    add_container(&mut p, "web", "web:1", Some(&format!("containerd://{ctr}")));
+    p.metadata.labels = Some(
+        [("picket.io/quarantine".to_string(), "true".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    server.apply_pod(&p);
+    server.apply_pod(&pod(
+        "shop",
+        "web-7",
+        "9b1e2a90-4d3b-4f6a-8e21-0b9d5c3a7f21",
+        "e2e-node",
+    ));
+    let mut picket = Picket::start_with(
+        dir.path(),
+        "rules: []\n",
+        &config,
+        &[&cg],
+        &kube_args(&kubeconfig),
+    );
+    let audit = picket.wait_for("restored isolation", |v| {
+        v["event"]["containment"]["action"] == "isolate-pod"
+    });
+    let c = &audit["event"]["containment"];
+    assert_eq!(
+        c["message"],
+        "restored after an agent restart: pod shop/web-6 carries picket.io/quarantine=true (isolated)"
+    );
+    assert_eq!(
+        (&c["trigger"], &c["outcome"]),
+        (&"agent".into(), &"succeeded".into())
+    );
+    let out = picket_cli(&sock, &["actions"]);
+    let restored: Vec<&str> = out.lines().filter(|l| l.contains("(restored)")).collect();
+    assert_eq!(restored.len(), 1, "{out}");
+    assert!(
+        restored[0].contains(
+            "isolate-pod succeeded (restored): restored after an agent restart: pod shop/web-6"
+        ),
+        "{out}"
+    );
+    drop(picket);
+    drop(pins);
+    drop(cg);
+    drop(server);
     t.done();
 }

@@ -148,13 +148,15 @@ pub enum Trigger {
     Kernel { rule: String },
     /// An incident responder through the API (authenticated identity).
     Client { identity: String },
+    /// The agent itself, reconciling state a previous agent left (restart).
+    Agent,
 }
 
 impl Trigger {
     pub fn rule(&self) -> Option<&str> {
         match self {
             Self::Rule { rule, .. } | Self::Kernel { rule } => Some(rule),
-            Self::Client { .. } => None,
+            Self::Client { .. } | Self::Agent => None,
         }
     }
 
@@ -163,6 +165,7 @@ impl Trigger {
             Self::Rule { rule, alert_seq } => format!("rule {rule} (alert {alert_seq})"),
             Self::Kernel { rule } => format!("kernel rule {rule}"),
             Self::Client { identity } => format!("client {identity}"),
+            Self::Agent => "the agent (restart reconciliation)".to_string(),
         }
     }
 }
@@ -267,6 +270,10 @@ pub struct ActionRecord {
     /// Whether this record lifts an earlier action (`picket release`).
     #[serde(default)]
     pub release: bool,
+    /// Whether this record is an action of an earlier agent that this one
+    /// found and keeps in force (restart reconciliation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restored: bool,
 }
 
 #[cfg(test)]

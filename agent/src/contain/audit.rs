@@ -34,6 +34,7 @@ pub fn section(r: &ActionRecord) -> ContainmentAudit {
         Trigger::Rule { rule, alert_seq } => ("rule", Some(rule.clone()), Some(*alert_seq), None),
         Trigger::Kernel { rule } => ("kernel", Some(rule.clone()), None, None),
         Trigger::Client { identity } => ("client", None, None, Some(identity.clone())),
+        Trigger::Agent => ("agent", None, None, None),
     };
     ContainmentAudit {
         id: r.id.clone(),
@@ -145,6 +146,7 @@ mod tests {
             message: "killed pid 42 (SIGKILL through a pidfd)".into(),
             refusal: None,
             release: false,
+            restored: false,
         }
     }
 

@@ -97,6 +97,31 @@ pub struct ReleaseArgs {
     pub server: ServerArgs,
 }
 
+/// Arguments of `picket actions`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ActionsArgs {
+    /// At most this many records, newest last (0 = the agent's default, 100).
+    #[arg(long, default_value_t = 0)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Arguments of `picket purge-containment`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PurgeArgs {
+    /// The agent's configuration file (for `containment.pin_dir` and
+    /// `containment.state_dir`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Overrides the pin directory of the configuration.
+    #[arg(long)]
+    pub pin_dir: Option<PathBuf>,
+    /// Overrides the state directory of the configuration.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
 /// `NAMESPACE/NAME`.
 pub fn parse_pod(s: &str) -> Result<(String, String), String> {
     match s.split_once('/') {
@@ -157,7 +182,19 @@ async fn client(
 }
 
 fn print(r: &pb::ActionResult) -> bool {
-    println!("{} {} {}: {}", r.id, r.action, r.outcome, r.message);
+    let restored = r
+        .record
+        .as_ref()
+        .and_then(|s| s.fields.get("restored"))
+        .is_some_and(|v| v.kind == Some(prost_types::value::Kind::BoolValue(true)));
+    println!(
+        "{} {} {}{}: {}",
+        r.id,
+        r.action,
+        r.outcome,
+        if restored { " (restored)" } else { "" },
+        r.message
+    );
     matches!(r.outcome.as_str(), "succeeded" | "dry_run")
 }
 
@@ -203,6 +240,73 @@ pub fn release_main(args: ReleaseArgs) -> ExitCode {
         let printed: Vec<bool> = resp.results.iter().map(print).collect();
         Ok(printed.into_iter().all(|ok| ok))
     })
+}
+
+/// `picket actions`: the agent's recent containment records (restored
+/// ones, kept in force from an earlier agent, are marked `(restored)`).
+pub fn actions_main(args: ActionsArgs) -> ExitCode {
+    block_on(async move {
+        let mut c = client(&args.server).await?;
+        let resp = c
+            .list_actions(pb::ListActionsRequest { limit: args.limit })
+            .await?
+            .into_inner();
+        for r in &resp.results {
+            print(r);
+        }
+        Ok(true)
+    })
+}
+
+/// `picket purge-containment`: removes every pinned egress block and the
+/// containment state of an agent instance (uninstall). Run it after the
+/// agent is stopped: a running agent holds its blocks until it exits.
+pub fn purge_main(args: PurgeArgs) -> ExitCode {
+    let file = match &args.config {
+        Some(p) => match crate::config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("picket: configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => crate::config::FileConfig::default(),
+    };
+    let contain = match &file.containment {
+        Some(v) => match super::ContainmentFileConfig::from_value(v) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("picket: configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => super::ContainmentFileConfig::default(),
+    };
+    let mut cfg = contain.persist();
+    if let Some(d) = args.pin_dir {
+        cfg.pin_dir = d;
+    }
+    if let Some(d) = args.state_dir {
+        cfg.state_dir = d;
+    }
+    match super::persist::purge(&cfg) {
+        Ok(p) => {
+            for pin in &p.pins {
+                println!("unpinned {}", pin.display());
+            }
+            println!(
+                "purged {}: {} pinned links removed, {} recorded blocks forgotten",
+                cfg.pin_dir.display(),
+                p.pins.len(),
+                p.records
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("picket: purge: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,12 +14,14 @@
 //!   delete_grace_period_seconds: 30
 //!   kill_wait_ms: 5000
 //!   history: 1000
+//!   pin_dir: /sys/fs/bpf/picket/containment   # pinned egress-block links
+//!   state_dir: /var/lib/picket/containment    # what each block was for
 //! ```
 //!
 //! The agent's own pod comes from `POD_NAMESPACE`/`POD_NAME` (downward API)
 //! and its own cgroup from `/proc/self/cgroup`; both are always protected.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -76,6 +78,11 @@ pub struct ContainmentFileConfig {
     pub delete_grace_period_seconds: u32,
     pub kill_wait_ms: u64,
     pub history: usize,
+    /// bpffs directory where egress-block links are pinned (they survive
+    /// agent restarts); picket-owned, one per agent instance.
+    pub pin_dir: PathBuf,
+    /// Where the record of each block is kept.
+    pub state_dir: PathBuf,
 }
 
 impl Default for ContainmentFileConfig {
@@ -90,6 +97,8 @@ impl Default for ContainmentFileConfig {
             delete_grace_period_seconds: 30,
             kill_wait_ms: 5000,
             history: 1000,
+            pin_dir: PathBuf::from(super::persist::DEFAULT_PIN_DIR),
+            state_dir: PathBuf::from(super::persist::DEFAULT_STATE_DIR),
         }
     }
 }
@@ -111,6 +120,14 @@ fn rate(field: &str, r: &Option<RateSpec>) -> Result<Option<Rate>, ConfigError> 
 }
 
 impl ContainmentFileConfig {
+    /// Where blocks are pinned and recorded.
+    pub fn persist(&self) -> super::persist::PersistConfig {
+        super::persist::PersistConfig {
+            pin_dir: self.pin_dir.clone(),
+            state_dir: self.state_dir.clone(),
+        }
+    }
+
     /// Parses the opaque `containment:` value of the configuration file.
     pub fn from_value(v: &serde_json::Value) -> Result<Self, ConfigError> {
         serde_json::from_value(v.clone()).map_err(|e| ConfigError::Invalid(e.to_string()))

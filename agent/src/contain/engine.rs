@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::{
     action::{ActionKind, ActionRecord, ActionRequest, Outcome, Target, Trigger},
     cgroups,
-    kernel::{KernelEnforcer, KernelKill, decode_record},
+    kernel::{KernelEnforcer, KernelKill, Reconciled, decode_record},
     kill_rules::{KillRuleSpec, KillScope},
     kube::KubeActions,
     metrics::{ACTIONS, ActionLabels, LOSSES, LossLabels, REFUSALS, RefusalLabels},
@@ -77,6 +77,25 @@ pub enum ContainError {
     Kill(#[from] procs::KillError),
     #[error("{0}")]
     Other(String),
+}
+
+/// How long a kill the kernel left to user space (pod not cleared yet)
+/// waits for the pod watch to deliver the pod.
+const UNKNOWN_POD_WAIT: Duration = Duration::from_secs(3);
+
+/// The request a recorded block was placed for (a placeholder naming the
+/// cgroup for blocks recorded without one).
+fn restored_request(r: &super::persist::BlockRecord) -> ActionRequest {
+    r.request.clone().unwrap_or_else(|| {
+        ActionRequest::new(
+            ActionKind::BlockEgress,
+            Target {
+                cgroup: Some(r.path.clone()),
+                ..Default::default()
+            },
+            Trigger::Agent,
+        )
+    })
 }
 
 /// The containment engine. Cheap to share (`Arc`); every method takes `&self`.
@@ -172,8 +191,15 @@ impl Containment {
             return Ok(false);
         }
         if let Some(k) = &self.kernel {
-            lock(k)
-                .set_cgroup_facts(scan.roots.clone(), scan.protected.keys().copied().collect())?;
+            let mut k = lock(k);
+            // With the pod watch, pods are fail-closed in the kernel until
+            // cleared (see `set_pod_gate`); host mode has no pods to clear.
+            if self.kube.is_some() {
+                k.set_pod_gate(scan.pod_roots.clone(), scan.cleared.clone());
+            } else {
+                k.set_pod_gate(Vec::new(), Vec::new());
+            }
+            k.set_cgroup_facts(scan.roots.clone(), scan.protected.keys().copied().collect())?;
         }
         info!(
             container_roots = scan.roots.len(),
@@ -266,6 +292,8 @@ impl Containment {
     /// Enables the pod actions (isolate, delete) and Events.
     pub fn with_kube(mut self, k: KubeActions) -> Self {
         self.kube = Some(k);
+        // The next walk writes the pod gate even if nothing else changed.
+        lock(&self.scopes).written = None;
         self
     }
 
@@ -443,6 +471,162 @@ impl Containment {
         out
     }
 
+    /// Reconciles the egress blocks a previous agent left (pins and
+    /// records, see [`super::persist`]) with this agent's programs.
+    /// Synchronous and quick: call it at start, before any new block; then
+    /// hand the result to [`Self::record_reconciled`].
+    pub fn reconcile_blocks(&self) -> Vec<Reconciled> {
+        let Some(k) = &self.kernel else {
+            return Vec::new();
+        };
+        match lock(k).reconcile() {
+            Ok(r) => r,
+            Err(e) => {
+                LOSSES
+                    .get_or_create(&LossLabels {
+                        what: "containment_state_read",
+                    })
+                    .inc();
+                tracing::error!(error = %e, "containment state not reconciled: pinned blocks of the previous agent are left as they are (remove them with `picket purge-containment`)");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Turns what [`Self::reconcile_blocks`] did into audit records (kept
+    /// for `ListActions`, flagged `restored`).
+    pub async fn record_reconciled(&self, items: Vec<Reconciled>) -> Vec<ActionRecord> {
+        let mut out = Vec::new();
+        for item in items {
+            let rec = match item {
+                Reconciled::Restored { record, id, note } => {
+                    let mut req = restored_request(&record);
+                    req.target.cgroup = Some(record.path.clone());
+                    let msg = format!(
+                        "restored after an agent restart: egress of cgroup {} (id {id}) blocked since {}: {:?}; {note}",
+                        record.path.display(),
+                        record.placed_at,
+                        record.scope
+                    );
+                    self.finish_with(
+                        &req,
+                        false,
+                        Outcome::Succeeded,
+                        msg,
+                        None,
+                        false,
+                        false,
+                        true,
+                    )
+                    .await
+                }
+                Reconciled::Failed { record, error } => {
+                    let req = restored_request(&record);
+                    let msg = format!(
+                        "recorded egress block on cgroup {} could not be put back in force after an agent restart: {error}",
+                        record.path.display()
+                    );
+                    self.finish_with(&req, false, Outcome::Failed, msg, None, false, false, true)
+                        .await
+                }
+                Reconciled::Gone { record } => {
+                    let mut req = restored_request(&record);
+                    req.trigger = Trigger::Agent;
+                    let msg = format!(
+                        "recorded egress block on cgroup {} dropped: the cgroup is gone",
+                        record.path.display()
+                    );
+                    self.finish_with(
+                        &req,
+                        false,
+                        Outcome::Succeeded,
+                        msg,
+                        None,
+                        true,
+                        false,
+                        false,
+                    )
+                    .await
+                }
+                Reconciled::Stale { cgroup_id, pins } => {
+                    let req = ActionRequest::new(
+                        ActionKind::BlockEgress,
+                        Target::default(),
+                        Trigger::Agent,
+                    );
+                    let msg = format!(
+                        "stale egress block on cgroup id {cgroup_id} lifted: no record of it (pins removed: {})",
+                        pins.iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    self.finish_with(
+                        &req,
+                        false,
+                        Outcome::Succeeded,
+                        msg,
+                        None,
+                        true,
+                        false,
+                        false,
+                    )
+                    .await
+                }
+            };
+            out.push(rec);
+        }
+        out
+    }
+
+    /// Records the isolations found on this node's pods (the quarantine
+    /// label this or an earlier agent placed), so `ListActions` shows them
+    /// and `release` knows them after a restart.
+    pub async fn restore_isolations(&self, pods: &[PodFacts]) -> Vec<ActionRecord> {
+        let mut out = Vec::new();
+        for p in pods {
+            if p.labels
+                .get(super::kube::QUARANTINE_LABEL)
+                .map(String::as_str)
+                != Some("true")
+            {
+                continue;
+            }
+            let key = (p.namespace.clone(), p.name.clone());
+            if !lock(&self.isolated).insert(key) {
+                continue;
+            }
+            let target = Target {
+                namespace: Some(p.namespace.clone()),
+                pod: Some(p.name.clone()),
+                pod_uid: Some(p.uid.clone()),
+                labels: p.labels.clone(),
+                ..Default::default()
+            };
+            let req = ActionRequest::new(ActionKind::IsolatePod, target, Trigger::Agent);
+            let msg = format!(
+                "restored after an agent restart: pod {}/{} carries {}=true (isolated)",
+                p.namespace,
+                p.name,
+                super::kube::QUARANTINE_LABEL
+            );
+            out.push(
+                self.finish_with(
+                    &req,
+                    false,
+                    Outcome::Succeeded,
+                    msg,
+                    None,
+                    false,
+                    false,
+                    true,
+                )
+                .await,
+            );
+        }
+        out
+    }
+
     /// The most recent records, newest last (at most `limit`).
     pub fn list_actions(&self, limit: usize) -> Vec<ActionRecord> {
         let h = lock(&self.history);
@@ -488,6 +672,9 @@ impl Containment {
                 ),
                 true,
             ),
+            enforce_action::REFUSED_UNKNOWN_POD => {
+                return self.kill_unknown_pod(k.cgroup_id, req).await;
+            }
             enforce_action::REFUSED_PROTECTED => {
                 let r = self.protection_of(k.cgroup_id, &req.target);
                 let msg = format!(
@@ -509,6 +696,31 @@ impl Containment {
         let attempted = outcome != Outcome::Refused && !dry;
         self.finish(&req, dry, outcome, msg, refusal, false, attempted)
             .await
+    }
+
+    /// The kernel spared a process because its pod was not cleared yet
+    /// (fail-closed): wait for the pod watch (up to [`UNKNOWN_POD_WAIT`]),
+    /// then decide like the user-space path (protection, rate limits; a
+    /// pidfd kill that checks the process start time). A pod that stays
+    /// unknown is not killed.
+    async fn kill_unknown_pod(&self, cgroup_id: u64, mut req: ActionRequest) -> ActionRecord {
+        let deadline = Instant::now() + UNKNOWN_POD_WAIT;
+        while req.target.namespace.is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            self.attribute(cgroup_id, &mut req.target);
+        }
+        if req.target.namespace.is_none() {
+            let r = Refusal::PodUnknown(cgroup_id);
+            let msg = format!("not killed: {r}");
+            return self
+                .finish(&req, false, Outcome::Refused, msg, Some(r), false, false)
+                .await;
+        }
+        req.reason = format!(
+            "{} (killed from user space: the kernel did not know the pod yet)",
+            req.reason
+        );
+        self.execute(req).await
     }
 
     /// Reads kernel kill records until the ring's fd fails. Spawn it with the
@@ -655,7 +867,7 @@ impl Containment {
                     .cgroup
                     .as_ref()
                     .ok_or_else(|| ContainError::Other("no cgroup".into()))?;
-                let id = lock(k).block_egress(cg, &req.egress)?;
+                let id = lock(k).block_egress_for(cg, &req.egress, Some(req))?;
                 Ok(format!(
                     "egress of cgroup {} (id {id}) blocked: {:?}",
                     cg.display(),
@@ -771,6 +983,26 @@ impl Containment {
         release: bool,
         attempted: bool,
     ) -> ActionRecord {
+        self.finish_with(
+            req, dry_run, outcome, message, refusal, release, attempted, false,
+        )
+        .await
+    }
+
+    /// [`Self::finish`]; `restored` marks the record of an earlier agent's
+    /// action kept in force by this one.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_with(
+        &self,
+        req: &ActionRequest,
+        dry_run: bool,
+        outcome: Outcome,
+        message: String,
+        refusal: Option<Refusal>,
+        release: bool,
+        attempted: bool,
+        restored: bool,
+    ) -> ActionRecord {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let rec = ActionRecord {
             id: format!("{}:{}:{n}", self.cfg.node_name, std::process::id()),
@@ -784,6 +1016,7 @@ impl Containment {
             message,
             refusal: refusal.as_ref().map(|r| r.label().to_string()),
             release,
+            restored,
         };
         ACTIONS
             .get_or_create(&ActionLabels {
@@ -806,10 +1039,10 @@ impl Containment {
         );
         match outcome {
             Outcome::Succeeded | Outcome::DryRun => {
-                info!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, message = %rec.message, "containment action")
+                info!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, restored, message = %rec.message, "containment action")
             }
             Outcome::Refused | Outcome::Failed => {
-                warn!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, message = %rec.message, "containment action not done")
+                warn!(id = %rec.id, action, target, triggered_by = by, outcome = outcome.as_str(), release, restored, message = %rec.message, "containment action not done")
             }
         }
         // A Kubernetes Event is a write: none for dry-runs and refusals.

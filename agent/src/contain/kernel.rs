@@ -29,8 +29,9 @@ use aya::{
 };
 
 use super::{
-    action::{Destination, EgressScope},
+    action::{ActionRequest, Destination, EgressScope},
     kill_rules::{self, CompiledKill, KillRuleSpec},
+    persist::{self, BlockRecord, PersistError, Store},
 };
 
 /// The egress programs, in attach order, with their `bpf_attach_type`.
@@ -85,6 +86,8 @@ pub enum KernelError {
     Compile(#[from] kill_rules::CompileError),
     #[error("the egress destination list has a bad prefix length {0}")]
     BadPrefix(u8),
+    #[error("containment state: {0}")]
+    Persist(#[from] PersistError),
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> KernelError {
@@ -100,6 +103,8 @@ pub struct EgressBlock {
     /// LPM keys written for this block (removed on release).
     keys4: Vec<Key<Egress4>>,
     keys6: Vec<Key<Egress6>>,
+    /// bpffs pins of the links (they keep the block while no agent runs).
+    pins: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for EgressBlock {
@@ -147,8 +152,34 @@ pub struct KernelEnforcer {
     installed: CompiledKill,
     container_roots: Vec<u64>,
     protected: Vec<u64>,
+    /// `kubepods` cgroups and cleared pod cgroups (see
+    /// [`Self::set_pod_gate`]).
+    pod_roots: Vec<u64>,
+    cleared: Vec<u64>,
     agent_tgid: u32,
     mm_arg_offsets: (u32, u32),
+    /// Pins and records of the blocks (see [`persist`]); `None`: blocks
+    /// end with the agent.
+    store: Option<Store>,
+    /// What the state file says (kept in step with `blocks`).
+    block_records: Vec<BlockRecord>,
+}
+
+/// What [`KernelEnforcer::reconcile`] did with one recorded block or pin.
+#[derive(Debug)]
+pub enum Reconciled {
+    /// A recorded block is in force in this agent (`note` says how).
+    Restored {
+        record: BlockRecord,
+        id: u64,
+        note: String,
+    },
+    /// Pinned links no record knows: unpinned (the block is lifted).
+    Stale { cgroup_id: u64, pins: Vec<PathBuf> },
+    /// A recorded block whose cgroup is gone: dropped.
+    Gone { record: BlockRecord },
+    /// A recorded block that could not be put back in force.
+    Failed { record: BlockRecord, error: String },
 }
 
 impl std::fmt::Debug for KernelEnforcer {
@@ -216,8 +247,12 @@ impl KernelEnforcer {
             installed: CompiledKill::default(),
             container_roots: Vec::new(),
             protected: Vec::new(),
+            pod_roots: Vec::new(),
+            cleared: Vec::new(),
             agent_tgid: std::process::id(),
             mm_arg_offsets,
+            store: None,
+            block_records: Vec::new(),
         })
     }
 
@@ -240,6 +275,16 @@ impl KernelEnforcer {
         let r = self.write_compiled(&installed);
         self.installed = installed;
         r
+    }
+
+    /// Fail-closed pods: below `pod_roots` the kernel kills only in the
+    /// `cleared` pod cgroups (known, not protected); elsewhere below them it
+    /// refuses with `REFUSED_UNKNOWN_POD` and user space decides once the
+    /// pod is known. Empty `pod_roots` (host mode) disables the gate. Takes
+    /// effect with the next [`Self::set_cgroup_facts`].
+    pub fn set_pod_gate(&mut self, pod_roots: Vec<u64>, cleared: Vec<u64>) {
+        self.pod_roots = pod_roots;
+        self.cleared = cleared;
     }
 
     /// Replaces the in-kernel kill rules. Rules are switched off first and on
@@ -292,8 +337,17 @@ impl KernelEnforcer {
                 .insert(&Key::new(*bits, *k), m, 0)
                 .map_err(map_err("KILL_ARGV"))?;
         }
-        let entries =
+        let mut entries =
             kill_rules::cgroup_entries(&c.cgroup_rules, &self.container_roots, &self.protected);
+        {
+            use agent_common::enforce::cgroup_flags;
+            for id in &self.pod_roots {
+                entries.entry(*id).or_default().flags |= cgroup_flags::POD_ROOT;
+            }
+            for id in &self.cleared {
+                entries.entry(*id).or_default().flags |= cgroup_flags::CLEARED;
+            }
+        }
         let old: Vec<_> = self.cgroups.keys().filter_map(Result::ok).collect();
         for k in old.iter().filter(|k| !entries.contains_key(k)) {
             let _ = self.cgroups.remove(k);
@@ -314,9 +368,27 @@ impl KernelEnforcer {
         Ok(())
     }
 
+    /// Makes blocks outlive the agent: pinned under the store's bpffs
+    /// directory and recorded in its state file. Call [`Self::reconcile`]
+    /// next, before any new block.
+    pub fn set_store(&mut self, store: Store) {
+        self.store = Some(store);
+    }
+
     /// Blocks egress from the cgroup at `path` (and its descendants). A
     /// second block on the same cgroup replaces the first one's policy.
     pub fn block_egress(&mut self, path: &Path, scope: &EgressScope) -> Result<u64, KernelError> {
+        self.block_egress_for(path, scope, None)
+    }
+
+    /// [`Self::block_egress`] on behalf of `request` (recorded with the
+    /// block, so a restarted agent knows what the block was for).
+    pub fn block_egress_for(
+        &mut self,
+        path: &Path,
+        scope: &EgressScope,
+        request: Option<&ActionRequest>,
+    ) -> Result<u64, KernelError> {
         let cgroup_err = |source| KernelError::Cgroup {
             path: path.to_path_buf(),
             source,
@@ -326,6 +398,54 @@ impl KernelEnforcer {
         if self.blocks.contains_key(&id) {
             self.release_egress(id)?;
         }
+        // Recorded before pinned (see `persist`).
+        self.block_records.retain(|r| r.cgroup_id != id);
+        self.block_records.push(BlockRecord {
+            cgroup_id: id,
+            path: path.to_path_buf(),
+            scope: scope.clone(),
+            request: request.cloned(),
+            placed_at: jiff::Timestamp::now(),
+        });
+        self.save_records();
+        match self.attach(id, &dir, path, scope) {
+            Ok(block) => {
+                self.blocks.insert(id, block);
+                Ok(id)
+            }
+            Err(e) => {
+                self.block_records.retain(|r| r.cgroup_id != id);
+                self.save_records();
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the state file; a failure is logged and counted (the block
+    /// itself holds until the agent restarts, which then removes its pins
+    /// as unknown).
+    fn save_records(&self) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.save(&self.block_records)
+        {
+            super::metrics::LOSSES
+                .get_or_create(&super::metrics::LossLabels {
+                    what: "containment_state_write",
+                })
+                .inc();
+            tracing::error!(error = %e, "containment state not written: blocks placed or lifted since the last write are not restored after an agent restart");
+        }
+    }
+
+    /// Writes the policy of `scope` for cgroup `id` and attaches (and pins)
+    /// every egress program to `dir`. On error nothing is left behind.
+    fn attach(
+        &mut self,
+        id: u64,
+        dir: &File,
+        path: &Path,
+        scope: &EgressScope,
+    ) -> Result<EgressBlock, KernelError> {
         let (policy, dests) = match scope {
             EgressScope::All => (
                 EgressPolicy {
@@ -370,41 +490,159 @@ impl KernelEnforcer {
             links: Vec::new(),
             keys4: Vec::new(),
             keys6: Vec::new(),
+            pins: Vec::new(),
         };
-        for d in &dests {
-            self.add_destination(id, d, &mut block)?;
-        }
-        self.egress_policy
-            .insert(id, policy, 0)
-            .map_err(map_err("EGRESS_POLICY"))?;
         let mut failed = None;
-        for (name, attach_type, fd) in &self.programs {
-            let result = match fd {
-                Some(fd) => link_create(fd.as_fd().as_raw_fd(), dir.as_raw_fd(), *attach_type),
-                None => Err(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "program not loaded",
-                )),
-            };
-            match result {
-                Ok(link) => block.links.push(link),
-                Err(source) => {
-                    failed = Some(KernelError::Attach {
-                        program: name,
-                        path: path.to_path_buf(),
-                        source,
-                    });
-                    break;
+        for d in &dests {
+            if let Err(e) = self.add_destination(id, d, &mut block) {
+                failed = Some(e);
+                break;
+            }
+        }
+        if failed.is_none()
+            && let Err(e) = self.egress_policy.insert(id, policy, 0)
+        {
+            failed = Some(map_err("EGRESS_POLICY")(e));
+        }
+        if failed.is_none() {
+            for (name, attach_type, fd) in &self.programs {
+                let result = match fd {
+                    Some(fd) => link_create(fd.as_fd().as_raw_fd(), dir.as_raw_fd(), *attach_type),
+                    None => Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "program not loaded",
+                    )),
+                };
+                match result {
+                    Ok(link) => {
+                        if let Some(store) = &self.store {
+                            let hook = name.trim_start_matches("contain_");
+                            match store.pin(&link, id, hook) {
+                                Ok(p) => block.pins.push(p),
+                                Err(e) => {
+                                    failed = Some(e.into());
+                                    break;
+                                }
+                            }
+                        }
+                        block.links.push(link);
+                    }
+                    Err(source) => {
+                        failed = Some(KernelError::Attach {
+                            program: name,
+                            path: path.to_path_buf(),
+                            source,
+                        });
+                        break;
+                    }
                 }
             }
         }
         if let Some(e) = failed {
-            // Undo: the links close on drop; policy and keys are removed.
+            // Undo: unpinned, the links close on drop; policy and keys are
+            // removed.
+            for p in &block.pins {
+                let _ = persist::unpin(p);
+            }
             self.clear_block_maps(id, &block);
             return Err(e);
         }
-        self.blocks.insert(id, block);
-        Ok(id)
+        Ok(block)
+    }
+
+    /// Reconciles the recorded blocks with the pins a previous agent left:
+    /// a recorded block whose cgroup still exists is attached again with
+    /// this agent's programs **before** the old pins are removed (no
+    /// window; an upgrade moves the block to the new programs); if that
+    /// fails the old pins are kept and adopted. Pins no record knows are
+    /// removed; records of cgroups that are gone are dropped.
+    pub fn reconcile(&mut self) -> Result<Vec<Reconciled>, KernelError> {
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let records = store.load()?;
+        let mut pins: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+        for p in store.pins()? {
+            pins.entry(p.cgroup_id).or_default().push(p.path);
+        }
+        let mut out = Vec::new();
+        self.block_records.clear();
+        for rec in records {
+            if self
+                .block_records
+                .iter()
+                .any(|r| r.cgroup_id == rec.cgroup_id)
+            {
+                continue;
+            }
+            let old = pins.remove(&rec.cgroup_id).unwrap_or_default();
+            let dir = File::open(&rec.path)
+                .ok()
+                .filter(|d| d.metadata().is_ok_and(|m| m.ino() == rec.cgroup_id));
+            let Some(dir) = dir else {
+                for p in &old {
+                    unpin_logged(p);
+                }
+                out.push(Reconciled::Gone { record: rec });
+                continue;
+            };
+            match self.attach(rec.cgroup_id, &dir, &rec.path, &rec.scope) {
+                Ok(block) => {
+                    for p in &old {
+                        unpin_logged(p);
+                    }
+                    let note = if old.is_empty() {
+                        "re-applied from the record (its pinned links were gone: a reboot or a cleared bpffs)".to_string()
+                    } else {
+                        format!(
+                            "the previous agent's {} pinned links stayed attached until this agent's links replaced them",
+                            old.len()
+                        )
+                    };
+                    self.blocks.insert(rec.cgroup_id, block);
+                    self.block_records.push(rec.clone());
+                    out.push(Reconciled::Restored {
+                        id: rec.cgroup_id,
+                        record: rec,
+                        note,
+                    });
+                }
+                Err(e) if !old.is_empty() => {
+                    let block = EgressBlock {
+                        path: rec.path.clone(),
+                        scope: rec.scope.clone(),
+                        links: Vec::new(),
+                        keys4: Vec::new(),
+                        keys6: Vec::new(),
+                        pins: old,
+                    };
+                    self.blocks.insert(rec.cgroup_id, block);
+                    self.block_records.push(rec.clone());
+                    out.push(Reconciled::Restored {
+                        id: rec.cgroup_id,
+                        record: rec,
+                        note: format!("the previous agent's pinned links are kept ({e})"),
+                    });
+                }
+                Err(e) => {
+                    out.push(Reconciled::Failed {
+                        record: rec,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        for (cgroup_id, paths) in pins {
+            for p in &paths {
+                unpin_logged(p);
+            }
+            out.push(Reconciled::Stale {
+                cgroup_id,
+                pins: paths,
+            });
+        }
+        self.save_records();
+        Ok(out)
     }
 
     fn add_destination(
@@ -470,6 +708,12 @@ impl KernelEnforcer {
         let Some(block) = self.blocks.remove(&id) else {
             return Ok(false);
         };
+        // Unrecorded before unpinned (see `persist`).
+        self.block_records.retain(|r| r.cgroup_id != id);
+        self.save_records();
+        for p in &block.pins {
+            persist::unpin(p)?;
+        }
         self.clear_block_maps(id, &block);
         drop(block);
         Ok(true)
@@ -499,6 +743,14 @@ impl KernelEnforcer {
         .into_iter()
         .map(|i| self.stat(i))
         .sum()
+    }
+}
+
+/// Unpins during reconciliation: a pin that cannot be removed is logged and
+/// left (its block stays), the rest of the reconciliation goes on.
+fn unpin_logged(p: &Path) {
+    if let Err(e) = persist::unpin(p) {
+        tracing::warn!(error = %e, "pinned egress link not removed: its block stays until `picket purge-containment`");
     }
 }
 

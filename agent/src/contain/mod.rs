@@ -24,6 +24,7 @@ pub mod kernel;
 pub mod kill_rules;
 pub mod kube;
 pub mod metrics;
+pub mod persist;
 pub mod procs;
 pub mod rules;
 pub mod runtime;
@@ -37,7 +38,8 @@ pub use action::{
 pub use cgroups::cgroup_v2_root;
 pub use config::ContainmentFileConfig;
 pub use engine::{ContainError, Containment, ContainmentConfig};
-pub use kernel::{KernelEnforcer, KernelError, KernelKill};
+pub use kernel::{KernelEnforcer, KernelError, KernelKill, Reconciled};
 pub use kill_rules::{ExeMatch, KillRuleSpec, KillScope};
 pub use kube::KubeActions;
+pub use persist::{PersistConfig, Store};
 pub use safety::{Rate, Refusal, SafetyConfig};

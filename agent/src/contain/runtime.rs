@@ -27,6 +27,7 @@ use super::{
     engine::Containment,
     kernel::KernelEnforcer,
     kube::KubeActions,
+    persist::Store,
     rules::{plan_kernel_kills, requests_for},
     scopes::PodFacts,
 };
@@ -172,6 +173,15 @@ impl RunContainment {
         match KernelEnforcer::take(agent.sensor_mut().ebpf_mut(), btf.as_ref()) {
             Ok(mut k) => {
                 records = k.take_records();
+                // Blocks outlive the agent (pinned and recorded); without
+                // the store they end with it, which is said loudly.
+                match Store::open(file.persist()) {
+                    Ok(store) => k.set_store(store),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "containment state cannot be persisted: egress blocks will be lifted when this agent stops"
+                    ),
+                }
                 engine = engine.with_kernel(k)?;
             }
             Err(e) => warn!(
@@ -185,8 +195,23 @@ impl RunContainment {
             info!("no Kubernetes API: isolate-pod and delete-pod are refused");
         }
         let engine = Arc::new(engine.with_audit(audit_tx));
+        // Before any new block (and before the agent reports ready): blocks
+        // of the previous agent move to this one with no window.
+        let reconciled = engine.reconcile_blocks();
         let in_kernel = Arc::new(RwLock::new(BTreeSet::new()));
         let mut tasks = Vec::new();
+        {
+            let (e, pods) = (engine.clone(), k8s.clone());
+            tasks.push(tokio::spawn(async move {
+                e.record_reconciled(reconciled).await;
+                // Isolations live in the API server: re-read them from the
+                // pod cache once it has its first full list.
+                if pods.enabled() {
+                    while !pods.wait_synced(Duration::from_secs(30)).await {}
+                    e.restore_isolations(&pod_facts(&pods)).await;
+                }
+            }));
+        }
         if let Some(ring) = records {
             let e = engine.clone();
             tasks.push(tokio::spawn(async move {
@@ -237,7 +262,8 @@ impl RunContainment {
         tasks.push(tokio::spawn(async move {
             while let Some(rec) = audit_rx.recv().await {
                 match &rec.triggered_by {
-                    Trigger::Rule { .. } => continue,
+                    // Restored records have no alert of this agent.
+                    Trigger::Rule { .. } if !rec.restored => continue,
                     // A kernel record carries the context of the alert of
                     // the same exec (which may still be on its way).
                     Trigger::Kernel { rule } => {
@@ -249,7 +275,7 @@ impl RunContainment {
                             let _ = tx.send(audit::to_alert(&rec, &host, ctx.as_ref())).await;
                         });
                     }
-                    Trigger::Client { .. } => {
+                    Trigger::Client { .. } | Trigger::Agent | Trigger::Rule { .. } => {
                         if tx.send(audit::to_alert(&rec, &host, None)).await.is_err() {
                             return;
                         }

@@ -106,6 +106,10 @@ pub enum Refusal {
     RateLimitedGlobal,
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error(
+        "the pod of cgroup id {0} is not known (the pod watch has not delivered it): not killed, fail-closed"
+    )]
+    PodUnknown(u64),
 }
 
 impl Refusal {
@@ -122,6 +126,7 @@ impl Refusal {
             Self::RateLimitedNamespace(_) => "rate_limited_namespace",
             Self::RateLimitedGlobal => "rate_limited_global",
             Self::Invalid(_) => "invalid",
+            Self::PodUnknown(_) => "pod_unknown",
         }
     }
 }

@@ -116,6 +116,10 @@ pub struct Scan {
     pub roots: Vec<u64>,
     /// Protected cgroup subtrees and why each is protected.
     pub protected: BTreeMap<u64, Refusal>,
+    /// `kubepods` cgroups: below them the kernel kills only in cleared pods.
+    pub pod_roots: Vec<u64>,
+    /// Pod cgroups whose pod is known and not protected.
+    pub cleared: Vec<u64>,
 }
 
 impl Scan {
@@ -139,6 +143,7 @@ impl Scan {
         roots.dedup();
         let by_uid: HashMap<&str, &PodFacts> = pods.iter().map(|p| (p.uid.as_str(), p)).collect();
         let mut protected = BTreeMap::new();
+        let mut cleared = Vec::new();
         for (id, a) in &walk.attributed {
             // Pod-level cgroups only: they hold every container of the pod.
             if a.container_id.is_some() {
@@ -147,14 +152,26 @@ impl Scan {
             let Some(pod) = a.pod_uid.as_deref().and_then(|u| by_uid.get(u)) else {
                 continue;
             };
-            if let Err(r) = pod_protection(safety_cfg, pod) {
-                protected.insert(*id, r);
+            match pod_protection(safety_cfg, pod) {
+                Err(r) => {
+                    protected.insert(*id, r);
+                }
+                Ok(()) => cleared.push(*id),
             }
         }
         if let Some(own) = own_cgroup {
             protected.insert(own, Refusal::OwnCgroup);
         }
-        Self { roots, protected }
+        cleared.sort_unstable();
+        let mut pod_roots: Vec<u64> = walk.kubepods.iter().map(|(id, _)| *id).collect();
+        pod_roots.sort_unstable();
+        pod_roots.dedup();
+        Self {
+            roots,
+            protected,
+            pod_roots,
+            cleared,
+        }
     }
 }
 
@@ -263,8 +280,14 @@ mod tests {
             s.protected,
             BTreeMap::from([(pod, Refusal::ProtectedNamespace("kube-system".into()))])
         );
+        // A protected pod is not cleared; kubepods is the pod root.
+        assert_eq!((s.pod_roots.clone(), s.cleared.clone()), (vec![kp], vec![]));
         let s = Scan::compute(&w, &[facts("shop")], &cfg, Some(7));
         assert_eq!(s.protected, BTreeMap::from([(7, Refusal::OwnCgroup)]));
+        assert_eq!(s.cleared, vec![pod]);
+        // A pod the watch has not delivered is neither.
+        let s = Scan::compute(&w, &[], &cfg, None);
+        assert_eq!((s.pod_roots, s.cleared), (vec![kp], vec![]));
         let mut db = facts("shop");
         db.labels.insert("tier".into(), "db".into());
         let s = Scan::compute(&w, &[db], &cfg, None);
