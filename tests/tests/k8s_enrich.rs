@@ -87,6 +87,7 @@ async fn pod_created_updated_deleted_while_lookups_flow() {
             image: Some(Image {
                 name: "nginx:1.27".into()
             }),
+            privileged: Some(false),
         })
     );
 

@@ -490,13 +490,19 @@ impl ProcessCache {
             command_args: i.args.clone(),
             args_truncated: i.args_truncated,
             working_directory: i.cwd.clone(),
-            user: Id { id: i.euid },
+            user: model::User {
+                id: i.euid,
+                name: None,
+            },
             real_user: Id { id: i.uid },
             saved_user: Id { id: i.suid },
             group: Id { id: i.egid },
             real_group: Id { id: i.gid },
             saved_group: Id { id: i.sgid },
-            login_user: (i.loginuid != u32::MAX).then_some(Id { id: i.loginuid }),
+            login_user: (i.loginuid != u32::MAX).then_some(model::User {
+                id: i.loginuid,
+                name: None,
+            }),
             capabilities: Capabilities {
                 effective: caps::names(i.cap_effective),
                 permitted: caps::names(i.cap_permitted),

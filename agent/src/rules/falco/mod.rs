@@ -17,6 +17,7 @@
 //! `docs/falco.md`.
 
 pub mod cond;
+pub mod errno;
 pub mod fields;
 pub mod output;
 pub mod translate;

@@ -1,0 +1,374 @@
+//! User names for numeric uids, from the passwd database the process sees.
+//!
+//! Falco rules test `user.name` (`user.name in (bin, daemon, ...)`), and a
+//! name is only meaningful in the process's own filesystem: uid 33 is
+//! `www-data` in a Debian image and may be nothing in an Alpine one. So the
+//! table is read from `<proc>/<pid>/root/etc/passwd` (the process's root:
+//! its container's image, or the host) and cached per mount namespace; host
+//! processes whose root cannot be read fall back to the host's table
+//! (`<proc>/1/root/etc/passwd`). A uid with no entry gets its decimal id as
+//! its name (as `ls -l` shows it), so a name is never invented.
+//!
+//! Bounded: at most [`MAX_TABLES`] namespaces, [`MAX_PASSWD_BYTES`] read per
+//! file and [`MAX_ENTRIES`] entries kept per table; tables are re-read after
+//! [`TTL`] so users added later are found. Loads are counted by result
+//! (`picket_passwd_loads_total{result}`): an unreadable or oversized file
+//! leaves numeric names, and that is visible.
+
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::{Path, PathBuf},
+    sync::{Arc, LazyLock},
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family,
+};
+
+use crate::model::Process;
+
+/// Mount namespaces whose table is kept.
+pub const MAX_TABLES: usize = 4096;
+/// Bytes read from one passwd file (larger files are cut, and counted).
+pub const MAX_PASSWD_BYTES: u64 = 4 << 20;
+/// Entries kept from one passwd file.
+pub const MAX_ENTRIES: usize = 65_536;
+/// Age after which a table is read again.
+pub const TTL: Duration = Duration::from_secs(30);
+/// Retry delay after a failed read (the process was gone, no passwd file).
+const RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+static LOADS: LazyLock<Family<ResultLabel, Counter>> = LazyLock::new(|| {
+    crate::metrics::register(
+        "passwd_loads",
+        "passwd files read to name users, by result (loaded; truncated: larger than 4 MiB or 65536 \
+         entries, the rest ignored; unreadable: the process was gone or its root has no \
+         /etc/passwd, so its users are named by number)",
+        Family::default(),
+    )
+});
+
+fn count(result: &'static str) {
+    LOADS.get_or_create(&ResultLabel { result }).inc();
+}
+
+/// One passwd database: uid -> name.
+#[derive(Debug)]
+struct Table {
+    names: HashMap<u32, Arc<str>>,
+    loaded: Instant,
+    /// The file could not be read: retry sooner.
+    failed: bool,
+}
+
+impl Table {
+    fn fresh(&self, now: Instant) -> bool {
+        let ttl = if self.failed { RETRY } else { TTL };
+        now.saturating_duration_since(self.loaded) < ttl
+    }
+}
+
+/// The result of parsing a passwd file.
+#[derive(Debug, Default, PartialEq)]
+pub struct Parsed {
+    pub names: HashMap<u32, Arc<str>>,
+    /// Entries beyond [`MAX_ENTRIES`] were dropped.
+    pub truncated: bool,
+}
+
+/// Parses `name:x:uid:gid:gecos:home:shell` lines. The first entry of a uid
+/// wins, as with `getpwuid`; malformed lines and comments are skipped.
+pub fn parse_passwd(text: &str) -> Parsed {
+    let mut out = Parsed::default();
+    for line in text.lines() {
+        let mut parts = line.split(':');
+        let (Some(name), Some(_), Some(uid)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if name.is_empty() || name.starts_with('#') || name.starts_with(['+', '-']) {
+            continue;
+        }
+        let Ok(uid) = uid.trim().parse::<u32>() else {
+            continue;
+        };
+        if out.names.len() >= MAX_ENTRIES {
+            out.truncated = true;
+            break;
+        }
+        out.names.entry(uid).or_insert_with(|| Arc::from(name));
+    }
+    out
+}
+
+/// Resolves and caches user names per mount namespace.
+#[derive(Debug)]
+pub struct UserNames {
+    proc_root: PathBuf,
+    tables: HashMap<u32, Table>,
+}
+
+impl UserNames {
+    pub fn new(proc_root: impl Into<PathBuf>) -> Self {
+        Self {
+            proc_root: proc_root.into(),
+            tables: HashMap::new(),
+        }
+    }
+
+    /// Fills `process.user.name` and `process.login_user.name`.
+    /// `in_container`: the process is in a container (no host fallback).
+    pub fn fill(&mut self, p: &mut Process, in_container: bool) {
+        if p.pid == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let (pid, mnt_ns) = (p.pid, p.linux.mnt_ns);
+        let uid = p.user.id;
+        p.user.name = Some(self.name(pid, mnt_ns, in_container, uid, now));
+        if let Some(login) = p.login_user.as_mut() {
+            login.name = Some(self.name(pid, mnt_ns, in_container, login.id, now));
+        }
+    }
+
+    /// The name of `uid` for process `pid` in mount namespace `mnt_ns`.
+    pub fn name(
+        &mut self,
+        pid: u32,
+        mnt_ns: u32,
+        in_container: bool,
+        uid: u32,
+        now: Instant,
+    ) -> Arc<str> {
+        match self.table(pid, mnt_ns, in_container, now) {
+            Some(t) => t.names.get(&uid).cloned().unwrap_or_else(|| numeric(uid)),
+            None => numeric(uid),
+        }
+    }
+
+    fn table(&mut self, pid: u32, mnt_ns: u32, in_container: bool, now: Instant) -> Option<&Table> {
+        if mnt_ns == 0 {
+            // Not identified: no key to cache under. Host processes still
+            // get the host's table (cached under key 0).
+            if in_container {
+                return None;
+            }
+        }
+        let stale = self.tables.get(&mnt_ns).is_none_or(|t| !t.fresh(now));
+        if stale {
+            let loaded = if mnt_ns == 0 {
+                self.load_host()
+            } else {
+                self.load(pid, in_container)
+            };
+            let table = match loaded {
+                Some(names) => Table {
+                    names,
+                    loaded: now,
+                    failed: false,
+                },
+                // Keep the last good table of the namespace if there is one.
+                None => match self.tables.remove(&mnt_ns) {
+                    Some(old) if !old.failed => Table { loaded: now, ..old },
+                    _ => Table {
+                        names: HashMap::new(),
+                        loaded: now,
+                        failed: true,
+                    },
+                },
+            };
+            if self.tables.len() >= MAX_TABLES && !self.tables.contains_key(&mnt_ns) {
+                self.tables.retain(|_, t| t.fresh(now));
+                if self.tables.len() >= MAX_TABLES {
+                    self.tables.clear();
+                }
+            }
+            self.tables.insert(mnt_ns, table);
+        }
+        self.tables.get(&mnt_ns)
+    }
+
+    fn load(&self, pid: u32, in_container: bool) -> Option<HashMap<u32, Arc<str>>> {
+        let own = self.proc_root.join(pid.to_string()).join("root/etc/passwd");
+        if let Some(t) = read_table(&own) {
+            return Some(t);
+        }
+        if in_container {
+            count("unreadable");
+            return None;
+        }
+        self.load_host()
+    }
+
+    fn load_host(&self) -> Option<HashMap<u32, Arc<str>>> {
+        let host = self.proc_root.join("1/root/etc/passwd");
+        let t = read_table(&host);
+        if t.is_none() {
+            count("unreadable");
+        }
+        t
+    }
+}
+
+/// Reads and parses one passwd file, bounded; `None` when unreadable.
+fn read_table(path: &Path) -> Option<HashMap<u32, Arc<str>>> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut buf = Vec::new();
+    f.take(MAX_PASSWD_BYTES + 1).read_to_end(&mut buf).ok()?;
+    let cut = buf.len() as u64 > MAX_PASSWD_BYTES;
+    if cut {
+        buf.truncate(MAX_PASSWD_BYTES as usize);
+        // Drop the partial last line.
+        let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        buf.truncate(end);
+    }
+    let parsed = parse_passwd(&String::from_utf8_lossy(&buf));
+    count(if cut || parsed.truncated {
+        "truncated"
+    } else {
+        "loaded"
+    });
+    Some(parsed.names)
+}
+
+fn numeric(uid: u32) -> Arc<str> {
+    Arc::from(uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::User;
+
+    fn names(p: &Parsed) -> Vec<(u32, &str)> {
+        let mut v: Vec<(u32, &str)> = p.names.iter().map(|(k, v)| (*k, &**v)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn parses_entries_first_wins_and_skips_garbage() {
+        let p = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\n\
+             # comment:x:5:5\n\
+             daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+             toor:x:0:0::/root:/bin/sh\n\
+             broken line\n\
+             bad:x:notanumber:0::/:/bin/sh\n\
+             +nis:x:7:7::/:\n\
+             :x:9:9::/:\n\
+             www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin",
+        );
+        assert_eq!(names(&p), [(0, "root"), (1, "daemon"), (33, "www-data")]);
+        assert!(!p.truncated);
+    }
+
+    #[test]
+    fn entry_limit_is_reported() {
+        let text: String = (0..MAX_ENTRIES as u32 + 3)
+            .map(|i| format!("u{i}:x:{i}:0::/:/bin/sh\n"))
+            .collect();
+        let p = parse_passwd(&text);
+        assert_eq!(p.names.len(), MAX_ENTRIES);
+        assert!(p.truncated);
+    }
+
+    /// A fake `/proc`: `<root>/<pid>/root/etc/passwd`.
+    fn fake_proc(entries: &[(u32, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (pid, passwd) in entries {
+            let etc = d.path().join(pid.to_string()).join("root/etc");
+            std::fs::create_dir_all(&etc).expect("mkdir");
+            std::fs::write(etc.join("passwd"), passwd).expect("write");
+        }
+        d
+    }
+
+    #[test]
+    fn container_root_host_fallback_and_numeric() {
+        let d = fake_proc(&[
+            (
+                1,
+                "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/a:/bin/sh\n",
+            ),
+            (
+                42,
+                "root:x:0:0::/root:/bin/sh\nnginx:x:101:101::/:/sbin/nologin\n",
+            ),
+        ]);
+        let mut u = UserNames::new(d.path());
+        let now = Instant::now();
+        // The container's own passwd.
+        assert_eq!(&*u.name(42, 7, true, 101, now), "nginx");
+        // Not in the container's passwd: numeric, never the host's name.
+        assert_eq!(&*u.name(42, 7, true, 1000, now), "1000");
+        // A host process that is gone: the host's table.
+        assert_eq!(&*u.name(99, 5, false, 1000, now), "alice");
+        // A container process that is gone, namespace never seen: numeric.
+        assert_eq!(&*u.name(98, 8, true, 0, now), "0");
+        // Unknown namespace on the host: the host table.
+        assert_eq!(&*u.name(97, 0, false, 0, now), "root");
+        // ...but never for a container.
+        assert_eq!(&*u.name(97, 0, true, 0, now), "0");
+    }
+
+    #[test]
+    fn cached_per_namespace_and_reread_after_ttl() {
+        let d = fake_proc(&[(42, "root:x:0:0::/root:/bin/sh\n")]);
+        let mut u = UserNames::new(d.path());
+        let t0 = Instant::now();
+        assert_eq!(&*u.name(42, 7, true, 1001, t0), "1001");
+        std::fs::write(
+            d.path().join("42/root/etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nbob:x:1001:1001::/:/bin/sh\n",
+        )
+        .expect("write");
+        // Cached: not re-read within the TTL.
+        assert_eq!(&*u.name(42, 7, true, 1001, t0 + TTL / 2), "1001");
+        // Another process of the same namespace shares the table.
+        assert_eq!(&*u.name(43, 7, true, 0, t0 + TTL / 2), "root");
+        assert_eq!(&*u.name(42, 7, true, 1001, t0 + TTL), "bob");
+        // The process is gone at the next refresh: the last good table stays.
+        std::fs::remove_dir_all(d.path().join("42")).expect("rm");
+        assert_eq!(&*u.name(42, 7, true, 1001, t0 + TTL * 3), "bob");
+    }
+
+    #[test]
+    fn fill_sets_user_and_login_names() {
+        let d = fake_proc(&[(
+            5,
+            "root:x:0:0::/root:/bin/sh\ndaemon:x:1:1::/:/usr/sbin/nologin\n",
+        )]);
+        let mut u = UserNames::new(d.path());
+        let mut p = Process {
+            pid: 5,
+            user: User { id: 1, name: None },
+            login_user: Some(User { id: 0, name: None }),
+            ..Default::default()
+        };
+        p.linux.mnt_ns = 9;
+        u.fill(&mut p, false);
+        assert_eq!(p.user.name.as_deref(), Some("daemon"));
+        assert_eq!(p.login_user.and_then(|l| l.name).as_deref(), Some("root"));
+        let mut unknown = Process::default();
+        u.fill(&mut unknown, false);
+        assert_eq!(unknown.user.name, None, "pid 0: not a process");
+    }
+
+    #[test]
+    fn table_count_is_bounded() {
+        let d = fake_proc(&[(1, "root:x:0:0::/root:/bin/sh\n")]);
+        let mut u = UserNames::new(d.path());
+        let now = Instant::now();
+        for ns in 1..=(MAX_TABLES as u32 + 10) {
+            assert_eq!(&*u.name(1, ns, false, 0, now), "root");
+        }
+        assert!(u.tables.len() <= MAX_TABLES);
+    }
+}
