@@ -138,3 +138,146 @@ fn falco_rules_fire_with_their_falco_names() {
     );
     t.done();
 }
+
+/// The fields added for Falco's stable rules, on real actions: user names
+/// from the passwd database (`user.name`), process age (`proc.duration`),
+/// the raw and normalized path of an open (`fd.nameraw`, `fd.name`) and
+/// failed opens (`fd.num = -1`, `evt.res`). The rules file
+/// (`tests/falco/e2e/newly-active.yaml`) has the shape of Falco's "System
+/// user interactive", "Read sensitive file trusted after startup" and
+/// "Directory traversal monitored file read".
+#[test]
+fn newly_mapped_fields_fire_on_real_actions() {
+    let t = kernel_test!(newly_mapped_fields_fire_on_real_actions);
+    let cg = TestCgroup::unique("e2e-falco-fields");
+    let falco = workspace_root().join("tests/falco/e2e/newly-active.yaml");
+    let mut picket = PicketRun::start(RunOptions {
+        rules: vec![falco],
+        only_cgroups: vec![cg.path.clone()],
+        ..Default::default()
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("picket-e2e-falco-")
+        .tempdir()
+        .expect("tempdir");
+    // Programs named like an ssh daemon and a web server: copies of bash.
+    let sshd = dir.path().join("sshd");
+    let nginx = dir.path().join("nginx");
+    for p in [&sshd, &nginx] {
+        std::fs::copy("/usr/bin/bash", p).expect("copy bash");
+    }
+    let d = dir.path().to_str().expect("utf8");
+    // Two `../` through the temp dir, back to /etc.
+    let traversal = format!("{d}/../../etc/../etc/shadow");
+    let missing = format!("{d}/../../etc/../etc/picket-no-such-file");
+    let setpriv = "/usr/bin/setpriv --reuid=1 --regid=1 --clear-groups /bin/true";
+
+    // Negatives: uid 1 outside a session, a web server reading /etc/shadow
+    // in its first seconds, a direct read, a single `../`.
+    assert!(
+        run_in(&cg, Command::new("/bin/sh").args(["-c", setpriv]))
+            .status
+            .success()
+    );
+    let early = run_in(
+        &cg,
+        Command::new(&nginx).args(["-c", "read l < /etc/shadow; exit 0"]),
+    );
+    assert!(early.status.success(), "{early:?}");
+    assert!(
+        run_in(&cg, Command::new("/bin/cat").arg("/etc/shadow"))
+            .status
+            .success()
+    );
+    assert!(
+        run_in(&cg, Command::new("/bin/cat").arg("/etc/../etc/hostname"))
+            .status
+            .success()
+    );
+
+    // Positives.
+    let session = run_in(
+        &cg,
+        Command::new(&sshd).args(["-c", &format!("{setpriv}; exit 0")]),
+    );
+    assert!(session.status.success(), "{session:?}");
+    let late = run_in(
+        &cg,
+        Command::new(&nginx).args(["-c", "sleep 6; read l < /etc/shadow; exit 0"]),
+    );
+    assert!(late.status.success(), "{late:?}");
+    assert!(
+        run_in(&cg, Command::new("/bin/cat").arg(&traversal))
+            .status
+            .success()
+    );
+    assert!(
+        !run_in(&cg, Command::new("/bin/cat").arg(&missing))
+            .status
+            .success()
+    );
+
+    let a = picket.wait_alert("service account in a session", WAIT, |a| {
+        a.rule.id == "falco-service-account-in-a-remote-session"
+    });
+    assert_eq!(a.rule.name, "Service account in a remote session");
+    assert_eq!(a.severity, Severity::Info);
+    assert_eq!(a.event.process.user.id, 1);
+    assert_eq!(a.event.process.user.name.as_deref(), Some("daemon"));
+    assert_eq!(
+        a.message,
+        "Service account ran a command (user=daemon uid=1 process=true parent=sshd command=/bin/true)"
+    );
+    let a = picket.wait_alert("credential file read after startup", WAIT, |a| {
+        a.rule.id == "falco-credential-file-read-by-a-daemon-after-startup"
+    });
+    assert_eq!(a.event.event.kind, EventKindName::FileOpen);
+    assert_eq!(
+        a.message,
+        "Credential file read after startup (file=/etc/shadow process=nginx user=root)"
+    );
+    let start = a.event.process.start_time.expect("start time");
+    let age = a.event.time.duration_since(start);
+    assert!(
+        age >= jiff::SignedDuration::from_secs(5),
+        "read {age:?} after start"
+    );
+    let a = picket.wait_alert("traversal read", WAIT, |a| {
+        a.rule.id == "falco-traversal-to-a-system-file" && a.message.contains("res=SUCCESS")
+    });
+    assert_eq!(
+        a.message,
+        format!("Traversal (file=/etc/shadow raw={traversal} res=SUCCESS num=3 process=cat)")
+    );
+    let a = picket.wait_alert("failed traversal", WAIT, |a| {
+        a.rule.id == "falco-traversal-to-a-system-file" && a.message.contains("res=ENOENT")
+    });
+    assert_eq!(
+        a.message,
+        format!(
+            "Traversal (file=/etc/picket-no-such-file raw={missing} res=ENOENT num=-1 process=cat)"
+        )
+    );
+
+    picket.drain(Duration::from_millis(500));
+    let falco_alerts: Vec<_> = picket
+        .alerts()
+        .into_iter()
+        .map(|a| (a.rule.id.clone(), a.event.process.executable.name.clone()))
+        .collect();
+    let want = [
+        ("falco-service-account-in-a-remote-session", "true"),
+        (
+            "falco-credential-file-read-by-a-daemon-after-startup",
+            "nginx",
+        ),
+        ("falco-traversal-to-a-system-file", "cat"),
+        ("falco-traversal-to-a-system-file", "cat"),
+    ];
+    assert_eq!(
+        falco_alerts,
+        want.map(|(a, b)| (a.to_string(), b.to_string())),
+        "exactly the four triggers, none of the look-alikes"
+    );
+    t.done();
+}
