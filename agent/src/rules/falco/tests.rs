@@ -856,3 +856,22 @@ fn normalization_is_lexical() {
         assert_eq!(FileAccess::normalize(raw).as_deref(), want, "{raw}");
     }
 }
+
+#[test]
+fn privileged_rules_say_they_need_pod_metadata() {
+    let text = "- rule: P\n  desc: t\n  condition: evt.type in (execve, execveat) and container.privileged=true\n  output: o\n  priority: INFO\n";
+    let file = Arc::new(crate::rules::source::SourceFile {
+        path: "p.yaml".into(),
+        text: text.into(),
+    });
+    let root = crate::rules::yaml::parse(text).expect("yaml");
+    let mut diags = Vec::new();
+    let c = super::compile_with(&[(file, root)], &mut diags, super::Unsupported::Disable);
+    assert_eq!(c.report[0].status, Status::Active);
+    let shown = render(&diags);
+    assert_eq!(diags.len(), 1, "{shown}");
+    assert!(
+        shown.contains("p.yaml:3:49: warning [rule falco-p, condition]: Falco rule `P`: `container.privileged` comes from the pod spec (`securityContext.privileged`) through the Kubernetes API; without pod metadata (host mode, pod not resolved yet) it is unknown and the rule does not fire"),
+        "{shown}"
+    );
+}
