@@ -281,3 +281,120 @@ fn newly_mapped_fields_fire_on_real_actions() {
     );
     t.done();
 }
+
+/// Removes a container started with `ctr run` directly, even on failure.
+struct Removed<'a>(&'a picket_tests::containerd::Containerd, String);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
+/// Real containerd + runc: the `fd.type` of a socket busybox `nc -e`
+/// duplicates onto stdin/stdout (Falco's "Redirect STDOUT/STDIN to Network
+/// Connection in Container" shape) and user names from the container's own
+/// `/etc/passwd` (uid 1 has no entry there, so it is `1`, although the
+/// host names it `daemon`). The container shares the host network so the
+/// connection stays on loopback.
+#[test]
+fn container_stdio_redirect_and_user_names() {
+    use picket_tests::containerd::{CgroupTree, Containerd, Layout, new_container_id};
+    let t = kernel_test!(container_stdio_redirect_and_user_names);
+    let tree = CgroupTree::new("falco");
+    let ctrd = Containerd::start();
+    let pod_uid = "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d";
+    let id = new_container_id();
+    let rel = Layout::KubeSystemd.path(pod_uid, &id);
+    let dir = tree.precreate(&rel);
+    let rules = workspace_root().join("tests/falco/e2e/container.yaml");
+    let mut picket = PicketRun::start(RunOptions {
+        rules: vec![rules],
+        only_cgroups: vec![dir],
+        ..Default::default()
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    // A listener that keeps the connection open for a few seconds, and a
+    // client that runs a shell on it (retried until the listener is up).
+    let script = format!(
+        "sleep 5 | nc -l -p {port} & \
+         for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 {port} -e /bin/sh && break; sleep 0.3; done; \
+         exec sleep 1000"
+    );
+    let rootfs = ctrd.rootfs.display().to_string();
+    let cgroup = tree.cgroup_path(&rel);
+    ctrd.ctr_ok(&[
+        "run",
+        "-d",
+        "--net-host",
+        "--rootfs",
+        "--cgroup",
+        &cgroup,
+        &rootfs,
+        &id,
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    let _removed = Removed(&ctrd, id.clone());
+
+    let redirect = |fd: i64| {
+        move |a: &picket::model::Alert| {
+            a.rule.id == "falco-stdio-of-a-container-process-redirected-to-a-network-socket"
+                && a.event.fd.as_ref().is_some_and(|d| i64::from(d.new) == fd)
+        }
+    };
+    for fd in [0, 1] {
+        let a = picket.wait_alert("nc -e redirect", WAIT, redirect(fd));
+        assert_eq!(
+            a.message,
+            format!("Redirect (fd={fd} type=ipv4 typechar=4 process=busybox user=root)")
+        );
+        assert_eq!(
+            a.event.syscall.as_ref().map(|s| s.name.as_str()),
+            Some("dup2")
+        );
+        assert_eq!(
+            a.event.container.as_ref().map(|c| c.id.as_str()),
+            Some(id.as_str())
+        );
+    }
+
+    for (exec_id, user, want) in [
+        ("e1", "1:1", "id (user=1 uid=1)"),
+        ("e2", "65534:65534", "id (user=nobody uid=65534)"),
+    ] {
+        ctrd.ctr_ok(&[
+            "task",
+            "exec",
+            "--exec-id",
+            exec_id,
+            "--user",
+            user,
+            &id,
+            "/bin/id",
+            "-u",
+        ]);
+        let a = picket.wait_alert(want, WAIT, |a| {
+            a.rule.id == "falco-identity-query-in-a-container" && a.message == want
+        });
+        assert_eq!(a.event.process.command_args, ["/bin/id", "-u"]);
+    }
+    picket.drain(Duration::from_millis(500));
+    let mut got: Vec<String> = picket.alerts().iter().map(|a| a.message.clone()).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "Redirect (fd=0 type=ipv4 typechar=4 process=busybox user=root)",
+            "Redirect (fd=1 type=ipv4 typechar=4 process=busybox user=root)",
+            "id (user=1 uid=1)",
+            "id (user=nobody uid=65534)",
+        ],
+        "exactly the two dups onto stdio and the two id runs"
+    );
+    t.done();
+}
