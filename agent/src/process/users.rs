@@ -6,7 +6,10 @@
 //! table is read from `<proc>/<pid>/root/etc/passwd` (the process's root:
 //! its container's image, or the host) and cached per mount namespace; host
 //! processes whose root cannot be read fall back to the host's table
-//! (`<proc>/1/root/etc/passwd`). A uid with no entry gets its decimal id as
+//! (`<proc>/1/root/etc/passwd`). A process that is already gone when its
+//! first event is handled is looked up through an ancestor still in the same
+//! mount namespace (checked with `<proc>/<pid>/ns/mnt`): a container's
+//! entrypoint usually outlives its short-lived children. A uid with no entry gets its decimal id as
 //! its name (as `ls -l` shows it), so a name is never invented.
 //!
 //! Bounded: at most [`MAX_TABLES`] namespaces, [`MAX_PASSWD_BYTES`] read per
@@ -27,7 +30,7 @@ use prometheus_client::{
     encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family,
 };
 
-use crate::model::Process;
+use crate::model::{Ancestor, Process};
 
 /// Mount namespaces whose table is kept.
 pub const MAX_TABLES: usize = 4096;
@@ -130,10 +133,14 @@ impl UserNames {
         }
         let now = Instant::now();
         let (pid, mnt_ns) = (p.pid, p.linux.mnt_ns);
-        let uid = p.user.id;
-        p.user.name = Some(self.name(pid, mnt_ns, in_container, uid, now));
-        if let Some(login) = p.login_user.as_mut() {
-            login.name = Some(self.name(pid, mnt_ns, in_container, login.id, now));
+        let user = self.name_via(pid, &p.ancestors, mnt_ns, in_container, p.user.id, now);
+        let login = p
+            .login_user
+            .as_ref()
+            .map(|l| self.name_via(pid, &p.ancestors, mnt_ns, in_container, l.id, now));
+        p.user.name = Some(user);
+        if let (Some(l), Some(name)) = (p.login_user.as_mut(), login) {
+            l.name = Some(name);
         }
     }
 
@@ -146,13 +153,34 @@ impl UserNames {
         uid: u32,
         now: Instant,
     ) -> Arc<str> {
-        match self.table(pid, mnt_ns, in_container, now) {
+        self.name_via(pid, &[], mnt_ns, in_container, uid, now)
+    }
+
+    /// [`name`](Self::name), reading through one of `others` (ancestors)
+    /// in the same mount namespace if `pid` is gone.
+    pub fn name_via(
+        &mut self,
+        pid: u32,
+        others: &[Arc<Ancestor>],
+        mnt_ns: u32,
+        in_container: bool,
+        uid: u32,
+        now: Instant,
+    ) -> Arc<str> {
+        match self.table(pid, others, mnt_ns, in_container, now) {
             Some(t) => t.names.get(&uid).cloned().unwrap_or_else(|| numeric(uid)),
             None => numeric(uid),
         }
     }
 
-    fn table(&mut self, pid: u32, mnt_ns: u32, in_container: bool, now: Instant) -> Option<&Table> {
+    fn table(
+        &mut self,
+        pid: u32,
+        others: &[Arc<Ancestor>],
+        mnt_ns: u32,
+        in_container: bool,
+        now: Instant,
+    ) -> Option<&Table> {
         if mnt_ns == 0 {
             // Not identified: no key to cache under. Host processes still
             // get the host's table (cached under key 0).
@@ -165,7 +193,7 @@ impl UserNames {
             let loaded = if mnt_ns == 0 {
                 self.load_host()
             } else {
-                self.load(pid, in_container)
+                self.load(pid, others, mnt_ns, in_container)
             };
             let table = match loaded {
                 Some(names) => Table {
@@ -194,16 +222,40 @@ impl UserNames {
         self.tables.get(&mnt_ns)
     }
 
-    fn load(&self, pid: u32, in_container: bool) -> Option<HashMap<u32, Arc<str>>> {
-        let own = self.proc_root.join(pid.to_string()).join("root/etc/passwd");
-        if let Some(t) = read_table(&own) {
+    fn load(
+        &self,
+        pid: u32,
+        others: &[Arc<Ancestor>],
+        mnt_ns: u32,
+        in_container: bool,
+    ) -> Option<HashMap<u32, Arc<str>>> {
+        let passwd = |p: u32| self.proc_root.join(p.to_string()).join("root/etc/passwd");
+        if let Some(t) = read_table(&passwd(pid)) {
             return Some(t);
+        }
+        for o in others.iter().map(|a| a.pid) {
+            if o != pid
+                && self.mnt_ns_of(o) == Some(mnt_ns)
+                && let Some(t) = read_table(&passwd(o))
+            {
+                return Some(t);
+            }
         }
         if in_container {
             count("unreadable");
             return None;
         }
         self.load_host()
+    }
+
+    /// The mount namespace inode of `pid` (`mnt:[4026531841]`).
+    fn mnt_ns_of(&self, pid: u32) -> Option<u32> {
+        let link = std::fs::read_link(self.proc_root.join(pid.to_string()).join("ns/mnt")).ok()?;
+        link.to_str()?
+            .strip_prefix("mnt:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
     }
 
     fn load_host(&self) -> Option<HashMap<u32, Arc<str>>> {
@@ -370,5 +422,62 @@ mod tests {
             assert_eq!(&*u.name(1, ns, false, 0, now), "root");
         }
         assert!(u.tables.len() <= MAX_TABLES);
+    }
+}
+
+#[cfg(test)]
+mod ancestor_tests {
+    use super::*;
+    use crate::model::User;
+
+    #[test]
+    fn a_gone_process_is_read_through_an_ancestor_in_its_namespace() {
+        let d = tempfile::tempdir().expect("tempdir");
+        // pid 10: the container's entrypoint (mount namespace 7); pid 20:
+        // a runtime outside it (namespace 5) with another passwd.
+        for (pid, ns, passwd) in [
+            (10, 7, "app:x:1000:1000::/:/bin/sh\n"),
+            (20, 5, "host-user:x:1000:1000::/:/bin/sh\n"),
+        ] {
+            let base = d.path().join(pid.to_string());
+            std::fs::create_dir_all(base.join("root/etc")).expect("mkdir");
+            std::fs::create_dir_all(base.join("ns")).expect("mkdir");
+            std::fs::write(base.join("root/etc/passwd"), passwd).expect("write");
+            std::os::unix::fs::symlink(format!("mnt:[{ns}]"), base.join("ns/mnt")).expect("link");
+        }
+        let anc = |pid| {
+            Arc::new(Ancestor {
+                pid,
+                ..Default::default()
+            })
+        };
+        let mut u = UserNames::new(d.path());
+        // pid 30 is gone; its ancestors: the runtime (another namespace),
+        // then the entrypoint (the same namespace).
+        let mut p = Process {
+            pid: 30,
+            user: User {
+                id: 1000,
+                name: None,
+            },
+            ancestors: vec![anc(20), anc(10)],
+            ..Default::default()
+        };
+        p.linux.mnt_ns = 7;
+        u.fill(&mut p, true);
+        assert_eq!(p.user.name.as_deref(), Some("app"));
+        // Only ancestors outside the namespace: numeric, never their names.
+        let mut q = Process {
+            pid: 31,
+            user: User {
+                id: 1000,
+                name: None,
+            },
+            ancestors: vec![anc(20)],
+            ..Default::default()
+        };
+        q.linux.mnt_ns = 8;
+        u.fill(&mut q, true);
+        assert_eq!(q.user.name.as_deref(), Some("1000"));
     }
 }
