@@ -398,3 +398,78 @@ fn container_stdio_redirect_and_user_names() {
     );
     t.done();
 }
+
+/// `container.privileged` from the pod spec served by the test Kubernetes
+/// API server, through `picket run --kubernetes on`: the rule in the shape
+/// of Falco's "Debugfs Launched in Privileged Container" fires on a real
+/// `debugfs` exec'd into the (fake) container of a privileged pod, and not
+/// on another program there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debugfs_in_a_privileged_pod() {
+    use picket_tests::{
+        container::FakeContainer,
+        kube_api::{TestApiServer, add_container, namespace, pod},
+    };
+    let t = kernel_test!(debugfs_in_a_privileged_pod);
+    let server = TestApiServer::start().await.expect("test API server");
+    server.apply_namespace(&namespace("ops", &[]));
+    let pod_uid = "6b7c8d9e-0f1a-4b2c-8d3e-4f5a6b7c8d9e";
+    let id = "dec0de42".repeat(8);
+    let mut p = pod("ops", "disk-tools", pod_uid, picket_tests::run::NODE);
+    add_container(
+        &mut p,
+        "tools",
+        "registry.example/ops/tools:1",
+        Some(&format!("containerd://{id}")),
+    );
+    if let Some(c) = p.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+        c.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+    }
+    server.apply_pod(&p);
+    let ctr = FakeContainer::start("e2e-falco-priv", pod_uid, &id, "exec /bin/sleep 1000");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig)
+        .expect("write kubeconfig");
+    let mut picket = PicketRun::start(RunOptions {
+        rules: vec![workspace_root().join("tests/falco/e2e/privileged.yaml")],
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        extra_args: vec![
+            "--kubernetes".into(),
+            "on".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--k8s-metadata-wait".into(),
+            "10s".into(),
+        ],
+        ..Default::default()
+    });
+    for (program, args) in [("/bin/true", &[][..]), ("/usr/sbin/debugfs", &["-V"][..])] {
+        let mut cmd = ctr.exec(program, args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        assert!(cmd.status().expect("exec into the container").success());
+    }
+    let a = picket.wait_alert("debugfs in a privileged pod", WAIT, |a| {
+        a.rule.id == "falco-disk-debugger-in-a-privileged-container"
+    });
+    assert_eq!(
+        a.message,
+        "Debugfs in a privileged container (privileged=true pod=disk-tools ns=ops process=debugfs command=/usr/sbin/debugfs -V)"
+    );
+    assert_eq!(
+        a.event.container.as_ref().and_then(|c| c.privileged),
+        Some(true)
+    );
+    picket.drain(Duration::from_millis(500));
+    let names: Vec<_> = picket
+        .alerts()
+        .iter()
+        .map(|a| a.event.process.executable.name.clone())
+        .collect();
+    assert_eq!(names, ["debugfs"], "only debugfs, not /bin/true");
+    t.done();
+}
