@@ -464,6 +464,9 @@ async fn debugfs_in_a_privileged_pod() {
         a.event.container.as_ref().and_then(|c| c.privileged),
         Some(true)
     );
+    // debugfs -V and its nsenter parent are gone when the event is
+    // handled: the name comes through the container's live init.
+    assert_eq!(a.event.process.user.name.as_deref(), Some("root"));
     picket.drain(Duration::from_millis(500));
     let names: Vec<_> = picket
         .alerts()

@@ -169,7 +169,11 @@ impl Pipeline {
             }
             ev.process.linux.cgroup = path;
         }
-        self.users.fill(&mut ev.process, ev.container.is_some());
+        let cache = &self.cache;
+        self.users
+            .fill_with(&mut ev.process, ev.container.is_some(), |ns| {
+                cache.live_in_mnt_ns(ns, 4)
+            });
         if ev.container.is_some() {
             // hostPID pods: the pid namespace says nothing about who entered
             // the container; the process tree and cgroups do.

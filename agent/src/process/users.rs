@@ -9,7 +9,9 @@
 //! (`<proc>/1/root/etc/passwd`). A process that is already gone when its
 //! first event is handled is looked up through an ancestor still in the same
 //! mount namespace (checked with `<proc>/<pid>/ns/mnt`): a container's
-//! entrypoint usually outlives its short-lived children. A uid with no entry gets its decimal id as
+//! entrypoint usually outlives its short-lived children. Failing that, the
+//! caller names other live processes of the namespace (`kubectl exec`
+//! sessions have their ancestors outside the container). A uid with no entry gets its decimal id as
 //! its name (as `ls -l` shows it), so a name is never invented.
 //!
 //! Bounded: at most [`MAX_TABLES`] namespaces, [`MAX_PASSWD_BYTES`] read per
@@ -110,6 +112,14 @@ pub fn parse_passwd(text: &str) -> Parsed {
     out
 }
 
+/// The process a name is looked up for.
+struct Lookup<'a> {
+    pid: u32,
+    ancestors: &'a [Arc<Ancestor>],
+    mnt_ns: u32,
+    in_container: bool,
+}
+
 /// Resolves and caches user names per mount namespace.
 #[derive(Debug)]
 pub struct UserNames {
@@ -128,16 +138,34 @@ impl UserNames {
     /// Fills `process.user.name` and `process.login_user.name`.
     /// `in_container`: the process is in a container (no host fallback).
     pub fn fill(&mut self, p: &mut Process, in_container: bool) {
+        self.fill_with(p, in_container, |_| Vec::new());
+    }
+
+    /// [`fill`](Self::fill); `live(mnt_ns)` names other live processes of
+    /// the namespace (the process cache knows them), asked only when
+    /// neither the process nor an ancestor in its namespace can be read.
+    pub fn fill_with(
+        &mut self,
+        p: &mut Process,
+        in_container: bool,
+        mut live: impl FnMut(u32) -> Vec<u32>,
+    ) {
         if p.pid == 0 {
             return;
         }
         let now = Instant::now();
         let (pid, mnt_ns) = (p.pid, p.linux.mnt_ns);
-        let user = self.name_via(pid, &p.ancestors, mnt_ns, in_container, p.user.id, now);
+        let ctx = Lookup {
+            pid,
+            ancestors: &p.ancestors,
+            mnt_ns,
+            in_container,
+        };
+        let user = self.lookup(&ctx, p.user.id, now, &mut live);
         let login = p
             .login_user
             .as_ref()
-            .map(|l| self.name_via(pid, &p.ancestors, mnt_ns, in_container, l.id, now));
+            .map(|l| self.lookup(&ctx, l.id, now, &mut live));
         p.user.name = Some(user);
         if let (Some(l), Some(name)) = (p.login_user.as_mut(), login) {
             l.name = Some(name);
@@ -153,21 +181,23 @@ impl UserNames {
         uid: u32,
         now: Instant,
     ) -> Arc<str> {
-        self.name_via(pid, &[], mnt_ns, in_container, uid, now)
+        let ctx = Lookup {
+            pid,
+            ancestors: &[],
+            mnt_ns,
+            in_container,
+        };
+        self.lookup(&ctx, uid, now, &mut |_| Vec::new())
     }
 
-    /// [`name`](Self::name), reading through one of `others` (ancestors)
-    /// in the same mount namespace if `pid` is gone.
-    pub fn name_via(
+    fn lookup(
         &mut self,
-        pid: u32,
-        others: &[Arc<Ancestor>],
-        mnt_ns: u32,
-        in_container: bool,
+        ctx: &Lookup<'_>,
         uid: u32,
         now: Instant,
+        live: &mut dyn FnMut(u32) -> Vec<u32>,
     ) -> Arc<str> {
-        match self.table(pid, others, mnt_ns, in_container, now) {
+        match self.table(ctx, now, live) {
             Some(t) => t.names.get(&uid).cloned().unwrap_or_else(|| numeric(uid)),
             None => numeric(uid),
         }
@@ -175,25 +205,22 @@ impl UserNames {
 
     fn table(
         &mut self,
-        pid: u32,
-        others: &[Arc<Ancestor>],
-        mnt_ns: u32,
-        in_container: bool,
+        ctx: &Lookup<'_>,
         now: Instant,
+        live: &mut dyn FnMut(u32) -> Vec<u32>,
     ) -> Option<&Table> {
-        if mnt_ns == 0 {
+        let mnt_ns = ctx.mnt_ns;
+        if mnt_ns == 0 && ctx.in_container {
             // Not identified: no key to cache under. Host processes still
             // get the host's table (cached under key 0).
-            if in_container {
-                return None;
-            }
+            return None;
         }
         let stale = self.tables.get(&mnt_ns).is_none_or(|t| !t.fresh(now));
         if stale {
             let loaded = if mnt_ns == 0 {
                 self.load_host()
             } else {
-                self.load(pid, others, mnt_ns, in_container)
+                self.load(ctx, live)
             };
             let table = match loaded {
                 Some(names) => Table {
@@ -222,26 +249,28 @@ impl UserNames {
         self.tables.get(&mnt_ns)
     }
 
+    /// Reads the namespace's passwd: through the process itself, else an
+    /// ancestor in the same mount namespace, else another live process of
+    /// it, else (host processes only) the host's.
     fn load(
         &self,
-        pid: u32,
-        others: &[Arc<Ancestor>],
-        mnt_ns: u32,
-        in_container: bool,
+        ctx: &Lookup<'_>,
+        live: &mut dyn FnMut(u32) -> Vec<u32>,
     ) -> Option<HashMap<u32, Arc<str>>> {
         let passwd = |p: u32| self.proc_root.join(p.to_string()).join("root/etc/passwd");
-        if let Some(t) = read_table(&passwd(pid)) {
+        if let Some(t) = read_table(&passwd(ctx.pid)) {
             return Some(t);
         }
-        for o in others.iter().map(|a| a.pid) {
-            if o != pid
-                && self.mnt_ns_of(o) == Some(mnt_ns)
+        let ancestors = ctx.ancestors.iter().map(|a| a.pid);
+        for o in ancestors.chain(live(ctx.mnt_ns)) {
+            if o != ctx.pid
+                && self.mnt_ns_of(o) == Some(ctx.mnt_ns)
                 && let Some(t) = read_table(&passwd(o))
             {
                 return Some(t);
             }
         }
-        if in_container {
+        if ctx.in_container {
             count("unreadable");
             return None;
         }
@@ -479,5 +508,33 @@ mod ancestor_tests {
         q.linux.mnt_ns = 8;
         u.fill(&mut q, true);
         assert_eq!(q.user.name.as_deref(), Some("1000"));
+    }
+
+    #[test]
+    fn a_live_process_of_the_namespace_is_the_last_way_in() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let base = d.path().join("10");
+        std::fs::create_dir_all(base.join("root/etc")).expect("mkdir");
+        std::fs::create_dir_all(base.join("ns")).expect("mkdir");
+        std::fs::write(base.join("root/etc/passwd"), "app:x:1000:1000::/:/bin/sh\n")
+            .expect("write");
+        std::os::unix::fs::symlink("mnt:[7]", base.join("ns/mnt")).expect("link");
+        let mut u = UserNames::new(d.path());
+        let mut p = Process {
+            pid: 30,
+            user: User {
+                id: 1000,
+                name: None,
+            },
+            ..Default::default()
+        };
+        p.linux.mnt_ns = 7;
+        let mut asked = Vec::new();
+        u.fill_with(&mut p, true, |ns| {
+            asked.push(ns);
+            vec![10]
+        });
+        assert_eq!(p.user.name.as_deref(), Some("app"));
+        assert_eq!(asked, [7], "asked once, for the namespace");
     }
 }
