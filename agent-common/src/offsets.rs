@@ -57,6 +57,8 @@ offsets! {
     task_group_leader => "task_struct.group_leader",
     task_start_boottime => "task_struct.start_boottime",
     task_cred => "task_struct.cred",
+    /// Capability checks made under overridden credentials (cred != real_cred).
+    task_real_cred => "task_struct.real_cred",
     task_nsproxy => "task_struct.nsproxy",
     task_thread_pid => "task_struct.thread_pid",
     /// Only with CONFIG_AUDIT.

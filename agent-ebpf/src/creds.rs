@@ -1,6 +1,11 @@
 //! Capability checks (`capability:cap_capable`, de-duplicated per process,
 //! capability and result) and credential changes (set*id, capset) with the
 //! credentials before (entry) and after (exit).
+//!
+//! The `capability:cap_capable` tracepoint exists only on the newest kernels
+//! (6.14+); on older ones (5.10, 6.1, 6.12: most production nodes) the same
+//! events come from a kprobe/kretprobe pair on `cap_capable`, which the agent
+//! attaches only when the tracepoint is absent (`loader::Attach::KProbe`).
 
 use agent_common::{
     EventKind,
@@ -9,13 +14,13 @@ use agent_common::{
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::bpf_get_current_pid_tgid,
-    macros::{map, tracepoint},
+    macros::{kprobe, kretprobe, map, tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 
 use crate::{
-    kernel::{current_task, off, offsets_ready, process_start, read},
+    kernel::{current_task, off, offsets_ready, process_start, read, read_ptr},
     sys::{
         arg, enabled, header, read_creds, reserve, ret, stash_begin, stash_commit, stash_done,
         stash_get, submit, syscall_pair, user_bytes,
@@ -48,6 +53,10 @@ fn try_cap(ctx: &TracePointContext) -> Option<()> {
     if !offsets_ready() || !enabled(EventKind::Capability) {
         return None;
     }
+    let cred = unsafe { ctx.read_at::<u64>(8) }.ok()? as *const u8;
+    if !own_creds(cred) {
+        return None;
+    }
     let target_ns = unsafe { ctx.read_at::<u64>(16) }.ok()? as *const u8;
     let cap = unsafe { ctx.read_at::<i32>(32) }.ok()?;
     let rc = unsafe { ctx.read_at::<i32>(36) }.ok()?;
@@ -56,6 +65,33 @@ fn try_cap(ctx: &TracePointContext) -> Option<()> {
     if cap == CAP_SYS_ADMIN && from_noaudit_caller(ctx) {
         return None;
     }
+    let level = read::<u32>(target_ns, off!(user_namespace_level)).unwrap_or(u32::MAX);
+    emit_cap(cap, rc, level)
+}
+
+/// The check is made with the task's own credentials, not with credentials
+/// a kernel subsystem put in place for the task (`override_creds`).
+///
+/// Why: overlayfs looks files up with the credentials of whoever mounted it
+/// and reads its `trusted.*` xattrs with them, which checks CAP_SYS_ADMIN
+/// (`xattr_permission` → `capable`). In a container on an overlay root (every
+/// containerd, CRI-O and Docker container) each path lookup then looked like
+/// the container using CAP_SYS_ADMIN against the host: seen on Debian's 6.1
+/// in the kernel matrix (38 such checks in one short shell script). The
+/// capability belongs to the mounter, not to the process. `access(2)` and
+/// nfsd use overridden credentials the same way. When the offset is unknown,
+/// every check counts (the old behaviour).
+#[inline(always)]
+fn own_creds(cred: *const u8) -> bool {
+    match read_ptr(current_task(), off!(task_real_cred)) {
+        Some(real) => real == cred,
+        None => true,
+    }
+}
+
+/// Reports one capability check, once per (process, capability, result).
+#[inline(always)]
+fn emit_cap(cap: i32, rc: i32, user_ns_level: u32) -> Option<()> {
     let key = CapSeen {
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         cap: (cap as u32 & 0x7fff_ffff) | if rc != 0 { 1 << 31 } else { 0 },
@@ -69,10 +105,77 @@ fn try_cap(ctx: &TracePointContext) -> Option<()> {
     ev.header = header(kind, core::mem::size_of::<CapEvent>());
     ev.cap = cap as u32;
     ev.ret = rc;
-    ev.user_ns_level = read::<u32>(target_ns, off!(user_namespace_level)).unwrap_or(u32::MAX);
+    ev.user_ns_level = user_ns_level;
     ev._pad = 0;
     submit(entry, kind);
     Some(())
+}
+
+/// A check seen at `cap_capable`'s entry, waiting for its result.
+#[repr(C)]
+pub struct CapPending {
+    pub cap: i32,
+    pub user_ns_level: u32,
+}
+
+/// Checks between the kprobe and the kretprobe, by thread (`pid_tgid`). LRU:
+/// an entry whose return was missed (kretprobe instances exhausted) ages out.
+#[map]
+static CAP_PENDING: LruHashMap<u64, CapPending> = LruHashMap::with_max_entries(4096, 0);
+
+/// `CAP_OPT_NOAUDIT` (include/linux/security.h, 5.1+): the caller only asks,
+/// it does not use the capability (memory accounting, `ns_capable_noaudit`).
+/// The kprobe reads it from `opts`, where the tracepoint path has to search
+/// the stack for the caller (`from_noaudit_caller`).
+const CAP_OPT_NOAUDIT: u32 = 1 << 1;
+
+/// `int cap_capable(const struct cred *cred, struct user_namespace *targ_ns,
+/// int cap, unsigned int opts)` (5.1 and later), entry.
+#[kprobe]
+pub fn cap_capable_entry(ctx: ProbeContext) -> u32 {
+    let _ = try_cap_entry(&ctx);
+    0
+}
+
+fn try_cap_entry(ctx: &ProbeContext) -> Option<()> {
+    if !offsets_ready() || !enabled(EventKind::Capability) {
+        return None;
+    }
+    let cred: *const u8 = ctx.arg(0)?;
+    if !own_creds(cred) {
+        return None;
+    }
+    let target_ns: *const u8 = ctx.arg(1)?;
+    let cap: i32 = ctx.arg(2)?;
+    let opts: u32 = ctx.arg(3)?;
+    if opts & CAP_OPT_NOAUDIT != 0 {
+        return None;
+    }
+    let pending = CapPending {
+        cap,
+        user_ns_level: read::<u32>(target_ns, off!(user_namespace_level)).unwrap_or(u32::MAX),
+    };
+    CAP_PENDING
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .ok()
+}
+
+/// `cap_capable`'s return: the result completes the check seen at entry.
+#[kretprobe]
+pub fn cap_capable_exit(ctx: RetProbeContext) -> u32 {
+    let _ = try_cap_exit(&ctx);
+    0
+}
+
+fn try_cap_exit(ctx: &RetProbeContext) -> Option<()> {
+    let tid = bpf_get_current_pid_tgid();
+    let (cap, level) = {
+        let p = unsafe { CAP_PENDING.get(&tid) }?;
+        (p.cap, p.user_ns_level)
+    };
+    let _ = CAP_PENDING.remove(&tid);
+    let rc: i64 = ctx.ret();
+    emit_cap(cap, rc as i32, level)
 }
 
 const CAP_SYS_ADMIN: i32 = 21;

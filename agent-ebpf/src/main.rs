@@ -1,6 +1,8 @@
 //! Picket's kernel programs.
 //!
-//! Tracepoints only (stable ABI, no kprobes): each program is a thin wrapper
+//! Tracepoints (stable ABI) wherever the kernel has one; a kprobe only
+//! stands in for a tracepoint that older kernels lack (`cap_capable`, see
+//! `creds`), and is attached only there. Each program is a thin wrapper
 //! that calls a `try_*` function and never fails the traced operation. Kernel
 //! struct fields are read through offsets resolved by the agent from the
 //! running kernel's BTF (`OFFSETS`), never from compile-time layouts.

@@ -5,6 +5,8 @@
 //!   http: { listen: 0.0.0.0:9090 }
 //! containment:         # docs: containment (read by the containment engine)
 //!   enabled: false
+//! runtimes:            # docs/runtimes.md: runtime API sockets (names, images)
+//!   docker_socket: /var/run/docker.sock
 //! ```
 //!
 //! YAML is read with the same located parser as the rule files, so an error
@@ -26,6 +28,9 @@ pub struct FileConfig {
     /// Handed to the containment engine as is.
     #[serde(default)]
     pub containment: Option<serde_json::Value>,
+    /// Runtime API sockets for container names and images (docs/runtimes.md).
+    #[serde(default)]
+    pub runtimes: crate::container::runtime_api::RuntimeApiConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,9 @@ pub struct ProgramReport {
     pub reason: Option<String>,
     /// The kernel lacks the hook (rather than rejecting the program).
     pub hook_missing: bool,
+    /// A fallback program not needed here (its preferred hook is attached):
+    /// nothing is lost.
+    pub standby: bool,
     /// What is lost while it does not run.
     pub lost: &'static str,
     pub load_ms: u64,
@@ -72,6 +75,10 @@ pub fn hook_name(attach: Attach) -> String {
     match attach {
         Attach::TracePoint { category, name } => format!("tracepoint {category}:{name}"),
         Attach::RawTracePoint { name } => format!("raw_tracepoint {name}"),
+        Attach::KProbe {
+            function,
+            fallback_for,
+        } => format!("kprobe {function}, fallback for {fallback_for}"),
         Attach::CgroupSockAddrOnDemand => "cgroup_sock_addr".to_string(),
     }
 }
@@ -114,6 +121,7 @@ pub fn report(checks: Vec<Check>) -> Report {
                     None => load_error.clone(),
                 },
                 hook_missing: st.is_some_and(ProgramStatus::hook_absent),
+                standby: st.is_some_and(ProgramStatus::standby),
                 lost: spec.loss,
                 load_ms: stat.load_time.as_millis() as u64,
                 verified_insns: stat.verified_insns,
@@ -148,6 +156,9 @@ pub fn sensors(programs: &[ProgramReport]) -> Vec<SensorReport> {
             }
         };
         let s = &mut out[i];
+        if p.standby {
+            continue;
+        }
         s.total += 1;
         if p.loaded {
             s.attached += 1;
@@ -250,6 +261,15 @@ pub fn checks() -> Vec<Check> {
         )),
         Err(e) => out.push(check("cgroup v2", false, e.to_string())),
     }
+    // Default sockets: an absent runtime is informational, never a failure.
+    let runtimes = crate::container::runtime_api::RuntimeApiConfig::default();
+    for c in crate::container::runtime_api::checks(&runtimes) {
+        out.push(check(
+            format!("runtime API {} (optional)", c.runtime),
+            c.ok,
+            c.detail,
+        ));
+    }
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     let lsm_prog = is_program_supported(ProgramType::Lsm(aya::programs::LsmAttachType::Mac));
     out.push(check(
@@ -257,14 +277,19 @@ pub fn checks() -> Vec<Check> {
         lsm.split(',').any(|l| l.trim() == "bpf") && matches!(lsm_prog, Ok(true)),
         format!("active LSMs: {:?}; program type loads: {lsm_prog:?}; not required (tracepoints are used)", lsm.trim()),
     ));
-    let kprobes = Path::new(tracefs::TRACEFS).join("kprobe_events").exists();
+    let kprobes = sensor::loader::kprobes_available();
+    let cap_tp = tracefs::tracepoint_exists("capability", "cap_capable");
     out.push(check(
         "kprobes (optional)",
-        kprobes,
-        if kprobes {
-            "available; not required"
-        } else {
-            "unavailable (CONFIG_KPROBES off?); not required"
+        kprobes || cap_tp,
+        match (kprobes, cap_tp) {
+            (true, true) => "available; not needed (capability:cap_capable tracepoint present)",
+            (true, false) => "available; used for capability events (kprobe cap_capable)",
+            (false, true) => "unavailable (CONFIG_KPROBES off); not needed",
+            (false, false) => {
+                "unavailable (CONFIG_KPROBES off) and no capability:cap_capable tracepoint: \
+                 no capability events"
+            }
         },
     ));
 
@@ -285,6 +310,12 @@ fn program_checks(r: &Report) -> Vec<Check> {
                 item,
                 true,
                 format!("loads and attaches ({})", p.hook),
+            ));
+        } else if p.standby {
+            out.push(check(
+                format!("{item} (standby)"),
+                true,
+                format!("{} ({})", p.reason.as_deref().unwrap_or("?"), p.hook),
             ));
         } else if p.hook_missing {
             // Not a failure of Picket: this kernel has no such hook.

@@ -244,6 +244,7 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         None => crate::contain::ContainmentFileConfig::default(),
     };
+    let runtime_apis = crate::container::runtime_api::RuntimeApis::start(file.runtimes.clone());
     let cfg = args.agent_config();
     let node_name = cfg.pipeline.node_name.clone();
     let k8s = match crate::k8s::K8sEnricher::start(args.k8s.to_config(&node_name)).await {
@@ -373,6 +374,7 @@ async fn run(args: RunArgs) -> ExitCode {
             ev = agent.next() => {
                 let Some(mut ev) = ev else { break };
                 enrich_k8s(&k8s, &mut ev).await;
+                runtime_apis.enrich(&mut ev);
                 let always = ev.kind() == crate::model::EventKindName::EventsLost;
                 if (args.events || always) && out.event(&ev).is_err() {
                     break; // stdout closed

@@ -41,6 +41,9 @@ pub enum Layout {
     Docker,
     /// podman: `machine.slice/libpod-<id>.scope`.
     Podman,
+    /// containerd on a plain host (`ctr`, nerdctl; cgroupfs driver):
+    /// `<namespace>/<id>`, here `default/<id>`.
+    ContainerdHost,
 }
 
 impl Layout {
@@ -56,6 +59,7 @@ impl Layout {
             }
             Layout::Docker => format!("system.slice/docker-{id}.scope"),
             Layout::Podman => format!("machine.slice/libpod-{id}.scope"),
+            Layout::ContainerdHost => format!("default/{id}"),
         }
     }
 }
@@ -270,8 +274,120 @@ impl Containerd {
     /// starts a container whose entrypoint is `argv`; returns once its task
     /// runs.
     pub fn run(&self, id: &str, cgroup: &str, argv: &[&str]) -> RealContainer<'_> {
+        self.run_with(id, cgroup, &[], argv)
+    }
+
+    /// [`run`](Self::run) with further `ctr run` flags (e.g. `--with-ns
+    /// network:/var/run/netns/<name>` to join a test-created netns).
+    pub fn run_with(
+        &self,
+        id: &str,
+        cgroup: &str,
+        flags: &[&str],
+        argv: &[&str],
+    ) -> RealContainer<'_> {
         let rootfs = self.rootfs.display().to_string();
-        let mut args = vec!["run", "-d", "--rootfs", "--cgroup", cgroup, &rootfs, id];
+        let mut args = vec!["run", "-d", "--rootfs", "--cgroup", cgroup];
+        args.extend_from_slice(flags);
+        args.extend([rootfs.as_str(), id]);
+        args.extend_from_slice(argv);
+        self.ctr_ok(&args);
+        let init_pid = self
+            .task_pid(id)
+            .unwrap_or_else(|| panic!("task {id} not listed after ctr run"));
+        RealContainer {
+            ctrd: self,
+            id: id.to_owned(),
+            cgroup: cgroup.to_owned(),
+            init_pid,
+        }
+    }
+
+    /// Imports the fixture's rootfs as an OCI image named `name` (one
+    /// layer, built here with `tar`; digests by `sha256sum`) into the
+    /// `default` namespace, unpacked with the `native` snapshotter (no
+    /// overlay mounts needed).
+    pub fn import_image(&self, name: &str) {
+        let base = self.dir.path().join("image");
+        let blobs = base.join("oci/blobs/sha256");
+        std::fs::create_dir_all(&blobs).expect("mkdir blobs");
+        let layer = base.join("layer.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&self.rootfs)
+            .arg("-cf")
+            .arg(&layer)
+            .arg(".")
+            .status()
+            .expect("tar");
+        assert!(st.success(), "tar of the rootfs failed");
+        let layer_bytes = std::fs::read(&layer).expect("layer");
+        let add = |bytes: &[u8]| -> (String, usize) {
+            let tmp = base.join("blob");
+            std::fs::write(&tmp, bytes).expect("blob");
+            let out = Command::new("sha256sum")
+                .arg(&tmp)
+                .output()
+                .expect("sha256sum");
+            let digest = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .expect("digest")
+                .to_owned();
+            std::fs::rename(&tmp, blobs.join(&digest)).expect("rename blob");
+            (digest, bytes.len())
+        };
+        let (l, l_size) = add(&layer_bytes);
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{l}"]}}}}"#
+        );
+        let (c, c_size) = add(config.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{c}","size":{c_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{l}","size":{l_size}}}]}}"#
+        );
+        let (m, m_size) = add(manifest.as_bytes());
+        std::fs::write(
+            base.join("oci/index.json"),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{m}","size":{m_size},"annotations":{{"io.containerd.image.name":"{name}"}}}}]}}"#
+            ),
+        )
+        .expect("index");
+        std::fs::write(
+            base.join("oci/oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .expect("oci-layout");
+        let archive = base.join("image.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(base.join("oci"))
+            .arg("-cf")
+            .arg(&archive)
+            .arg(".")
+            .status()
+            .expect("tar");
+        assert!(st.success(), "tar of the image failed");
+        let archive = archive.display().to_string();
+        self.ctr_ok(&["images", "import", "--snapshotter", "native", &archive]);
+    }
+
+    /// `ctr run -d --snapshotter native --label k=v... --cgroup <cgroup>
+    /// <image> <id> <argv...>`: a container created from an image (so
+    /// containerd records the image reference), in the `default` namespace.
+    pub fn run_image(
+        &self,
+        image: &str,
+        id: &str,
+        cgroup: &str,
+        labels: &[&str],
+        argv: &[&str],
+    ) -> RealContainer<'_> {
+        let mut args = vec!["run", "-d", "--snapshotter", "native", "--cgroup", cgroup];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.extend([image, id]);
         args.extend_from_slice(argv);
         self.ctr_ok(&args);
         let init_pid = self
@@ -417,7 +533,7 @@ impl Drop for RealContainer<'_> {
 
 /// Builds the rootfs: static busybox with its applets, `/etc/passwd` and
 /// `/etc/group` (for `--user` names), and the mount points runc needs.
-fn build_rootfs(root: &Path) {
+pub fn build_rootfs(root: &Path) {
     for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root"] {
         std::fs::create_dir_all(root.join(d)).expect("rootfs dir");
     }
@@ -435,4 +551,65 @@ fn build_rootfs(root: &Path) {
     )
     .expect("passwd");
     std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
+}
+
+/// A network namespace the test creates (`ip netns add`, loopback up),
+/// for containers to join (`ctr run --with-ns network:<path>`). Deleted
+/// on drop.
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("picket-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("ip");
+            assert!(st.success(), "ip {args:?} failed");
+        };
+        ip(&["netns", "add", &name]);
+        let me = Self { name };
+        ip(&["-n", &me.name, "link", "set", "lo", "up"]);
+        me
+    }
+
+    /// `/var/run/netns/<name>`.
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// A TCP listener on 127.0.0.1 inside the namespace, on a thread that
+    /// accepts and counts connections (closing each at once). Returns its
+    /// port and the count.
+    pub fn listen(&self) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::{
+            os::fd::AsRawFd,
+            sync::{Arc, atomic::AtomicUsize, mpsc},
+        };
+        let ns = std::fs::File::open(self.path()).expect("open netns");
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: setns(2) of this thread only, into the test's netns.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen in netns");
+            tx.send(l.local_addr().expect("addr").port()).expect("port");
+            for c in l.incoming() {
+                if c.is_ok() {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        (rx.recv().expect("listener port"), count)
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }

@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod containerd;
+pub mod docker;
 pub mod kernel;
 pub mod kube_api;
 pub mod picket_run;

@@ -551,6 +551,105 @@ async fn setuid_success_failure_and_capability_check() {
     t.done();
 }
 
+/// An overlay mount of the test's own, unmounted on drop (also when the
+/// test fails).
+struct Overlay {
+    dir: tempfile::TempDir,
+}
+
+impl Overlay {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in ["lower", "upper", "work", "merged"] {
+            std::fs::create_dir(dir.path().join(d)).expect("mkdir");
+        }
+        std::fs::write(dir.path().join("lower/f"), "hi\n").expect("write");
+        let p = |d: &str| dir.path().join(d).display().to_string();
+        let st = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                p("lower"),
+                p("upper"),
+                p("work")
+            ))
+            .arg(p("merged"))
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount -t overlay failed");
+        Self { dir }
+    }
+
+    fn merged(&self) -> std::path::PathBuf {
+        self.dir.path().join("merged")
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.merged()).status();
+    }
+}
+
+/// overlayfs looks files up with its mounter's credentials and reads its
+/// `trusted.*` xattrs with them, which checks CAP_SYS_ADMIN: on Debian's 6.1
+/// every lookup in a container on an overlay root looked like the container
+/// using CAP_SYS_ADMIN (`dangerous-capability-in-container` on every
+/// container). Checks made under overridden credentials are not reported;
+/// the process's own use (unshare) still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_checks_under_overridden_credentials_are_not_reported() {
+    let t = kernel_test!(capability_checks_under_overridden_credentials_are_not_reported);
+    let ovl = Overlay::mount();
+    let cg = TestCgroup::unique("ovlcap");
+    let mut agent = agent_with(&cg, SensorFilters::default()).await;
+    let f = ovl.merged().join("f");
+    let f2 = ovl.merged().join("new");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "cat {f} >/dev/null && stat {f} >/dev/null && ls {m} >/dev/null && touch {f2} \
+         && unshare -u true",
+        f = f.display(),
+        f2 = f2.display(),
+        m = ovl.merged().display()
+    ));
+    run_in(&cg, &mut cmd);
+    let mut seen = Vec::new();
+    let own = wait_for(
+        &mut agent,
+        &mut seen,
+        WAIT,
+        "unshare's CAP_SYS_ADMIN",
+        |e| {
+            e.capability
+                .as_ref()
+                .is_some_and(|c| c.name == "CAP_SYS_ADMIN")
+                && e.process.executable.name == "unshare"
+        },
+    )
+    .await;
+    let c = own.capability.as_ref().expect("capability");
+    assert_eq!((c.id, c.allowed, c.init_user_ns), (21, true, true));
+    // Records arrive in order: every check of cat/stat/ls/touch came before.
+    let others: Vec<(String, String)> = seen
+        .iter()
+        .filter(|e| {
+            e.capability
+                .as_ref()
+                .is_some_and(|c| c.name == "CAP_SYS_ADMIN")
+        })
+        .map(|e| {
+            (
+                e.process.executable.name.clone(),
+                e.process.command_line.clone(),
+            )
+        })
+        .filter(|(name, _)| name != "unshare")
+        .collect();
+    assert_eq!(others, Vec::<(String, String)>::new());
+    t.done();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setuid_as_non_root_user() {
     let t = kernel_test!(setuid_as_non_root_user);

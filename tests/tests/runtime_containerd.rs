@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use picket::model::{Event, EventKindName};
 use picket_tests::{
-    containerd::{CgroupTree, Containerd, Layout, new_container_id},
+    containerd::{CgroupTree, Containerd, Layout, TestNetns, build_rootfs, new_container_id},
+    docker::Dockerd,
     kernel_test,
     run::{PicketRun, Record, RunOptions},
 };
@@ -366,8 +367,8 @@ fn kernel_kill_process_on_kubernetes_layouts() {
     t.done();
 }
 
-/// Needs the containment layer to recognise docker-/libpod- scopes as
-/// containers (issue #16); fails until that lands.
+/// The containment layer recognises docker-/libpod- scopes as containers
+/// (issue #16).
 #[test]
 fn kernel_kill_process_on_docker_and_podman_layouts() {
     let t = kernel_test!(kernel_kill_process_on_docker_and_podman_layouts);
@@ -448,4 +449,302 @@ fn kill_on_layouts(tag: &str, layouts: &[Layout]) {
         assert_eq!(audit.event.process.pid, alert.event.process.pid);
     }
     drop(running);
+}
+
+/// Host-mode containerd (no Kubernetes): `container.name` and
+/// `container.image.name` come from containerd's containers API over its
+/// socket, asked by the agent in the background. The container is
+/// created from an image the test imports (so containerd records the
+/// image reference) with nerdctl's name label.
+#[test]
+fn host_mode_name_and_image_from_the_containerd_api() {
+    let t = kernel_test!(host_mode_name_and_image_from_the_containerd_api);
+    let tree = CgroupTree::new("api");
+    let ctrd = Containerd::start();
+    let image = "docker.io/picket/busybox:test";
+    ctrd.import_image(image);
+    let id = new_container_id();
+    let rel = Layout::ContainerdHost.path("", &id);
+    let dir = tree.precreate(&rel);
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = work.path().join("picket.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtimes:\n  containerd_socket: {}\n  containerd_namespaces: [default]\n  docker_socket: ''\n  podman_socket: ''\n",
+            ctrd.socket.display()
+        ),
+    )
+    .expect("config");
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![dir],
+        events: true,
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    });
+    let ctr = ctrd.run_image(
+        image,
+        &id,
+        &tree.cgroup_path(&rel),
+        &["nerdctl/name=web"],
+        &[
+            "/bin/sh",
+            "-c",
+            "while true; do /bin/echo tick >/dev/null; /bin/sleep 0.2; done",
+        ],
+    );
+    // The lookup runs in the background: a later event has the answer.
+    let named = picket.wait_event("an event with the container's name", WAIT, |e| {
+        in_container(e, &id) && e.container.as_ref().is_some_and(|c| !c.name.is_empty())
+    });
+    let c = named.container.as_ref().expect("container");
+    assert_eq!(c.name, "web");
+    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+    // The bare id under a containerd namespace does not name the runtime;
+    // the runtime that answered does.
+    assert_eq!(c.runtime, "containerd");
+
+    ctr.exec("e1", None, &["/bin/id", "-u"]);
+    let alert = picket.wait_alert("exec-into-pod alert", WAIT, |a| {
+        a.rule.id == "exec-into-pod" && a.event.process.command_args == ["/bin/id", "-u"]
+    });
+    let c = alert.event.container.as_ref().expect("container section");
+    assert_eq!(c.id, id);
+    assert_eq!(c.runtime, "containerd");
+    assert_eq!(c.name, "web");
+    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+    assert!(
+        alert.event.k8s.is_none(),
+        "not a pod: {:?}",
+        alert.event.k8s
+    );
+    // Once one event has the name, every later one has it (cached).
+    let mine: Vec<&Event> = events(&picket)
+        .into_iter()
+        .filter(|e| in_container(e, &id))
+        .collect();
+    let first = mine
+        .iter()
+        .position(|e| e.container.as_ref().is_some_and(|c| !c.name.is_empty()))
+        .expect("a named event");
+    assert!(mine.len() > first + 1, "{}", picket.dump());
+    for e in &mine[first..] {
+        assert_eq!(
+            e.container.as_ref().map(|c| c.name.as_str()),
+            Some("web"),
+            "{e:?}"
+        );
+    }
+    drop(ctr);
+    t.done();
+}
+
+/// kill-container and block-egress, placed by rules through the shipped
+/// binary, on real runc containers of each layout. The containers share
+/// a network namespace the test created, with a listener on its
+/// loopback: a connect from the container works before the block and is
+/// refused (EPERM) after it; a kill-container stops the container's task.
+#[test]
+fn kill_container_and_block_egress_on_every_layout() {
+    let t = kernel_test!(kill_container_and_block_egress_on_every_layout);
+    let layouts = [
+        Layout::KubeCgroupfs,
+        Layout::KubeSystemd,
+        Layout::Docker,
+        Layout::Podman,
+    ];
+    let tree = CgroupTree::new("act");
+    let ctrd = Containerd::start();
+    let netns = TestNetns::new("act");
+    let (port, accepted) = netns.listen();
+    let pod_uid = "4e5f6a7b-8c9d-4e0f-a1b2-c3d4e5f60718";
+    let ids: Vec<String> = layouts.iter().map(|_| new_container_id()).collect();
+    let rels: Vec<String> = layouts
+        .iter()
+        .zip(&ids)
+        .map(|(l, id)| l.path(pod_uid, id))
+        .collect();
+    let dirs: Vec<_> = rels.iter().map(|r| tree.precreate(r)).collect();
+    // Programs of their own (busybox copies), so the rules match nothing else.
+    std::fs::create_dir_all(ctrd.rootfs.join("opt")).expect("mkdir opt");
+    for p in ["exfil", "killme"] {
+        std::fs::copy(
+            ctrd.rootfs.join("bin/busybox"),
+            ctrd.rootfs.join("opt").join(p),
+        )
+        .expect("copy");
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let rules = work.path().join("act.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - id: rt-block\n    name: rt-block\n    description: real-runtime block\n    severity: critical\n    events: [exec]\n    condition: 'container.id exists and process.executable.path == \"/opt/exfil\"'\n    output: 'ran {process.command_line}'\n    tags: [T1041]\n    actions: [alert, block-egress]\n  - id: rt-killc\n    name: rt-killc\n    description: real-runtime kill-container\n    severity: critical\n    events: [exec]\n    condition: 'container.id exists and process.executable.path == \"/opt/killme\"'\n    output: 'ran {process.command_line}'\n    tags: [T1059]\n    actions: [alert, kill-container]\n",
+    )
+    .expect("rules");
+    let config = work.path().join("picket.yaml");
+    std::fs::write(
+        &config,
+        "containment:\n  enabled: true\n  rate_limits: {per_rule: null, per_namespace: null, global: null}\nruntimes: {containerd_socket: '', docker_socket: '', podman_socket: ''}\n",
+    )
+    .expect("config");
+    let mut picket = PicketRun::start(RunOptions {
+        rules: vec![rules],
+        only_cgroups: dirs.clone(),
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    });
+    let net = format!("network:{}", netns.path());
+    let running: Vec<_> = rels
+        .iter()
+        .zip(&ids)
+        .map(|(rel, id)| {
+            ctrd.run_with(
+                id,
+                &tree.cgroup_path(rel),
+                &["--with-ns", &net],
+                &["/bin/sleep", "1000"],
+            )
+        })
+        .collect();
+    let connect = format!("echo x | /bin/nc 127.0.0.1 {port}");
+    for (i, ctr) in running.iter().enumerate() {
+        let layout = layouts[i];
+        let cg = cgroup_id(&dirs[i]);
+        let audit_of = |picket: &mut PicketRun, action: &str| {
+            let a = picket.wait_alert(&format!("{layout:?}'s {action} audit"), WAIT, |a| {
+                a.rule.id == "containment-action"
+                    && a.event
+                        .containment
+                        .as_ref()
+                        .is_some_and(|c| c.action == action)
+                    && in_container(&a.event, &ids[i])
+            });
+            a.event.containment.clone().expect("containment section")
+        };
+
+        // Before the block: the listener in the test's netns answers.
+        let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let out = ctr.try_exec(&format!("c{i}"), &["/bin/sh", "-c", &connect]);
+        assert!(out.status.success(), "{layout:?} before the block: {out:?}");
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            before + 1
+        );
+
+        let _ = ctr.try_exec(&format!("x{i}"), &["/opt/exfil"]);
+        let alert = picket.wait_alert(&format!("{layout:?}'s rt-block"), WAIT, |a| {
+            a.rule.id == "rt-block" && a.event.process.linux.cgroup_id == cg
+        });
+        assert!(in_container(&alert.event, &ids[i]), "{layout:?}");
+        let c = audit_of(&mut picket, "block-egress");
+        assert_eq!(
+            (c.outcome.as_str(), c.rule_id.as_deref()),
+            ("succeeded", Some("rt-block")),
+            "{layout:?}: {c:?}"
+        );
+        let out = ctr.try_exec(&format!("b{i}"), &["/bin/sh", "-c", &connect]);
+        assert!(
+            !out.status.success(),
+            "{layout:?} connected after the block"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("Operation not permitted"),
+            "{layout:?}: {stderr}"
+        );
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            before + 1,
+            "{layout:?}: the listener saw a connection after the block"
+        );
+
+        // kill-container: the container's task dies.
+        let _ = ctr.try_exec(&format!("k{i}"), &["/opt/killme"]);
+        let c = audit_of(&mut picket, "kill-container");
+        assert_eq!(
+            (c.outcome.as_str(), c.rule_id.as_deref()),
+            ("succeeded", Some("rt-killc")),
+            "{layout:?}: {c:?}"
+        );
+        ctr.wait_stopped(WAIT);
+        assert!(
+            !std::path::Path::new(&format!("/proc/{}", ctr.init_pid)).exists()
+                || std::fs::read_to_string(format!("/proc/{}/stat", ctr.init_pid))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "{layout:?}: the container's init {} still runs",
+            ctr.init_pid
+        );
+    }
+    drop(running);
+    drop(picket);
+    t.done();
+}
+
+/// Docker on a plain host: a real `dockerd` (private data root and
+/// socket) runs a container from an imported image; `container.name`,
+/// `container.image.name` and the runtime come from Docker's HTTP API.
+#[test]
+fn host_mode_name_and_image_from_the_docker_api() {
+    let t = kernel_test!(host_mode_name_and_image_from_the_docker_api);
+    let tree = CgroupTree::new("docker");
+    let dockerd = Dockerd::start();
+    let rootfs = tempfile::tempdir().expect("tempdir");
+    build_rootfs(rootfs.path());
+    let image = "picket/busybox:test";
+    dockerd.import(rootfs.path(), image);
+    let id = dockerd.create(
+        "web",
+        &tree.cgroup_path("docker"),
+        image,
+        &[
+            "/bin/sh",
+            "-c",
+            "while true; do /bin/echo tick >/dev/null; /bin/sleep 0.2; done",
+        ],
+    );
+    assert_eq!(id.len(), 64, "{id}");
+    let dir = tree.precreate(&format!("docker/{id}"));
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = work.path().join("picket.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtimes:\n  docker_socket: {}\n  containerd_socket: ''\n  podman_socket: ''\n",
+            dockerd.socket.display()
+        ),
+    )
+    .expect("config");
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![dir],
+        events: true,
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    });
+    dockerd.docker_ok(&["start", "web"]);
+    let named = picket.wait_event("an event with the container's name", WAIT, |e| {
+        in_container(e, &id) && e.container.as_ref().is_some_and(|c| !c.name.is_empty())
+    });
+    let c = named.container.as_ref().expect("container");
+    assert_eq!(
+        (c.name.as_str(), c.runtime.as_str()),
+        ("web", "docker"),
+        "{c:?}"
+    );
+    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+
+    // `docker exec` (runc exec under Docker's containerd).
+    let out = dockerd.docker_ok(&["exec", "web", "/bin/id", "-u"]);
+    assert_eq!(out, "0");
+    let alert = picket.wait_alert("exec-into-pod alert", WAIT, |a| {
+        a.rule.id == "exec-into-pod" && a.event.process.command_args == ["/bin/id", "-u"]
+    });
+    let c = alert.event.container.as_ref().expect("container section");
+    assert_eq!(
+        (c.id.as_str(), c.name.as_str(), c.runtime.as_str()),
+        (id.as_str(), "web", "docker")
+    );
+    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+    drop(picket);
+    drop(dockerd);
+    t.done();
 }

@@ -540,7 +540,12 @@ pub fn judge(r: &GuestResult) -> Vec<String> {
         None => f.push("picket doctor gave no report".to_string()),
         Some(d) => {
             for p in &d.programs {
-                if p.loaded {
+                // Standby: a fallback (kprobe) whose tracepoint is attached.
+                if p.loaded
+                    || p.reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("standby"))
+                {
                     continue;
                 }
                 // The guest confirmed the tracepoint is missing, or the
@@ -633,6 +638,12 @@ pub fn table(label: &str, secs: u64, r: &GuestResult) -> String {
                 p.sensor,
                 if p.loaded {
                     "yes"
+                } else if p
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("standby"))
+                {
+                    "standby"
                 } else if p.hook_missing {
                     "no hook"
                 } else {

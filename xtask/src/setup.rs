@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "runc",
     "crun",
     "busybox-static",
+    // A private dockerd (tests/src/docker.rs) for the Docker API lookups.
+    "docker.io",
 ];
 
 #[derive(clap::Args, Default)]
@@ -227,10 +229,15 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-/// Python grpcio + grpcio-tools: `tests/tests/delivery_python.rs` checks the
-/// API with the standard Python client, generating its stubs from `proto/`.
+/// Python grpcio + grpcio-tools + opentelemetry-proto:
+/// `tests/tests/delivery_python.rs` checks the API with the standard Python
+/// client (stubs generated from `proto/`) and the OTLP export against a
+/// grpcio server with the official OTLP stubs.
 fn python_grpcio() -> Result<()> {
-    if ok(Command::new("python3").args(["-c", "import grpc, grpc_tools"])) {
+    if ok(Command::new("python3").args([
+        "-c",
+        "import grpc, grpc_tools, opentelemetry.proto.collector.logs.v1",
+    ])) {
         return Ok(());
     }
     sh(Command::new("python3").args([
@@ -241,5 +248,6 @@ fn python_grpcio() -> Result<()> {
         "--disable-pip-version-check",
         "grpcio",
         "grpcio-tools",
+        "opentelemetry-proto",
     ]))
 }

@@ -3,10 +3,12 @@
 //! [`CgroupResolver`] turns the cgroup id the kernel reports into a cgroup
 //! v2 path; [`parse_cgroup_path`] reads the container id, runtime and pod
 //! UID out of that path. Processes outside containers are `host`.
+//! [`runtime_api`] adds name and image from the runtimes' own APIs.
 
 mod handle;
 mod parse;
 mod resolver;
+pub mod runtime_api;
 #[cfg(test)]
 mod tests;
 

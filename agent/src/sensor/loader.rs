@@ -6,7 +6,7 @@ use agent_common::settings::Settings;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{KProbe, RawTracePoint, TracePoint},
 };
 use tracing::{info, warn};
 
@@ -22,6 +22,14 @@ pub enum Attach {
     },
     /// `raw_tp/<name>`: gets the tracepoint's TP_PROTO arguments.
     RawTracePoint { name: &'static str },
+    /// `kprobe/<function>` or `kretprobe/<function>` (from the program's ELF
+    /// section), attached only when the program `fallback_for` could not
+    /// attach: kprobes are not a stable ABI, so they stand in for a
+    /// tracepoint that older kernels lack and stay idle where it exists.
+    KProbe {
+        function: &'static str,
+        fallback_for: &'static str,
+    },
     /// `cgroup_sock_addr` program (attach type from its ELF section): only
     /// loaded here; the containment engine (`crate::contain`) attaches it to
     /// the cgroups it contains, at action time.
@@ -483,6 +491,26 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         },
         required_offsets: &["task_group_leader", "task_start_boottime"],
         loss: "capability events (capability checks)",
+    },
+    ProgramSpec {
+        program: "cap_capable_entry",
+        sensor: "capability",
+        attach: Attach::KProbe {
+            function: "cap_capable",
+            fallback_for: "cap_capable",
+        },
+        required_offsets: &["task_group_leader", "task_start_boottime"],
+        loss: "capability events on kernels without the capability:cap_capable tracepoint (before 6.14)",
+    },
+    ProgramSpec {
+        program: "cap_capable_exit",
+        sensor: "capability",
+        attach: Attach::KProbe {
+            function: "cap_capable",
+            fallback_for: "cap_capable",
+        },
+        required_offsets: &["task_group_leader", "task_start_boottime"],
+        loss: "capability events on kernels without the capability:cap_capable tracepoint (before 6.14)",
     },
     ProgramSpec {
         program: "sys_enter_setuid",
@@ -1153,17 +1181,33 @@ impl Sensor {
         let started = std::time::Instant::now();
         for spec in PROGRAMS {
             let mut st_one = ProgramStats::default();
-            let st = attach_one(
-                &mut ebpf,
-                spec,
-                &resolved,
-                tracefs_error.as_deref(),
-                &mut st_one,
-            );
+            let st = match spec.attach {
+                Attach::KProbe { fallback_for, .. }
+                    if status.get(fallback_for) == Some(&ProgramStatus::Attached) =>
+                {
+                    ProgramStatus::Disabled(format!(
+                        "{STANDBY}: not needed, {fallback_for} is attached"
+                    ))
+                }
+                _ => attach_one(
+                    &mut ebpf,
+                    spec,
+                    &resolved,
+                    tracefs_error.as_deref(),
+                    &mut st_one,
+                ),
+            };
             stats.insert(spec.program, st_one);
             match &st {
                 ProgramStatus::Attached => {
                     info!(program = spec.program, sensor = spec.sensor, "attached")
+                }
+                st if st.standby() => {
+                    info!(
+                        program = spec.program,
+                        sensor = spec.sensor,
+                        "standby (not needed)"
+                    )
                 }
                 ProgramStatus::Disabled(why) => warn!(
                     program = spec.program,
@@ -1417,6 +1461,21 @@ fn attach_one(
             stats.verified_insns = tp.info().ok().and_then(|i| i.verified_instruction_count());
             r.and_then(|()| tp.attach(name).map(drop))
         }
+        Attach::KProbe { function, .. } => {
+            if !kprobes_available() {
+                return ProgramStatus::Disabled(format!(
+                    "{HOOK_ABSENT}: this kernel has no kprobes (no kprobe PMU and no \
+                     kprobe_events in tracefs), needed for {function}"
+                ));
+            }
+            let kp: &mut KProbe = match prog.try_into() {
+                Ok(kp) => kp,
+                Err(e) => return ProgramStatus::Disabled(e.to_string()),
+            };
+            let r = kp.load();
+            stats.verified_insns = kp.info().ok().and_then(|i| i.verified_instruction_count());
+            r.and_then(|()| kp.attach(function, 0).map(drop))
+        }
         Attach::CgroupSockAddrOnDemand => {
             let p: &mut aya::programs::CgroupSockAddr = match prog.try_into() {
                 Ok(p) => p,
@@ -1463,11 +1522,31 @@ fn missing_helper(log: &str) -> Option<&'static str> {
 /// tell the two apart by it).
 pub const HOOK_ABSENT: &str = "hook absent";
 
+/// How a [`ProgramStatus::Disabled`] reason starts when the program is a
+/// fallback ([`Attach::KProbe`]) whose preferred hook is attached: nothing is
+/// lost.
+pub const STANDBY: &str = "standby";
+
 impl ProgramStatus {
     /// The program is disabled because this kernel lacks its hook.
     pub fn hook_absent(&self) -> bool {
         matches!(self, ProgramStatus::Disabled(why) if why.starts_with(HOOK_ABSENT))
     }
+
+    /// The program is a fallback that is not needed on this kernel.
+    pub fn standby(&self) -> bool {
+        matches!(self, ProgramStatus::Disabled(why) if why.starts_with(STANDBY))
+    }
+}
+
+/// Whether kprobes can be created: the `kprobe` perf PMU (4.17+) or the
+/// legacy `kprobe_events` file of tracefs. This machine's 6.18 kernel is
+/// built without `CONFIG_KPROBES` and has neither.
+pub fn kprobes_available() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+        || std::path::Path::new(tracefs::TRACEFS)
+            .join("kprobe_events")
+            .exists()
 }
 
 /// Load measurements of one program (`doctor`, the kernel matrix).
