@@ -64,6 +64,7 @@ fn base(kind: EventKindName, i: u32, in_container: bool) -> Event {
             image: Some(Image {
                 name: "registry.example/app:1".into(),
             }),
+            privileged: None,
         });
         ev.k8s = Some(K8s {
             pod: Pod {

@@ -120,6 +120,9 @@ async fn enrich_k8s(k8s: &crate::k8s::K8sEnricher, ev: &mut crate::model::Event)
             if ours.runtime.is_empty() {
                 ours.runtime = found.runtime;
             }
+            if ours.privileged.is_none() {
+                ours.privileged = found.privileged;
+            }
         }
     }
 }

@@ -138,3 +138,341 @@ fn falco_rules_fire_with_their_falco_names() {
     );
     t.done();
 }
+
+/// The fields added for Falco's stable rules, on real actions: user names
+/// from the passwd database (`user.name`), process age (`proc.duration`),
+/// the raw and normalized path of an open (`fd.nameraw`, `fd.name`) and
+/// failed opens (`fd.num = -1`, `evt.res`). The rules file
+/// (`tests/falco/e2e/newly-active.yaml`) has the shape of Falco's "System
+/// user interactive", "Read sensitive file trusted after startup" and
+/// "Directory traversal monitored file read".
+#[test]
+fn newly_mapped_fields_fire_on_real_actions() {
+    let t = kernel_test!(newly_mapped_fields_fire_on_real_actions);
+    let cg = TestCgroup::unique("e2e-falco-fields");
+    let falco = workspace_root().join("tests/falco/e2e/newly-active.yaml");
+    let mut picket = PicketRun::start(RunOptions {
+        rules: vec![falco],
+        only_cgroups: vec![cg.path.clone()],
+        ..Default::default()
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("picket-e2e-falco-")
+        .tempdir()
+        .expect("tempdir");
+    // Programs named like an ssh daemon and a web server: copies of bash.
+    let sshd = dir.path().join("sshd");
+    let nginx = dir.path().join("nginx");
+    for p in [&sshd, &nginx] {
+        std::fs::copy("/usr/bin/bash", p).expect("copy bash");
+    }
+    let d = dir.path().to_str().expect("utf8");
+    // Two `../` through the temp dir, back to /etc.
+    let traversal = format!("{d}/../../etc/../etc/shadow");
+    let missing = format!("{d}/../../etc/../etc/picket-no-such-file");
+    let setpriv = "/usr/bin/setpriv --reuid=1 --regid=1 --clear-groups /bin/true";
+
+    // Negatives: uid 1 outside a session, a web server reading /etc/shadow
+    // in its first seconds, a direct read, a single `../`.
+    assert!(
+        run_in(&cg, Command::new("/bin/sh").args(["-c", setpriv]))
+            .status
+            .success()
+    );
+    let early = run_in(
+        &cg,
+        Command::new(&nginx).args(["-c", "read l < /etc/shadow; exit 0"]),
+    );
+    assert!(early.status.success(), "{early:?}");
+    assert!(
+        run_in(&cg, Command::new("/bin/cat").arg("/etc/shadow"))
+            .status
+            .success()
+    );
+    assert!(
+        run_in(&cg, Command::new("/bin/cat").arg("/etc/../etc/hostname"))
+            .status
+            .success()
+    );
+
+    // Positives.
+    let session = run_in(
+        &cg,
+        Command::new(&sshd).args(["-c", &format!("{setpriv}; exit 0")]),
+    );
+    assert!(session.status.success(), "{session:?}");
+    let late = run_in(
+        &cg,
+        Command::new(&nginx).args(["-c", "sleep 6; read l < /etc/shadow; exit 0"]),
+    );
+    assert!(late.status.success(), "{late:?}");
+    assert!(
+        run_in(&cg, Command::new("/bin/cat").arg(&traversal))
+            .status
+            .success()
+    );
+    assert!(
+        !run_in(&cg, Command::new("/bin/cat").arg(&missing))
+            .status
+            .success()
+    );
+
+    let a = picket.wait_alert("service account in a session", WAIT, |a| {
+        a.rule.id == "falco-service-account-in-a-remote-session"
+    });
+    assert_eq!(a.rule.name, "Service account in a remote session");
+    assert_eq!(a.severity, Severity::Info);
+    assert_eq!(a.event.process.user.id, 1);
+    assert_eq!(a.event.process.user.name.as_deref(), Some("daemon"));
+    assert_eq!(
+        a.message,
+        "Service account ran a command (user=daemon uid=1 process=true parent=sshd command=/bin/true)"
+    );
+    let a = picket.wait_alert("credential file read after startup", WAIT, |a| {
+        a.rule.id == "falco-credential-file-read-by-a-daemon-after-startup"
+    });
+    assert_eq!(a.event.event.kind, EventKindName::FileOpen);
+    assert_eq!(
+        a.message,
+        "Credential file read after startup (file=/etc/shadow process=nginx user=root)"
+    );
+    let start = a.event.process.start_time.expect("start time");
+    let age = a.event.time.duration_since(start);
+    assert!(
+        age >= jiff::SignedDuration::from_secs(5),
+        "read {age:?} after start"
+    );
+    let a = picket.wait_alert("traversal read", WAIT, |a| {
+        a.rule.id == "falco-traversal-to-a-system-file" && a.message.contains("res=SUCCESS")
+    });
+    assert_eq!(
+        a.message,
+        format!("Traversal (file=/etc/shadow raw={traversal} res=SUCCESS num=3 process=cat)")
+    );
+    let a = picket.wait_alert("failed traversal", WAIT, |a| {
+        a.rule.id == "falco-traversal-to-a-system-file" && a.message.contains("res=ENOENT")
+    });
+    assert_eq!(
+        a.message,
+        format!(
+            "Traversal (file=/etc/picket-no-such-file raw={missing} res=ENOENT num=-1 process=cat)"
+        )
+    );
+
+    picket.drain(Duration::from_millis(500));
+    let falco_alerts: Vec<_> = picket
+        .alerts()
+        .into_iter()
+        .map(|a| (a.rule.id.clone(), a.event.process.executable.name.clone()))
+        .collect();
+    let want = [
+        ("falco-service-account-in-a-remote-session", "true"),
+        (
+            "falco-credential-file-read-by-a-daemon-after-startup",
+            "nginx",
+        ),
+        ("falco-traversal-to-a-system-file", "cat"),
+        ("falco-traversal-to-a-system-file", "cat"),
+    ];
+    assert_eq!(
+        falco_alerts,
+        want.map(|(a, b)| (a.to_string(), b.to_string())),
+        "exactly the four triggers, none of the look-alikes"
+    );
+    t.done();
+}
+
+/// Removes a container started with `ctr run` directly, even on failure.
+struct Removed<'a>(&'a picket_tests::containerd::Containerd, String);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
+/// Real containerd + runc: the `fd.type` of a socket busybox `nc -e`
+/// duplicates onto stdin/stdout (Falco's "Redirect STDOUT/STDIN to Network
+/// Connection in Container" shape) and user names from the container's own
+/// `/etc/passwd` (uid 1 has no entry there, so it is `1`, although the
+/// host names it `daemon`). The container shares the host network so the
+/// connection stays on loopback.
+#[test]
+fn container_stdio_redirect_and_user_names() {
+    use picket_tests::containerd::{CgroupTree, Containerd, Layout, new_container_id};
+    let t = kernel_test!(container_stdio_redirect_and_user_names);
+    let tree = CgroupTree::new("falco");
+    let ctrd = Containerd::start();
+    let pod_uid = "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d";
+    let id = new_container_id();
+    let rel = Layout::KubeSystemd.path(pod_uid, &id);
+    let dir = tree.precreate(&rel);
+    let rules = workspace_root().join("tests/falco/e2e/container.yaml");
+    let mut picket = PicketRun::start(RunOptions {
+        rules: vec![rules],
+        only_cgroups: vec![dir],
+        ..Default::default()
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    // A listener that keeps the connection open for a few seconds, and a
+    // client that runs a shell on it (retried until the listener is up).
+    let script = format!(
+        "sleep 5 | nc -l -p {port} & \
+         for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 {port} -e /bin/sh && break; sleep 0.3; done; \
+         exec sleep 1000"
+    );
+    let rootfs = ctrd.rootfs.display().to_string();
+    let cgroup = tree.cgroup_path(&rel);
+    ctrd.ctr_ok(&[
+        "run",
+        "-d",
+        "--net-host",
+        "--rootfs",
+        "--cgroup",
+        &cgroup,
+        &rootfs,
+        &id,
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    let _removed = Removed(&ctrd, id.clone());
+
+    let redirect = |fd: i64| {
+        move |a: &picket::model::Alert| {
+            a.rule.id == "falco-stdio-of-a-container-process-redirected-to-a-network-socket"
+                && a.event.fd.as_ref().is_some_and(|d| i64::from(d.new) == fd)
+        }
+    };
+    for fd in [0, 1] {
+        let a = picket.wait_alert("nc -e redirect", WAIT, redirect(fd));
+        assert_eq!(
+            a.message,
+            format!("Redirect (fd={fd} type=ipv4 typechar=4 process=busybox user=root)")
+        );
+        assert_eq!(
+            a.event.syscall.as_ref().map(|s| s.name.as_str()),
+            Some("dup2")
+        );
+        assert_eq!(
+            a.event.container.as_ref().map(|c| c.id.as_str()),
+            Some(id.as_str())
+        );
+    }
+
+    for (exec_id, user, want) in [
+        ("e1", "1:1", "id (user=1 uid=1)"),
+        ("e2", "65534:65534", "id (user=nobody uid=65534)"),
+    ] {
+        ctrd.ctr_ok(&[
+            "task",
+            "exec",
+            "--exec-id",
+            exec_id,
+            "--user",
+            user,
+            &id,
+            "/bin/id",
+            "-u",
+        ]);
+        let a = picket.wait_alert(want, WAIT, |a| {
+            a.rule.id == "falco-identity-query-in-a-container" && a.message == want
+        });
+        assert_eq!(a.event.process.command_args, ["/bin/id", "-u"]);
+    }
+    picket.drain(Duration::from_millis(500));
+    let mut got: Vec<String> = picket.alerts().iter().map(|a| a.message.clone()).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "Redirect (fd=0 type=ipv4 typechar=4 process=busybox user=root)",
+            "Redirect (fd=1 type=ipv4 typechar=4 process=busybox user=root)",
+            "id (user=1 uid=1)",
+            "id (user=nobody uid=65534)",
+        ],
+        "exactly the two dups onto stdio and the two id runs"
+    );
+    t.done();
+}
+
+/// `container.privileged` from the pod spec served by the test Kubernetes
+/// API server, through `picket run --kubernetes on`: the rule in the shape
+/// of Falco's "Debugfs Launched in Privileged Container" fires on a real
+/// `debugfs` exec'd into the (fake) container of a privileged pod, and not
+/// on another program there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debugfs_in_a_privileged_pod() {
+    use picket_tests::{
+        container::FakeContainer,
+        kube_api::{TestApiServer, add_container, namespace, pod},
+    };
+    let t = kernel_test!(debugfs_in_a_privileged_pod);
+    let server = TestApiServer::start().await.expect("test API server");
+    server.apply_namespace(&namespace("ops", &[]));
+    let pod_uid = "6b7c8d9e-0f1a-4b2c-8d3e-4f5a6b7c8d9e";
+    let id = "dec0de42".repeat(8);
+    let mut p = pod("ops", "disk-tools", pod_uid, picket_tests::run::NODE);
+    add_container(
+        &mut p,
+        "tools",
+        "registry.example/ops/tools:1",
+        Some(&format!("containerd://{id}")),
+    );
+    if let Some(c) = p.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+        c.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+    }
+    server.apply_pod(&p);
+    let ctr = FakeContainer::start("e2e-falco-priv", pod_uid, &id, "exec /bin/sleep 1000");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig)
+        .expect("write kubeconfig");
+    let mut picket = PicketRun::start(RunOptions {
+        rules: vec![workspace_root().join("tests/falco/e2e/privileged.yaml")],
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        extra_args: vec![
+            "--kubernetes".into(),
+            "on".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--k8s-metadata-wait".into(),
+            "10s".into(),
+        ],
+        ..Default::default()
+    });
+    for (program, args) in [("/bin/true", &[][..]), ("/usr/sbin/debugfs", &["-V"][..])] {
+        let mut cmd = ctr.exec(program, args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        assert!(cmd.status().expect("exec into the container").success());
+    }
+    let a = picket.wait_alert("debugfs in a privileged pod", WAIT, |a| {
+        a.rule.id == "falco-disk-debugger-in-a-privileged-container"
+    });
+    assert_eq!(
+        a.message,
+        "Debugfs in a privileged container (privileged=true pod=disk-tools ns=ops process=debugfs command=/usr/sbin/debugfs -V)"
+    );
+    assert_eq!(
+        a.event.container.as_ref().and_then(|c| c.privileged),
+        Some(true)
+    );
+    // debugfs -V and its nsenter parent are gone when the event is
+    // handled: the name comes through the container's live init.
+    assert_eq!(a.event.process.user.name.as_deref(), Some("root"));
+    picket.drain(Duration::from_millis(500));
+    let names: Vec<_> = picket
+        .alerts()
+        .iter()
+        .map(|a| a.event.process.executable.name.clone())
+        .collect();
+    assert_eq!(names, ["debugfs"], "only debugfs, not /bin/true");
+    t.done();
+}

@@ -113,6 +113,8 @@ async fn pod_and_workload_metadata_in_picket_run_events() {
         c.image.as_ref().map(|i| i.name.as_str()),
         Some("registry.example/shop/web:1.4.2")
     );
+    // From the pod spec (no securityContext): not privileged, and known.
+    assert_eq!(c.privileged, Some(false));
 
     // Alerts carry the same metadata: the exec is a session from outside.
     let alert = picket.wait_alert("exec-into-pod alert", WAIT, |a| {

@@ -87,6 +87,7 @@ async fn pod_created_updated_deleted_while_lookups_flow() {
             image: Some(Image {
                 name: "nginx:1.27".into()
             }),
+            privileged: Some(false),
         })
     );
 
@@ -99,6 +100,17 @@ async fn pod_created_updated_deleted_while_lookups_flow() {
         "envoy:1.31",
         Some(&format!("cri-o://{sidecar_id}")),
     );
+    // A privileged sidecar: `container.privileged` comes from its spec.
+    if let Some(c) = web
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.iter_mut().find(|c| c.name == "proxy"))
+    {
+        c.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+    }
     server.apply_pod(&web);
     assert!(
         eventually(SYNC, || enricher
@@ -114,8 +126,8 @@ async fn pod_created_updated_deleted_while_lookups_flow() {
     assert_eq!(k8s.pod.labels, labels(&[("app", "web"), ("version", "2")]));
     assert_eq!(k8s.container, named("proxy"));
     assert_eq!(
-        container.map(|c| (c.runtime, c.name)),
-        Some(("cri-o".to_string(), "proxy".to_string()))
+        container.map(|c| (c.runtime, c.name, c.privileged)),
+        Some(("cri-o".to_string(), "proxy".to_string(), Some(true)))
     );
 
     // Delete: still resolvable (tombstone) with the last known metadata.

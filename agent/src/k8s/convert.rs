@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, SecurityContext};
 
 use super::index::{ContainerMeta, PodMeta, Workload};
 
@@ -28,16 +28,31 @@ pub fn pod_meta(pod: &Pod) -> Option<PodMeta> {
     let meta = &pod.metadata;
     let uid = meta.uid.clone().filter(|u| !u.is_empty())?;
     let spec = pod.spec.as_ref();
-    let mut images: HashMap<&str, &str> = HashMap::new();
+    // Per container name: (image, privileged) from the spec.
+    let mut specs: HashMap<&str, (&str, bool)> = HashMap::new();
+    let privileged = |sc: Option<&SecurityContext>| sc.and_then(|s| s.privileged) == Some(true);
     if let Some(spec) = spec {
-        for c in &spec.containers {
-            images.insert(c.name.as_str(), c.image.as_deref().unwrap_or(""));
-        }
-        for c in spec.init_containers.iter().flatten() {
-            images.insert(c.name.as_str(), c.image.as_deref().unwrap_or(""));
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            specs.insert(
+                c.name.as_str(),
+                (
+                    c.image.as_deref().unwrap_or(""),
+                    privileged(c.security_context.as_ref()),
+                ),
+            );
         }
         for c in spec.ephemeral_containers.iter().flatten() {
-            images.insert(c.name.as_str(), c.image.as_deref().unwrap_or(""));
+            specs.insert(
+                c.name.as_str(),
+                (
+                    c.image.as_deref().unwrap_or(""),
+                    privileged(c.security_context.as_ref()),
+                ),
+            );
         }
     }
     let mut containers = Vec::new();
@@ -49,7 +64,7 @@ pub fn pod_meta(pod: &Pod) -> Option<PodMeta> {
             .chain(status.init_container_statuses.iter().flatten())
             .chain(status.ephemeral_container_statuses.iter().flatten());
         for cs in all {
-            if let Some(c) = container_meta(cs, &images) {
+            if let Some(c) = container_meta(cs, &specs) {
                 containers.push(c);
             }
         }
@@ -68,15 +83,18 @@ pub fn pod_meta(pod: &Pod) -> Option<PodMeta> {
     })
 }
 
-fn container_meta(cs: &ContainerStatus, images: &HashMap<&str, &str>) -> Option<ContainerMeta> {
+fn container_meta(
+    cs: &ContainerStatus,
+    specs: &HashMap<&str, (&str, bool)>,
+) -> Option<ContainerMeta> {
     let raw = cs.container_id.as_deref().filter(|s| !s.is_empty())?;
     let (runtime, id) = split_container_id(raw);
     if id.is_empty() {
         return None;
     }
-    let image = images
-        .get(cs.name.as_str())
-        .copied()
+    let spec = specs.get(cs.name.as_str()).copied();
+    let image = spec
+        .map(|(i, _)| i)
         .filter(|i| !i.is_empty())
         .unwrap_or(cs.image.as_str());
     Some(ContainerMeta {
@@ -84,6 +102,7 @@ fn container_meta(cs: &ContainerStatus, images: &HashMap<&str, &str>) -> Option<
         runtime: runtime.to_string(),
         name: cs.name.clone(),
         image: image.to_string(),
+        privileged: spec.is_some_and(|(_, p)| p),
     })
 }
 
@@ -142,6 +161,10 @@ mod tests {
                 ephemeral_containers: Some(vec![EphemeralContainer {
                     name: "debug".into(),
                     image: Some("alpine:3".into()),
+                    security_context: Some(SecurityContext {
+                        privileged: Some(true),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -190,6 +213,9 @@ mod tests {
                 ("ccc", "docker", "debug", "alpine:3"),
             ]
         );
+        // `container.privileged`: only the container whose spec says so.
+        let privileged: Vec<bool> = m.containers.iter().map(|c| c.privileged).collect();
+        assert_eq!(privileged, [false, false, true]);
     }
 
     #[test]

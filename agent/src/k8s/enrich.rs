@@ -56,6 +56,7 @@ pub fn resolved(
         image: (!c.image.is_empty()).then(|| Image {
             name: c.image.clone(),
         }),
+        privileged: Some(c.privileged),
     });
     (k8s, container)
 }

@@ -30,6 +30,8 @@ pub struct ContainerMeta {
     pub name: String,
     /// Image reference as written in the pod spec (status image as fallback).
     pub image: String,
+    /// `securityContext.privileged: true` in the pod spec.
+    pub privileged: bool,
 }
 
 /// The workload that owns a pod, resolved through ownerReferences.
@@ -402,6 +404,7 @@ mod tests {
                     runtime: "containerd".into(),
                     name: "app".into(),
                     image: "nginx".into(),
+                    privileged: false,
                 })
                 .collect(),
             ..PodMeta::default()

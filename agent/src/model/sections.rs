@@ -36,6 +36,19 @@ pub struct Id {
     pub id: u32,
 }
 
+/// `process.user`, `process.login_user`: a numeric user id and its name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub id: u32,
+    /// The name of `id` in the passwd database the process sees (its
+    /// container's `/etc/passwd`, the host's otherwise), or the id in decimal
+    /// when that database has no entry for it. Absent when the agent did not
+    /// resolve it (events replayed from files, processes not identified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Arc<str>>,
+}
+
 /// `process.capabilities.*`: capability names (`CAP_SYS_ADMIN`, ...).
 ///
 /// The lists are shared (`Arc`): the same few masks recur on every event, and
@@ -184,7 +197,7 @@ pub struct Process {
     pub working_directory: String,
     /// Effective user.
     #[serde(default)]
-    pub user: Id,
+    pub user: User,
     #[serde(default)]
     pub real_user: Id,
     #[serde(default)]
@@ -197,7 +210,7 @@ pub struct Process {
     pub saved_group: Id,
     /// Audit login uid (u32::MAX when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login_user: Option<Id>,
+    pub login_user: Option<User>,
     #[serde(default)]
     pub capabilities: Capabilities,
     /// stdin is a terminal.
@@ -262,6 +275,11 @@ pub struct Container {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<Image>,
+    /// The container runs privileged (`securityContext.privileged` in its
+    /// pod spec). Absent when unknown: no pod metadata from the Kubernetes
+    /// API (host mode, pod not resolved yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
 }
 
 /// A named Kubernetes object (`k8s.pod.name`, `k8s.deployment.name`, ...).
@@ -508,6 +526,48 @@ pub struct FileAccess {
     pub truncate: bool,
     #[serde(default)]
     pub create: bool,
+    /// `path` with `.` and `..` segments and repeated `/` resolved
+    /// lexically (symlinks are not followed), when that differs from
+    /// `path`: `/var/www/../../etc/shadow` -> `/etc/shadow`. Absolute paths
+    /// only. Falco's `fd.name` is this form; directory-traversal rules
+    /// compare it with the raw `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalized_path: Option<String>,
+}
+
+impl FileAccess {
+    /// The lexical normal form of an absolute `path`, if it differs from it
+    /// (`None` for relative paths and paths already normal). `..` at the
+    /// root stays at the root, as the kernel resolves it.
+    pub fn normalize(path: &str) -> Option<String> {
+        if !path.starts_with('/') {
+            return None;
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        for seg in path.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                s => parts.push(s),
+            }
+        }
+        let mut out = String::with_capacity(path.len());
+        for p in &parts {
+            out.push('/');
+            out.push_str(p);
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        (out != path).then_some(out)
+    }
+
+    /// The normalized path if there is one, else `path`.
+    pub fn name(&self) -> &str {
+        self.normalized_path.as_deref().unwrap_or(&self.path)
+    }
 }
 
 /// `file.*` fields of a `file_change` event beyond the path: what was done

@@ -5,7 +5,7 @@ use agent_common::process::{ExecEvent, ExitEvent, ForkEvent, exec_flags};
 use crate::{
     container::{self, CgroupResolver},
     model::{self, ChildProcess, Event, EventKindName, ExitStatus, Host, Thread},
-    process::{ExecInfo, ProcessCache, sockets},
+    process::{ExecInfo, ProcessCache, sockets, users::UserNames},
     sensor::{
         RawEvent,
         decode::{cstr, path_from_components, split_args},
@@ -50,11 +50,14 @@ pub struct Pipeline {
     pub cache: ProcessCache,
     pub cgroups: Option<CgroupResolver>,
     clock: BootClock,
+    /// `process.user.name`: passwd tables per mount namespace.
+    users: UserNames,
 }
 
 impl Pipeline {
     pub fn new(cfg: PipelineConfig, cache: ProcessCache, cgroups: Option<CgroupResolver>) -> Self {
         Self {
+            users: UserNames::new(&cfg.proc_root),
             cfg,
             cache,
             cgroups,
@@ -166,6 +169,11 @@ impl Pipeline {
             }
             ev.process.linux.cgroup = path;
         }
+        let cache = &self.cache;
+        self.users
+            .fill_with(&mut ev.process, ev.container.is_some(), |ns| {
+                cache.live_in_mnt_ns(ns, 4)
+            });
         if ev.container.is_some() {
             // hostPID pods: the pid namespace says nothing about who entered
             // the container; the process tree and cgroups do.

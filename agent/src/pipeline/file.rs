@@ -27,8 +27,10 @@ pub fn fill(ev: &mut Event, e: &FileOpenEvent) {
     });
     let len = (e.path_len as usize).min(e.path.len());
     let acc = e.flags & O_ACCMODE;
+    let path = String::from_utf8_lossy(&e.path[..len]).into_owned();
     ev.file = Some(FileAccess {
-        path: String::from_utf8_lossy(&e.path[..len]).into_owned(),
+        normalized_path: FileAccess::normalize(&path),
+        path,
         flags: e.flags,
         write: acc == 1 || acc == 2,
         truncate: e.flags & O_TRUNC != 0,

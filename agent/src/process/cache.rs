@@ -216,6 +216,25 @@ impl ProcessCache {
         }
     }
 
+    /// Up to `max` live processes of mount namespace `mntns`, oldest first:
+    /// another way into a container's filesystem when the process an event
+    /// came from is gone. A linear scan: callers use it rarely (user names
+    /// retry a namespace at most once a second).
+    pub fn live_in_mnt_ns(&self, mntns: u32, max: usize) -> Vec<u32> {
+        if mntns == 0 {
+            return Vec::new();
+        }
+        let mut found: Vec<(u64, u32)> = self
+            .entries
+            .values()
+            .filter(|e| e.exited_at.is_none() && e.info.mntns == mntns)
+            .map(|e| (e.start_ticks, e.info.pid))
+            .collect();
+        found.sort_unstable();
+        found.truncate(max);
+        found.into_iter().map(|(_, pid)| pid).collect()
+    }
+
     /// When the container whose pid namespace is `pidns` started (its pid 1
     /// started), as wall-clock time; `None` if its init was never seen.
     pub fn container_start(&self, pidns: u32) -> Option<jiff::Timestamp> {
@@ -490,13 +509,19 @@ impl ProcessCache {
             command_args: i.args.clone(),
             args_truncated: i.args_truncated,
             working_directory: i.cwd.clone(),
-            user: Id { id: i.euid },
+            user: model::User {
+                id: i.euid,
+                name: None,
+            },
             real_user: Id { id: i.uid },
             saved_user: Id { id: i.suid },
             group: Id { id: i.egid },
             real_group: Id { id: i.gid },
             saved_group: Id { id: i.sgid },
-            login_user: (i.loginuid != u32::MAX).then_some(Id { id: i.loginuid }),
+            login_user: (i.loginuid != u32::MAX).then_some(model::User {
+                id: i.loginuid,
+                name: None,
+            }),
             capabilities: Capabilities {
                 effective: caps::names(i.cap_effective),
                 permitted: caps::names(i.cap_permitted),

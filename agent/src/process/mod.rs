@@ -12,6 +12,7 @@ pub mod caps;
 pub mod fdtype;
 mod procfs;
 pub mod sockets;
+pub mod users;
 
 pub use cache::{
     CacheConfig, CacheStats, ExecInfo, ProcessCache, ProcessEntry, exec_id, start_ticks,

@@ -501,3 +501,30 @@ fn fork_of_an_unknown_parent_still_links_the_child() {
     assert_eq!(m.executable.path, "");
     assert!(m.ancestors.is_empty());
 }
+
+#[test]
+fn live_processes_of_a_mount_namespace_oldest_first() {
+    let mut c = cache(100);
+    let in_ns = |pid, start, ns| {
+        let mut e = exec(pid, start, 1, 2, &["/bin/sleep"]);
+        e.mntns = ns;
+        e
+    };
+    c.on_exec(in_ns(30, 40, 7));
+    c.on_exec(in_ns(10, 20, 7));
+    c.on_exec(in_ns(20, 30, 9));
+    c.on_exec(in_ns(40, 50, 7));
+    c.on_exit(
+        40,
+        50 * T,
+        ExitStatus {
+            code: 0,
+            signal: 0,
+            core_dumped: false,
+        },
+    );
+    assert_eq!(c.live_in_mnt_ns(7, 8), [10, 30]);
+    assert_eq!(c.live_in_mnt_ns(7, 1), [10]);
+    assert_eq!(c.live_in_mnt_ns(9, 8), [20]);
+    assert_eq!(c.live_in_mnt_ns(0, 8), Vec::<u32>::new());
+}

@@ -464,7 +464,20 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
         field!("process.login_user.id", Int, ALL, |e| e
             .process
             .login_user
+            .as_ref()
             .map_or(Absent, |u| I(i64::from(u.id)))),
+        field!("process.user.name", Str, ALL, |e| e
+            .process
+            .user
+            .name
+            .as_deref()
+            .map_or(Absent, S)),
+        field!("process.login_user.name", Str, ALL, |e| e
+            .process
+            .login_user
+            .as_ref()
+            .and_then(|u| u.name.as_deref())
+            .map_or(Absent, S)),
         field!("process.capabilities.effective", StrList, ALL, |e| SL(&e
             .process
             .capabilities
@@ -592,6 +605,11 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
         field!("container.name", Str, ALL, |e| opt!(e.container, |c| S(
             &c.name
         ))),
+        field!("container.privileged", Bool, ALL, |e| e
+            .container
+            .as_ref()
+            .and_then(|c| c.privileged)
+            .map_or(Absent, B)),
         field!("container.image.name", Str, ALL, |e| e
             .container
             .as_ref()

@@ -11,7 +11,7 @@ use crate::{
     rules::fields::{self, Accessor, FieldType, FieldValue, Resolved},
 };
 
-use super::cond::FieldRef;
+use super::{cond::FieldRef, errno};
 
 /// How one Falco field is evaluated.
 pub enum Mapping {
@@ -35,15 +35,18 @@ pub enum Mapping {
 }
 
 const FILE: &[K] = &[K::FileOpen];
-const NET: &[K] = &[K::Connect, K::Send, K::Bind, K::Listen, K::Accept];
-const FILE_NET: &[K] = &[
+/// Kinds with an fd Picket knows the type of: opened files, sockets, and
+/// the fd a `dup2`/`dup3` duplicated.
+const FD: &[K] = &[
     K::FileOpen,
     K::Connect,
     K::Send,
     K::Bind,
     K::Listen,
     K::Accept,
+    K::FdDup,
 ];
+const NET: &[K] = &[K::Connect, K::Send, K::Bind, K::Listen, K::Accept];
 
 /// Falco's `proc.name` is the kernel's `comm`: at most 15 bytes.
 pub fn comm(s: &str) -> &str {
@@ -104,6 +107,12 @@ fn proc_args(e: &Event) -> FieldValue<'_> {
         .unwrap_or(""))
 }
 
+/// Falco's `fd.name` of an open: the normalized absolute path (the path as
+/// passed when it was relative).
+fn fd_name(f: &crate::model::FileAccess) -> &str {
+    f.name()
+}
+
 fn file_dir(path: &str) -> Option<&str> {
     let i = path.rfind('/')?;
     Some(if i == 0 { "/" } else { &path[..i] })
@@ -111,9 +120,42 @@ fn file_dir(path: &str) -> Option<&str> {
 
 const O_DIRECTORY: u32 = 0o200000;
 
+/// Falco's `fd.type` of a duplicated fd: from its inode type and, for a
+/// socket, the family the agent read from `/proc/<pid>/fd` (absent when the
+/// process was gone: `unknown`, or an `other` family Falco would name
+/// `netlink`, `packet`, ...).
+fn dup_type(e: &Event) -> Option<&'static str> {
+    use crate::model::FdType as T;
+    let d = e.fd.as_ref()?;
+    match d.old_type {
+        T::File | T::Tty | T::CharDevice => Some("file"),
+        T::Directory => Some("directory"),
+        T::Pipe => Some("pipe"),
+        T::Socket => match d.socket.as_ref()?.family.as_str() {
+            "inet" => Some("ipv4"),
+            "inet6" => Some("ipv6"),
+            "unix" => Some("unix"),
+            _ => None,
+        },
+        T::Unknown | T::Closed | T::Other => None,
+    }
+}
+
 fn typechar(e: &Event) -> FieldValue<'_> {
     if let Some(f) = &e.file {
         return S(if f.flags & O_DIRECTORY != 0 { "d" } else { "f" });
+    }
+    if e.kind() == K::FdDup {
+        return dup_type(e).map_or(Absent, |t| {
+            S(match t {
+                "file" => "f",
+                "directory" => "d",
+                "pipe" => "p",
+                "ipv4" => "4",
+                "ipv6" => "6",
+                _ => "u",
+            })
+        });
     }
     if let Some(n) = &e.network {
         return match n.r#type.as_str() {
@@ -133,6 +175,9 @@ fn fd_type(e: &Event) -> FieldValue<'_> {
         } else {
             "file"
         });
+    }
+    if e.kind() == K::FdDup {
+        return dup_type(e).map_or(Absent, S);
     }
     if let Some(n) = &e.network {
         return match n.r#type.as_str() {
@@ -263,9 +308,14 @@ pub fn map(f: &FieldRef) -> Mapping {
             }
             e.syscall.as_ref().map_or(Absent, |s| I(s.result))
         }),
-        "evt.res" => unsupported(
-            "the errno name of the result is not decoded; compare `evt.rawres` numerically",
-        ),
+        "evt.res" => custom("evt.res", Str, &[], |e| {
+            if e.kind() == K::Exec {
+                return S("SUCCESS");
+            }
+            e.syscall
+                .as_ref()
+                .map_or(Absent, |s| S(errno::res(s.result)))
+        }),
         "evt.is_open_write" => picket("file.write"),
         "evt.is_open_read" => custom("evt.is_open_read", Bool, FILE, |e| {
             e.file
@@ -321,28 +371,38 @@ pub fn map(f: &FieldRef) -> Mapping {
         "thread.cap_effective" => picket("process.capabilities.effective"),
         "thread.cap_permitted" => picket("process.capabilities.permitted"),
         "user.uid" => picket("process.user.id"),
+        "user.name" => picket("process.user.name"),
+        "user.loginname" => picket("process.login_user.name"),
         "user.loginuid" => custom("user.loginuid", Int, &[], |e| {
-            I(e.process.login_user.map_or(-1, |u| i64::from(u.id)))
+            I(e.process
+                .login_user
+                .as_ref()
+                .map_or(-1, |u| i64::from(u.id)))
         }),
         "group.gid" => picket("process.group.id"),
-        "fd.name" => picket("file.path"),
+        "fd.name" => custom("fd.name", Str, FILE, |e| {
+            e.file.as_ref().map_or(Absent, |f| S(fd_name(f)))
+        }),
+        "fd.nameraw" => picket("file.path"),
         "fd.directory" => custom("fd.directory", Str, FILE, |e| {
             e.file
                 .as_ref()
-                .and_then(|f| file_dir(&f.path))
+                .and_then(|f| file_dir(fd_name(f)))
                 .map_or(Absent, S)
         }),
         "fd.filename" => custom("fd.filename", Str, FILE, |e| {
-            e.file
-                .as_ref()
-                .map_or(Absent, |f| S(f.path.rsplit('/').next().unwrap_or(&f.path)))
+            e.file.as_ref().map_or(Absent, |f| {
+                let n = fd_name(f);
+                S(n.rsplit('/').next().unwrap_or(n))
+            })
         }),
+        // Falco's fd.num of a failed open is -1 (the errno is in evt.res).
         "fd.num" => custom("fd.num", Int, FILE, |e| match (&e.file, &e.syscall) {
-            (Some(_), Some(s)) => I(s.result),
+            (Some(_), Some(s)) => I(s.result.max(-1)),
             _ => Absent,
         }),
-        "fd.typechar" => custom("fd.typechar", Str, FILE_NET, typechar),
-        "fd.type" => custom("fd.type", Str, FILE_NET, fd_type),
+        "fd.typechar" => custom("fd.typechar", Str, FD, typechar),
+        "fd.type" => custom("fd.type", Str, FD, fd_type),
         "fd.l4proto" => picket("network.transport"),
         "fd.sip" => custom("fd.sip", Str, NET, |e| addr(e, server_is_local(e))),
         "fd.sport" => custom("fd.sport", Int, NET, |e| port(e, server_is_local(e))),
@@ -396,15 +456,22 @@ pub fn map(f: &FieldRef) -> Mapping {
         "k8s.ns.name" => picket("k8s.namespace.name"),
         "k8s.pod.name" => picket("k8s.pod.name"),
         "k8s.pod.uid" => picket("k8s.pod.uid"),
-        "container.privileged" => unsupported(
-            "Picket's container metadata has no privileged flag (no container runtime inspection)",
+        "container.privileged" => picket("container.privileged"),
+        "group.name" => unsupported("Picket does not resolve group names (numeric ids only)"),
+        "proc.duration" => custom("proc.duration", Int, &[], |e| {
+            e.process.start_time.map_or(Absent, |st| {
+                let ns = e.time.as_nanosecond() - st.as_nanosecond();
+                I(i64::try_from(ns.max(0)).unwrap_or(i64::MAX))
+            })
+        }),
+        "proc.pid.ts" => custom("proc.pid.ts", Int, &[], |e| {
+            e.process.start_time.map_or(Absent, |st| {
+                I(i64::try_from(st.as_nanosecond()).unwrap_or(i64::MAX))
+            })
+        }),
+        "proc.ppid.duration" => unsupported(
+            "ancestors carry no start time in Picket's events (only the process itself does)",
         ),
-        "user.name" | "user.loginname" | "group.name" => {
-            unsupported("Picket does not resolve user and group names (numeric ids only)")
-        }
-        "proc.duration" | "proc.ppid.duration" | "proc.pid.ts" => {
-            unsupported("Picket events carry no process start time to compare with")
-        }
         "proc.sid"
         | "proc.vpgid"
         | "proc.sname"
@@ -414,7 +481,6 @@ pub fn map(f: &FieldRef) -> Mapping {
         "fd.sip.name" | "fd.cip.name" | "fd.rip.name" | "fd.lip.name" => {
             unsupported("Picket does not resolve peer addresses to DNS names")
         }
-        "fd.nameraw" => unsupported("only the path as passed to open is captured, not a raw copy"),
         "fd.connected" | "fd.name_changed" => unsupported("socket state is not tracked"),
         "fd.ip" | "fd.port" | "fd.net" => {
             unsupported("either-end address fields are not mapped; use fd.sip/fd.cip/fd.rip/fd.lip")

@@ -17,6 +17,7 @@
 //! `docs/falco.md`.
 
 pub mod cond;
+pub mod errno;
 pub mod fields;
 pub mod output;
 pub mod translate;
@@ -594,7 +595,21 @@ fn compile_rule(
             unsupported,
             errors: errs,
             no_sensor: ns,
+            needs_pod_spec,
         } = translate::translate(env, text);
+        if let Some(loc) = needs_pod_spec {
+            diags.push(
+                loc.warning(format!(
+                    "Falco rule `{}`: `container.privileged` comes from the pod spec \
+                     (`securityContext.privileged`) through the Kubernetes API; without pod \
+                     metadata (host mode, pod not resolved yet) it is unknown and the rule \
+                     does not fire",
+                    def.name
+                ))
+                .rule(Some(id))
+                .field("condition"),
+            );
+        }
         condition = cond;
         findings.extend(unsupported);
         errors.extend(errs);

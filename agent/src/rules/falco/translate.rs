@@ -96,6 +96,10 @@ pub struct Translated {
     pub errors: Vec<Finding>,
     /// `evt.type` values Picket has no sensor for.
     pub no_sensor: BTreeSet<String>,
+    /// Where the condition uses a field only pod metadata from the
+    /// Kubernetes API provides (`container.privileged`): absent in host
+    /// mode, so the rule cannot fire there.
+    pub needs_pod_spec: Option<Loc>,
 }
 
 /// The expanded tree: macros inlined, lists expanded, locations resolved.
@@ -133,6 +137,7 @@ struct Cx<'a> {
     unsupported: Vec<Finding>,
     errors: Vec<Finding>,
     no_sensor: BTreeSet<String>,
+    needs_pod_spec: Option<Loc>,
 }
 
 /// Translates a condition; `extra` are additional (exception) checks that
@@ -282,6 +287,7 @@ impl<'a> Cx<'a> {
             unsupported: Vec::new(),
             errors: Vec::new(),
             no_sensor: BTreeSet::new(),
+            needs_pod_spec: None,
         }
     }
 
@@ -292,6 +298,7 @@ impl<'a> Cx<'a> {
             unsupported: self.unsupported,
             errors: self.errors,
             no_sensor: self.no_sensor,
+            needs_pod_spec: self.needs_pod_spec,
         }
     }
 
@@ -436,6 +443,9 @@ impl<'a> Cx<'a> {
     fn resolve(&mut self, f: &FieldRef, loc: &Loc) -> Option<Resolved> {
         if let Some(t) = f.transformers.first() {
             return self.transformed(f, t, loc);
+        }
+        if f.name == "container.privileged" && self.needs_pod_spec.is_none() {
+            self.needs_pod_spec = Some(loc.clone());
         }
         match ff::map(f) {
             Mapping::Field(r) => self.check_kinds(r, &f.display(), loc),
