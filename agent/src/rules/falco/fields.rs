@@ -35,6 +35,8 @@ pub enum Mapping {
 }
 
 const FILE: &[K] = &[K::FileOpen];
+/// unlink, rename, chmod, chown, link, symlink, mknod, truncate.
+const CHANGE: &[K] = &[K::FileChange];
 /// Kinds with an fd Picket knows the type of: opened files, sockets, and
 /// the fd a `dup2`/`dup3` duplicated.
 const FD: &[K] = &[
@@ -323,6 +325,39 @@ pub fn map(f: &FieldRef) -> Mapping {
                 .map_or(Absent, |f| B(matches!(f.flags & 3, 0 | 2)))
         }),
         "evt.arg.flags" | "evt.rawarg.flags" => Mapping::OpenFlags,
+        // File-change arguments, as Falco names them per syscall: rename and
+        // link (oldpath, newpath), symlink (target, linkpath), unlink,
+        // chmod, ... (path). Only `file_change` events carry them.
+        "evt.arg.oldpath" | "evt.arg.linkpath" | "evt.arg.path" | "fs.path.name"
+        | "fs.path.source" => custom("evt.arg.path", Str, CHANGE, |e| {
+            if e.file_change.is_none() {
+                return Absent;
+            }
+            e.file.as_ref().map_or(Absent, |f| S(&f.path))
+        }),
+        "evt.arg.newpath" | "evt.arg.target" | "fs.path.target" => {
+            custom("evt.arg.target", Str, CHANGE, |e| {
+                e.file_change
+                    .as_ref()
+                    .and_then(|c| c.target.as_deref())
+                    .map_or(Absent, S)
+            })
+        }
+        // socket(2)'s domain as Falco prints it (`AF_PACKET`, ...), for the
+        // packet and raw sockets Picket reports.
+        "evt.arg.domain" => custom("evt.arg.domain", Str, &[K::RawSocket], |e| {
+            let Some(s) = e.socket.as_ref() else {
+                return Absent;
+            };
+            S(match s.family.as_str() {
+                "packet" => "AF_PACKET",
+                "inet" => "AF_INET",
+                "inet6" => "AF_INET6",
+                "unix" => "AF_UNIX",
+                "netlink" => "AF_NETLINK",
+                other => other,
+            })
+        }),
         "evt.arg.request" => picket("ptrace.request"),
         "evt.arg.pid" => picket("ptrace.target_pid"),
         "evt.arg.name" => picket("memfd.name"),
@@ -522,6 +557,13 @@ pub fn syscall(name: &str) -> Option<Syscall> {
         "init_module" | "finit_module" => (K::ModuleLoad, false),
         "bpf" => (K::Bpf, false),
         "dup2" | "dup3" => (K::FdDup, false),
+        "unlink" | "unlinkat" | "rename" | "renameat" | "renameat2" | "chmod" | "fchmod"
+        | "fchmodat" | "fchmodat2" | "chown" | "lchown" | "fchown" | "fchownat" | "link"
+        | "linkat" | "symlink" | "symlinkat" | "mknod" | "mknodat" | "truncate" => {
+            (K::FileChange, false)
+        }
+        // Only packet and raw sockets are reported (a warning says so).
+        "socket" => (K::RawSocket, false),
         "unshare" | "setns" => (K::Namespace, false),
         "setuid" | "setgid" | "setreuid" | "setregid" | "setresuid" | "setresgid" | "setfsuid"
         | "setfsgid" | "capset" => (K::PrivilegeChange, false),

@@ -691,6 +691,20 @@ fn compile_rule(
                 .field("condition"),
         );
     }
+    if events.contains(&EventKindName::RawSocket) {
+        // `evt.type = socket` maps to `raw_socket`, which the kernel sends
+        // only for packet and raw sockets (docs/falco.md).
+        diags.push(
+            def.loc
+                .warning(format!(
+                    "Falco rule `{}`: Picket sees socket(2) only for AF_PACKET and SOCK_RAW \
+                     sockets; other socket calls never match",
+                    def.name
+                ))
+                .rule(Some(id))
+                .field("condition"),
+        );
+    }
     let status = if !errors.is_empty() || (!findings.is_empty() && !shadow) {
         Status::Disabled(reasons)
     } else if shadow {

@@ -132,23 +132,14 @@ fn stable_shaped_file_report() {
             "falco-new-binary-executed-in-container",
             "falco-fileless-execution",
             "falco-stdio-redirected-to-a-socket",
+            "falco-symlink-to-a-secret-file",
             "falco-session-user-login",
             "falco-ssh-to-a-web-port",
         ]
     );
     let ids: Vec<&str> = disabled.iter().map(|(i, _)| *i).collect();
-    assert_eq!(
-        ids,
-        ["falco-symlink-to-a-secret-file", "falco-disabled-example",]
-    );
-    assert!(
-        disabled[0]
-            .1
-            .contains("no Picket sensor for evt.type symlink, symlinkat"),
-        "{}",
-        disabled[0].1
-    );
-    assert_eq!(disabled[1].1, "in file");
+    assert_eq!(ids, ["falco-disabled-example"]);
+    assert_eq!(disabled[0].1, "in file");
     let r = set
         .get("falco-secret-file-read-by-untrusted-program")
         .expect("rule");
@@ -658,12 +649,13 @@ fn lint_and_test_commands_report_falco_rules() {
     let text = String::from_utf8(out).expect("utf8");
     assert!(
         text.contains(
-            "20 rule(s) in 1 file(s) OK (18 enabled)\nFalco rules: 18 rules active, 2 disabled\n"
+            "20 rule(s) in 1 file(s) OK (19 enabled)\nFalco rules: 19 rules active, 1 disabled\n"
         ),
         "{text}"
     );
+    // Active since symlink/symlinkat map to `file_change` events.
     assert!(
-        text.contains("  disabled: Symlink to a secret file (falco-symlink-to-a-secret-file) "),
+        !text.contains("disabled: Symlink to a secret file"),
         "{text}"
     );
     assert!(text.contains("stable-shaped.yaml:194:9: warning [rule falco-stdio-redirected-to-a-socket, condition]: Falco rule `Stdio redirected to a socket`: no Picket sensor for evt.type dup; those events are never seen"), "{text}");
@@ -874,4 +866,151 @@ fn privileged_rules_say_they_need_pod_metadata() {
         shown.contains("p.yaml:3:49: warning [rule falco-p, condition]: Falco rule `P`: `container.privileged` comes from the pod spec (`securityContext.privileged`) through the Kubernetes API; without pod metadata (host mode, pod not resolved yet) it is unknown and the rule does not fire"),
         "{shown}"
     );
+}
+
+/// The two stable rules on links, verbatim from falcosecurity/rules
+/// (`falco_rules.yaml`), with the lists and macros they use.
+const LINK_RULES: &str = r#"
+- list: sensitive_file_names
+  items: [/etc/shadow, /etc/sudoers, /etc/pam.conf, /etc/security/pwquality.conf]
+- list: sensitive_directory_names
+  items: [/, /etc, /etc/, /root, /root/]
+- macro: create_symlink
+  condition: (evt.type in (symlink, symlinkat))
+- macro: create_hardlink
+  condition: (evt.type in (link, linkat))
+- rule: Create Symlink Over Sensitive Files
+  desc: symlinks over sensitive files
+  condition: >
+    create_symlink
+    and (evt.arg.target in (sensitive_file_names) or evt.arg.target in (sensitive_directory_names))
+  output: Symlinks created over sensitive files | target=%evt.arg.target linkpath=%evt.arg.linkpath evt_type=%evt.type
+  priority: WARNING
+- rule: Create Hardlink Over Sensitive Files
+  desc: hardlinks over sensitive files
+  condition: >
+    create_hardlink
+    and (evt.arg.oldpath in (sensitive_file_names))
+  output: Hardlinks created over sensitive files | target=%evt.arg.oldpath linkpath=%evt.arg.newpath evt_type=%evt.type
+  priority: WARNING
+"#;
+
+/// A `file_change` event as the pipeline builds it: `file.path` is the
+/// link (symlink) or the existing file (link), `target` the other path.
+fn link_event(syscall: &str, op: &str, path: &str, target: &str) -> Event {
+    let mut e = ev(K::FileChange, "/bin/ln", &["ln"], true);
+    e.syscall = Some(Syscall {
+        name: syscall.into(),
+        result: 0,
+    });
+    e.file = Some(FileAccess {
+        path: path.into(),
+        flags: 0,
+        write: true,
+        truncate: false,
+        create: true,
+        normalized_path: None,
+    });
+    e.file_change = Some(crate::model::FileChange {
+        op: op.into(),
+        target: Some(target.into()),
+        ..Default::default()
+    });
+    e
+}
+
+#[test]
+fn stable_link_rules_run_on_file_change_events() {
+    let e = Engine::new(load(&[("falco_links.yaml", LINK_RULES)]));
+    let sym = link_event("symlinkat", "symlink", "/tmp/s", "/etc/shadow");
+    let a = e.evaluate(&sym);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        a[0].message,
+        "Symlinks created over sensitive files | target=/etc/shadow linkpath=/tmp/s evt_type=symlinkat"
+    );
+    let hard = link_event("linkat", "link", "/etc/sudoers", "/tmp/h");
+    let a = e.evaluate(&hard);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        a[0].message,
+        "Hardlinks created over sensitive files | target=/etc/sudoers linkpath=/tmp/h evt_type=linkat"
+    );
+    assert_eq!(
+        fired(&e, &link_event("symlink", "symlink", "/tmp/r", "/root")).len(),
+        1
+    );
+    for benign in [
+        link_event("symlinkat", "symlink", "/tmp/s", "/tmp/x"),
+        // The link itself at a sensitive name is not what these rules test.
+        link_event("symlinkat", "symlink", "/etc/shadow", "/tmp/x"),
+        link_event("linkat", "link", "/tmp/a", "/etc/shadow"),
+        // A rename of /etc/shadow is a file_change too, but not a link.
+        link_event("renameat2", "rename", "/etc/shadow", "/tmp/x"),
+        open("/etc/shadow", 0, "/bin/cat"),
+    ] {
+        assert_eq!(
+            fired(&e, &benign),
+            Vec::<String>::new(),
+            "{:?}",
+            benign.syscall
+        );
+    }
+}
+
+/// `Packet socket created in container`, verbatim from the stable file
+/// (with the macro and list it uses), on `raw_socket` events.
+const PACKET_RULE: &str = r#"
+- macro: container
+  condition: (container.id != host)
+- list: user_known_packet_socket_binaries
+  items: []
+- rule: Packet socket created in container
+  desc: packet sockets in containers
+  condition: >
+    evt.type=socket
+    and container
+    and evt.arg.domain contains AF_PACKET
+    and not proc.name in (user_known_packet_socket_binaries)
+  output: Packet socket was created in a container | evt_type=%evt.type process=%proc.name
+  priority: NOTICE
+"#;
+
+fn socket_event(family: &str, socket_type: &str, in_container: bool) -> Event {
+    let mut e = ev(K::RawSocket, "/usr/sbin/arping", &["arping"], in_container);
+    e.syscall = Some(Syscall {
+        name: "socket".into(),
+        result: 3,
+    });
+    e.socket = Some(crate::model::SocketOp {
+        family: family.into(),
+        socket_type: socket_type.into(),
+        protocol: 768,
+    });
+    e
+}
+
+#[test]
+fn stable_packet_socket_rule_runs_on_raw_socket_events() {
+    let set = load(&[("falco_packet.yaml", PACKET_RULE)]);
+    assert_eq!(set.falco_report()[0].status, Status::Active);
+    let e = Engine::new(set);
+    let a = e.evaluate(&socket_event("packet", "raw", true));
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        a[0].message,
+        "Packet socket was created in a container | evt_type=socket process=arping"
+    );
+    for benign in [
+        socket_event("packet", "raw", false),
+        socket_event("inet", "raw", true),
+        socket_event("inet6", "raw", true),
+    ] {
+        assert_eq!(
+            fired(&e, &benign),
+            Vec::<String>::new(),
+            "{:?}",
+            benign.socket
+        );
+    }
 }
