@@ -62,9 +62,23 @@ fn falco_rules_fire_with_their_falco_names() {
         .success()
     );
     assert!(run_in(&cg, &mut Command::new("/bin/true")).status.success());
+    let benign_link = dir.path().join("hostname-link");
+    assert!(
+        run_in(
+            &cg,
+            Command::new("/bin/ln").args([
+                "-s",
+                "/etc/hostname",
+                benign_link.to_str().expect("utf8")
+            ])
+        )
+        .status
+        .success()
+    );
 
     // Positives: `shred` (Data wiping tool), grep for private keys, cat of
-    // /etc/shadow (Secret file read by untrusted program).
+    // /etc/shadow (Secret file read by untrusted program), a symlink to
+    // /etc/shadow (Symlink to a secret file: a `file_change` event).
     let shred = run_in(
         &cg,
         Command::new("/usr/bin/shred").args(["-u", victim.to_str().expect("utf8")]),
@@ -86,6 +100,25 @@ fn falco_rules_fire_with_their_falco_names() {
             .success()
     );
 
+    let link = dir.path().join("shadow-link");
+    assert!(
+        run_in(
+            &cg,
+            Command::new("/bin/ln").args(["-s", "/etc/shadow", link.to_str().expect("utf8")])
+        )
+        .status
+        .success()
+    );
+
+    let sym = picket.wait_alert("Falco `Symlink to a secret file`", WAIT, |a| {
+        a.rule.id == "falco-symlink-to-a-secret-file"
+    });
+    assert_eq!(sym.event.event.kind, EventKindName::FileChange);
+    assert_eq!(sym.message, "Symlink (target=/etc/shadow)");
+    assert_eq!(
+        sym.event.file.as_ref().map(|f| f.path.clone()),
+        Some(link.display().to_string())
+    );
     let wipe = picket.wait_alert("Falco `Data wiping tool`", WAIT, |a| {
         a.rule.id == "falco-data-wiping-tool"
     });
@@ -133,8 +166,12 @@ fn falco_rules_fire_with_their_falco_names() {
                 "falco-secret-file-read-by-untrusted-program".to_string(),
                 "cat".to_string()
             ),
+            (
+                "falco-symlink-to-a-secret-file".to_string(),
+                "ln".to_string()
+            ),
         ],
-        "exactly the three triggers, none of the benign look-alikes"
+        "exactly the four triggers, none of the benign look-alikes"
     );
     t.done();
 }
