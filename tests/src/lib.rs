@@ -11,4 +11,5 @@ pub mod docker;
 pub mod kernel;
 pub mod kube_api;
 pub mod picket_run;
+pub mod pins;
 pub mod run;

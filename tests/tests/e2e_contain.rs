@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use picket_tests::{cgroup::TestCgroup, kernel_test, picket_run::Picket};
+use picket_tests::{cgroup::TestCgroup, kernel_test, picket_run::Picket, pins::PinDir};
 use serde_json::Value;
 
 fn audit_of<'a>(v: &'a Value, rule: &str) -> Option<&'a Value> {
@@ -655,46 +655,6 @@ fn kernel_kill_rules_reach_docker_scopes_and_late_kubepods() {
     drop(docker);
     drop(parent);
     t.done();
-}
-
-/// A per-test bpffs pin directory, removed (its entries, then itself) when
-/// dropped, even when the test fails: a leaked pin would keep a test
-/// cgroup blocked. Only this test's directory is touched.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(tag: &str) -> Self {
-        Self(PathBuf::from(format!(
-            "/sys/fs/bpf/picket/e2e-{tag}-{}",
-            std::process::id()
-        )))
-    }
-
-    /// Names of the pins in the directory, sorted.
-    fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Ok(rd) = std::fs::read_dir(&self.0) {
-            for e in rd.filter_map(Result::ok) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-        // The shared parent goes only when empty (other tests' pins stay).
-        let _ = std::fs::remove_dir("/sys/fs/bpf/picket");
-    }
 }
 
 /// Runs `picket <args> --server unix:<sock>`; stdout, asserting exit 0.

@@ -10,6 +10,7 @@ use picket_tests::{
     containerd::{CgroupTree, Containerd, Layout, TestNetns, build_rootfs, new_container_id},
     docker::Dockerd,
     kernel_test,
+    pins::PinDir,
     run::{PicketRun, Record, RunOptions},
 };
 
@@ -401,9 +402,15 @@ fn kill_on_layouts(tag: &str, layouts: &[Layout]) {
     )
     .expect("rules");
     let config = work.path().join("picket.yaml");
+    // This test's own pin and state directories, never the host's.
+    let pins = PinDir::new("rt-kill");
     std::fs::write(
         &config,
-        "containment:\n  enabled: true\n  rate_limits: {per_rule: null, per_namespace: null, global: null}\n",
+        format!(
+            "containment:\n  enabled: true\n  rate_limits: {{per_rule: null, per_namespace: null, global: null}}\n  pin_dir: {}\n  state_dir: {}\n",
+            pins.0.display(),
+            work.path().join("state").display()
+        ),
     )
     .expect("config");
     let mut picket = PicketRun::start(RunOptions {
@@ -582,9 +589,15 @@ fn kill_container_and_block_egress_on_every_layout() {
     )
     .expect("rules");
     let config = work.path().join("picket.yaml");
+    // This test's own pin and state directories, never the host's.
+    let pins = PinDir::new("rt-actions");
     std::fs::write(
         &config,
-        "containment:\n  enabled: true\n  rate_limits: {per_rule: null, per_namespace: null, global: null}\nruntimes: {containerd_socket: '', docker_socket: '', podman_socket: ''}\n",
+        format!(
+            "containment:\n  enabled: true\n  rate_limits: {{per_rule: null, per_namespace: null, global: null}}\n  pin_dir: {}\n  state_dir: {}\nruntimes: {{containerd_socket: '', docker_socket: '', podman_socket: ''}}\n",
+            pins.0.display(),
+            work.path().join("state").display()
+        ),
     )
     .expect("config");
     let mut picket = PicketRun::start(RunOptions {
