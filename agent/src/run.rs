@@ -199,9 +199,11 @@ impl Downstream {
 impl RunArgs {
     /// `node_name`: resolved once ([`crate::node::resolve_node_name`]).
     fn agent_config(&self, node_name: &str) -> AgentConfig {
-        let mut pipeline = PipelineConfig::default();
-        pipeline.node_name = node_name.to_string();
-        pipeline.max_ancestors = self.max_ancestors;
+        let pipeline = PipelineConfig {
+            node_name: node_name.to_string(),
+            max_ancestors: self.max_ancestors,
+            ..Default::default()
+        };
         AgentConfig {
             sensor: SensorConfig {
                 ring_buffer_bytes: self.ring_buffer_bytes,

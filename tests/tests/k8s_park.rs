@@ -90,10 +90,17 @@ async fn an_unknown_pod_does_not_delay_a_known_pod() {
             (21, MetadataStatus::Resolved, "known-1".to_string(), false),
         ]
     );
-    assert_eq!(out[0].container.as_ref().map(|c| c.name.as_str()), Some("app"));
+    assert_eq!(
+        out[0].container.as_ref().map(|c| c.name.as_str()),
+        Some("app")
+    );
     assert_eq!(stage.parked(), 2);
     assert_eq!(metrics.events_parked.get(), 2);
-    assert_eq!(metrics.lookups_waited.get(), 1, "the second event queued behind the first");
+    assert_eq!(
+        metrics.lookups_waited.get(),
+        1,
+        "the second event queued behind the first"
+    );
 
     // The kubelet creates the pod: the watch delivers it, the parked events
     // go on in their order, enriched, marked as having waited.
@@ -159,7 +166,10 @@ async fn parked_events_overflow_and_time_out_unenriched_never_dropped() {
         summary(&out),
         vec![(1, MetadataStatus::Unresolved, String::new(), true)]
     );
-    assert_eq!(out[0].k8s.as_ref().map(|k| k.pod.uid.as_str()), Some("uid-x"));
+    assert_eq!(
+        out[0].k8s.as_ref().map(|k| k.pod.uid.as_str()),
+        Some("uid-x")
+    );
     // Two of pod y: the total bound (3) makes the fuller pod parked first
     // (x, 2 events) give up its oldest.
     stage.admit(pod_event(4, &y, "uid-y"), &mut out);
@@ -197,13 +207,26 @@ async fn parked_events_overflow_and_time_out_unenriched_never_dropped() {
             .map(|e| e.k8s.as_ref().map(|k| (k.pod.uid.clone(), k.node.clone())))
             .collect::<Vec<_>>(),
         vec![
-            Some(("uid-x".to_string(), Some(picket::model::Named { name: NODE.into() }))),
-            Some(("uid-y".to_string(), Some(picket::model::Named { name: NODE.into() }))),
-            Some(("uid-y".to_string(), Some(picket::model::Named { name: NODE.into() }))),
+            Some((
+                "uid-x".to_string(),
+                Some(picket::model::Named { name: NODE.into() })
+            )),
+            Some((
+                "uid-y".to_string(),
+                Some(picket::model::Named { name: NODE.into() })
+            )),
+            Some((
+                "uid-y".to_string(),
+                Some(picket::model::Named { name: NODE.into() })
+            )),
         ]
     );
     assert_eq!(metrics.lookup_wait_timeouts.get(), 2, "one per pod");
-    assert_eq!(metrics.lookups_unresolved.get(), 5, "every event, none dropped");
+    assert_eq!(
+        metrics.lookups_unresolved.get(),
+        5,
+        "every event, none dropped"
+    );
     assert_eq!((stage.parked(), metrics.events_parked.get()), (0, 0));
 
     // A pod whose wait just timed out is not waited for again.

@@ -167,7 +167,10 @@ impl K8sStage {
             s.metrics.park_overflow.inc();
             s.metrics.lookups_unresolved.inc();
         }
-        tracing::debug!(pod_uid = uid, "parking bound reached: event goes on unenriched");
+        tracing::debug!(
+            pod_uid = uid,
+            "parking bound reached: event goes on unenriched"
+        );
         ev.k8s = Some(waited(
             enrich::unresolved(uid, &self.enricher.node_name),
             since,

@@ -337,8 +337,10 @@ fn headline(o: &mut String, r: &Report) {
         return;
     }
     let placement = match r.pinned_cpu {
-        None => "storms **not pinned**, as on a node (the monitor's CPU is taken from the workload)"
-            .to_string(),
+        None => {
+            "storms **not pinned**, as on a node (the monitor's CPU is taken from the workload)"
+                .to_string()
+        }
         Some(cpu) => format!(
             "storms **pinned** to CPU {cpu} and the monitors left the other CPU (`--pin`): a \
              secondary view that hides the monitor's CPU cost; run without `--pin` for the headline"
