@@ -133,6 +133,16 @@ async fn emit(
     Ok(alert)
 }
 
+/// The agent's one node name: `--node-name` / `$NODE_NAME`, else the
+/// file's `delivery.node_name`, else `hostname`.
+fn node_name(args: &RunArgs, file: &crate::config::FileConfig, hostname: &str) -> String {
+    crate::node::resolve_node_name(
+        args.node_name.as_deref(),
+        file.delivery.as_ref().and_then(|d| d.node_name.as_deref()),
+        hostname,
+    )
+}
+
 /// The delivery settings with the agent's one node name (`k8s.node.name`
 /// in OTLP resources and gRPC answers).
 fn with_node_name(
@@ -282,11 +292,7 @@ async fn run(args: RunArgs) -> ExitCode {
         None => crate::contain::ContainmentFileConfig::default(),
     };
     // One node name for exec ids, events, the pod watch, OTLP and gRPC.
-    let node_name = crate::node::resolve_node_name(
-        args.node_name.as_deref(),
-        file.delivery.as_ref().and_then(|d| d.node_name.as_deref()),
-        &crate::node::hostname(),
-    );
+    let node_name = node_name(&args, &file, &crate::node::hostname());
     info!(node = %node_name, "node name");
     let cfg = args.agent_config(&node_name);
     let k8s = match crate::k8s::K8sEnricher::start(args.k8s.to_config(&node_name)).await {
@@ -476,4 +482,53 @@ async fn run(args: RunArgs) -> ExitCode {
         d.shutdown().await;
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(argv: &[&str]) -> RunArgs {
+        Cli::parse_from(std::iter::once("picket").chain(argv.iter().copied())).run
+    }
+
+    fn file(node: Option<&str>) -> crate::config::FileConfig {
+        crate::config::FileConfig {
+            delivery: Some(crate::delivery::DeliveryConfig {
+                node_name: node.map(str::to_string),
+                ..Default::default()
+            }),
+            containment: None,
+        }
+    }
+
+    /// `--node-name` reaches the pipeline (exec ids, `host.name`) and the
+    /// delivery settings (OTLP resource `k8s.node.name`, gRPC `node_name`)
+    /// alike, over the file's value; without either, the host name does.
+    #[test]
+    fn one_node_name_reaches_pipeline_and_delivery() {
+        let a = args(&["--node-name", "node-7"]);
+        let f = file(Some("from-file"));
+        let n = node_name(&a, &f, "host-1");
+        assert_eq!(n, "node-7");
+        assert_eq!(a.agent_config(&n).pipeline.node_name, "node-7");
+        let d = with_node_name(f.delivery.clone().expect("delivery"), &n);
+        assert_eq!(d.node_name.as_deref(), Some("node-7"));
+
+        let none = args(&[]);
+        let n = node_name(&none, &file(Some("from-file")), "host-1");
+        assert_eq!(n, "from-file");
+        let n = node_name(&none, &file(None), "host-1");
+        assert_eq!(n, "host-1");
+        let d = with_node_name(crate::delivery::DeliveryConfig::default(), &n);
+        assert_eq!(d.node_name.as_deref(), Some("host-1"));
+    }
 }
