@@ -242,8 +242,12 @@ pub fn main(args: RunArgs) -> ExitCode {
         ),
         Err(e) => warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the event path: the ring reader, the event loop and
+    // the delivery tasks share it, so a batch of records is handed over
+    // without waking another thread (with two workers, ~30% of the agent's
+    // CPU went to parking and waking threads; docs/benchmarks.md). Blocking
+    // work (spool fsync, file reads) runs on tokio's blocking pool.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
