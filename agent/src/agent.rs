@@ -2,7 +2,7 @@
 //! enrichment pipeline wired together. `picket run` and the real-kernel
 //! tests both drive this, so the tests exercise the shipped code path.
 
-use std::{collections::VecDeque, os::unix::fs::MetadataExt, path::PathBuf, time::Duration};
+use std::{os::unix::fs::MetadataExt, path::PathBuf, time::Duration};
 
 use agent_common::settings::cgroup_filter;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -68,66 +68,10 @@ pub enum AgentError {
 }
 
 /// A running agent. Dropping it stops the tasks and detaches the programs.
-///
-/// The ring-buffer reader runs as its own task and hands over decoded
-/// records a batch at a time; the enrichment (process cache, cgroups) runs
-/// in the caller's task, inside [`Agent::next_batch`]: no thread hand-off
-/// per event. (An enrichment task that sent each event through a channel
-/// to the main loop cost a cross-thread wake-up per event: most of the
-/// agent's CPU at moderate rates, see docs/benchmarks.md.)
 pub struct Agent {
     sensor: Sensor,
-    decode: DecodeStage,
-    /// Enriched events not handed out yet by [`Agent::next`].
-    pending: VecDeque<Event>,
+    events: mpsc::Receiver<Event>,
     tasks: Vec<JoinHandle<()>>,
-}
-
-/// Kernel records (ring batches, loss counters, rate reports) to enriched
-/// events.
-struct DecodeStage {
-    raw: mpsc::Receiver<Vec<sensor::RawEvent>>,
-    losses: mpsc::Receiver<Vec<sensor::lost::Loss>>,
-    rates: mpsc::Receiver<Vec<sensor::rate_summary::RateObservation>>,
-    pipeline: Pipeline,
-    rate_ledger: sensor::rate_summary::RateLedger,
-}
-
-impl DecodeStage {
-    /// Waits for the next batch of records and appends its events to
-    /// `out`; `false` once the sources closed. Cancel-safe: nothing is
-    /// taken from a channel until the batch is handled in full.
-    async fn next_batch(&mut self, out: &mut Vec<Event>) -> bool {
-        tokio::select! {
-            batch = self.raw.recv() => {
-                let Some(batch) = batch else { return false };
-                out.reserve(batch.len());
-                for raw in &batch {
-                    // Kernel rate summaries go through the ledger shared
-                    // with the flush (sensor::rate_summary).
-                    if let sensor::RawEvent::RateSummary(s) = raw {
-                        let o = sensor::rate_summary::RateObservation::from_record(s);
-                        if let Some(r) = self.rate_ledger.observe(&o) {
-                            out.push(self.pipeline.summary(&r));
-                        }
-                        continue;
-                    }
-                    out.push(self.pipeline.handle(raw));
-                }
-            }
-            losses = self.losses.recv() => {
-                let Some(losses) = losses else { return false };
-                out.extend(losses.iter().map(|l| self.pipeline.lost(l)));
-            }
-            reports = self.rates.recv() => {
-                let Some(reports) = reports else { return false };
-                for r in reports.iter().filter_map(|o| self.rate_ledger.observe(o)) {
-                    out.push(self.pipeline.summary(&r));
-                }
-            }
-        }
-        true
-    }
 }
 
 impl Agent {
@@ -171,16 +115,16 @@ impl Agent {
                 None
             }
         };
-        let pipeline = Pipeline::new(cfg.pipeline.clone(), cache, cgroups);
+        let mut pipeline = Pipeline::new(cfg.pipeline.clone(), cache, cgroups);
 
         let ring = sensor.take_ring()?;
         let lost = sensor.take_lost()?;
         let rates = sensor.take_rate_tracker(&cfg.sensor.filters, cfg.loss_interval)?;
-        let (rate_tx, rate_rx) = mpsc::channel(16);
-        // Batches of up to 256 records: back-pressure beyond this lets the
-        // ring fill, where the kernel counts any loss.
-        let (raw_tx, raw_rx) = mpsc::channel(cfg.channel_capacity.clamp(1, 64));
-        let (loss_tx, loss_rx) = mpsc::channel(16);
+        let mut rate_ledger = sensor::rate_summary::RateLedger::default();
+        let (rate_tx, mut rate_rx) = mpsc::channel(16);
+        let (raw_tx, mut raw_rx) = mpsc::channel(cfg.channel_capacity.clamp(1, 64));
+        let (loss_tx, mut loss_rx) = mpsc::channel(16);
+        let (ev_tx, ev_rx) = mpsc::channel(cfg.channel_capacity);
 
         let repoll = cfg.sensor.ring_wakeup_interval;
         let reader = tokio::spawn(async move {
@@ -198,42 +142,58 @@ impl Agent {
             cfg.loss_interval,
             rate_tx,
         ));
+        let enrich = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    batch = raw_rx.recv() => {
+                        let Some(batch) = batch else { return };
+                        for raw in &batch {
+                            // Kernel rate summaries go through the ledger
+                            // shared with the flush (sensor::rate_summary).
+                            if let sensor::RawEvent::RateSummary(s) = raw {
+                                let o = sensor::rate_summary::RateObservation::from_record(s);
+                                if let Some(r) = rate_ledger.observe(&o)
+                                    && ev_tx.send(pipeline.summary(&r)).await.is_err()
+                                {
+                                    return;
+                                }
+                                continue;
+                            }
+                            let ev = pipeline.handle(raw);
+                            if ev_tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    losses = loss_rx.recv() => {
+                        let Some(losses) = losses else { return };
+                        for l in &losses {
+                            if ev_tx.send(pipeline.lost(l)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    reports = rate_rx.recv() => {
+                        let Some(reports) = reports else { return };
+                        for r in reports.iter().filter_map(|o| rate_ledger.observe(o)) {
+                            if ev_tx.send(pipeline.summary(&r)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
         Ok(Self {
             sensor,
-            decode: DecodeStage {
-                raw: raw_rx,
-                losses: loss_rx,
-                rates: rate_rx,
-                pipeline,
-                rate_ledger: sensor::rate_summary::RateLedger::default(),
-            },
-            pending: VecDeque::new(),
-            tasks: vec![reader, poller, rate_poller],
+            events: ev_rx,
+            tasks: vec![reader, poller, rate_poller, enrich],
         })
-    }
-
-    /// Appends the enriched events of the next batch of kernel records to
-    /// `out` (waiting for one); `false` once the agent stopped. Cancel-safe.
-    pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> bool {
-        if !self.pending.is_empty() {
-            out.extend(self.pending.drain(..));
-            return true;
-        }
-        self.decode.next_batch(out).await
     }
 
     /// The next enriched event (`None` once the agent stopped).
     pub async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(ev) = self.pending.pop_front() {
-                return Some(ev);
-            }
-            let mut batch = Vec::new();
-            if !self.decode.next_batch(&mut batch).await {
-                return None;
-            }
-            self.pending.extend(batch);
-        }
+        self.events.recv().await
     }
 
     pub fn sensor(&self) -> &Sensor {

@@ -416,9 +416,6 @@ async fn run(args: RunArgs) -> ExitCode {
     // Kubernetes metadata never stalls the stream: an event of a pod not
     // cached yet is parked and released later (k8s::park).
     let mut k8s_stage = crate::k8s::K8sStage::new(k8s.clone(), crate::k8s::ParkConfig::default());
-    // Events a batch at a time (reused buffers): decoded and enriched in
-    // this task, no hand-off per event.
-    let mut batch: Vec<crate::model::Event> = Vec::new();
     let mut ready: Vec<crate::model::Event> = Vec::new();
     // Both signals as streams created once, before the loop: a fresh
     // `tokio::signal::ctrl_c()` per loop turn only sees signals that arrive
@@ -438,11 +435,9 @@ async fn run(args: RunArgs) -> ExitCode {
     let mut stdout_open = true;
     'events: loop {
         tokio::select! {
-            more = agent.next_batch(&mut batch) => {
-                if !more { break }
-                for ev in batch.drain(..) {
-                    k8s_stage.admit(ev, &mut ready);
-                }
+            ev = agent.next() => {
+                let Some(ev) = ev else { break };
+                k8s_stage.admit(ev, &mut ready);
             }
             released = k8s_stage.released() => ready.extend(released),
             Some(a) = audit_alerts.recv() => {
