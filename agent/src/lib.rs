@@ -4,6 +4,7 @@
 //! benchmarks drive the same code as the `picket` binary.
 
 pub mod agent;
+pub mod backoff;
 pub mod btf;
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod doctor;
 pub mod k8s;
 pub mod metrics;
 pub mod model;
+pub mod node;
 pub mod output;
 pub mod pipeline;
 pub mod process;

@@ -100,33 +100,6 @@ fn load_rules(args: &RunArgs) -> Result<(Arc<crate::rules::Engine>, Vec<PathBuf>
     Ok((Arc::new(engine), paths))
 }
 
-/// Adds pod, namespace and workload metadata to events from containers.
-/// Waits at most the configured metadata wait for a pod not cached yet.
-async fn enrich_k8s(k8s: &crate::k8s::K8sEnricher, ev: &mut crate::model::Event) {
-    let cid = ev.container.as_ref().map(|c| c.id.clone());
-    let uid = ev.k8s.as_ref().map(|k| k.pod.uid.clone());
-    if cid.is_none() && uid.is_none() {
-        return;
-    }
-    if let Some((meta, container)) = k8s.lookup(cid.as_deref(), uid.as_deref()).await {
-        ev.k8s = Some(meta);
-        if let (Some(found), Some(ours)) = (container, ev.container.as_mut()) {
-            if ours.name.is_empty() {
-                ours.name = found.name;
-            }
-            if ours.image.is_none() {
-                ours.image = found.image;
-            }
-            if ours.runtime.is_empty() {
-                ours.runtime = found.runtime;
-            }
-            if ours.privileged.is_none() {
-                ours.privileged = found.privileged;
-            }
-        }
-    }
-}
-
 async fn start_delivery(
     cfg: crate::delivery::DeliveryConfig,
     hooks: crate::delivery::DeliveryHooks,
@@ -160,13 +133,87 @@ async fn emit(
     Ok(alert)
 }
 
-impl RunArgs {
-    fn agent_config(&self) -> AgentConfig {
-        let mut pipeline = PipelineConfig::default();
-        if let Some(n) = &self.node_name {
-            pipeline.node_name = n.clone();
+/// The agent's one node name: `--node-name` / `$NODE_NAME`, else the
+/// file's `delivery.node_name`, else `hostname`.
+fn node_name(args: &RunArgs, file: &crate::config::FileConfig, hostname: &str) -> String {
+    crate::node::resolve_node_name(
+        args.node_name.as_deref(),
+        file.delivery.as_ref().and_then(|d| d.node_name.as_deref()),
+        hostname,
+    )
+}
+
+/// The delivery settings with the agent's one node name (`k8s.node.name`
+/// in OTLP resources and gRPC answers).
+fn with_node_name(
+    mut cfg: crate::delivery::DeliveryConfig,
+    node_name: &str,
+) -> crate::delivery::DeliveryConfig {
+    cfg.node_name = Some(node_name.to_string());
+    cfg
+}
+
+/// stdout was closed: the agent stops.
+struct StdoutClosed;
+
+/// Everything after enrichment: output, rules, delivery and actions, for
+/// one event or alert at a time.
+struct Downstream {
+    /// Print every event (`--events`), not only alerts.
+    print_events: bool,
+    out: Printer<std::io::Stdout>,
+    engine: Arc<crate::rules::Engine>,
+    delivery: Option<crate::delivery::Delivery>,
+    containment: Option<crate::contain::runtime::RunContainment>,
+    /// The spool's JSON-lines sink prints alerts on stdout already.
+    sink_prints_alerts: bool,
+}
+
+impl Downstream {
+    /// Prints (when asked), matches the rules, emits the alerts, runs the
+    /// containment actions and streams the event.
+    async fn event(&mut self, ev: &crate::model::Event) -> Result<(), StdoutClosed> {
+        let always = ev.kind() == crate::model::EventKindName::EventsLost;
+        if (self.print_events || always) && self.out.event(ev).is_err() {
+            return Err(StdoutClosed);
         }
-        pipeline.max_ancestors = self.max_ancestors;
+        for alert in self.engine.evaluate(ev) {
+            let printer = (!self.sink_prints_alerts).then_some(&mut self.out);
+            let alert = emit(alert, self.delivery.as_ref(), printer)
+                .await
+                .map_err(|()| StdoutClosed)?;
+            if let Some(c) = &self.containment {
+                c.on_alert(&alert, &self.engine);
+            }
+        }
+        if let Some(d) = &self.delivery {
+            d.publish_event(ev);
+        }
+        Ok(())
+    }
+
+    /// An alert raised outside the rules (containment's audit).
+    async fn alert(&mut self, a: crate::model::Alert) -> Result<(), StdoutClosed> {
+        let printer = (!self.sink_prints_alerts).then_some(&mut self.out);
+        emit(a, self.delivery.as_ref(), printer)
+            .await
+            .map(drop)
+            .map_err(|()| StdoutClosed)
+    }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+impl RunArgs {
+    /// `node_name`: resolved once ([`crate::node::resolve_node_name`]).
+    fn agent_config(&self, node_name: &str) -> AgentConfig {
+        let pipeline = PipelineConfig {
+            node_name: node_name.to_string(),
+            max_ancestors: self.max_ancestors,
+            ..Default::default()
+        };
         AgentConfig {
             sensor: SensorConfig {
                 ring_buffer_bytes: self.ring_buffer_bytes,
@@ -195,8 +242,12 @@ pub fn main(args: RunArgs) -> ExitCode {
         ),
         Err(e) => warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the event path: the ring reader, the event loop and
+    // the delivery tasks share it, so a batch of records is handed over
+    // without waking another thread (with two workers, ~30% of the agent's
+    // CPU went to parking and waking threads; docs/benchmarks.md). Blocking
+    // work (spool fsync, file reads) runs on tokio's blocking pool.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -245,8 +296,10 @@ async fn run(args: RunArgs) -> ExitCode {
         None => crate::contain::ContainmentFileConfig::default(),
     };
     let runtime_apis = crate::container::runtime_api::RuntimeApis::start(file.runtimes.clone());
-    let cfg = args.agent_config();
-    let node_name = cfg.pipeline.node_name.clone();
+    // One node name for exec ids, events, the pod watch, OTLP and gRPC.
+    let node_name = node_name(&args, &file, &crate::node::hostname());
+    info!(node = %node_name, "node name");
+    let cfg = args.agent_config(&node_name);
     let k8s = match crate::k8s::K8sEnricher::start(args.k8s.to_config(&node_name)).await {
         Ok(k) => std::sync::Arc::new(k),
         Err(e) => {
@@ -312,7 +365,7 @@ async fn run(args: RunArgs) -> ExitCode {
         .delivery
         .as_ref()
         .is_some_and(|d| d.grpc.is_some() || d.otlp.as_ref().is_some_and(|o| o.events.is_some()));
-    let delivery = match file.delivery {
+    let delivery = match file.delivery.map(|d| with_node_name(d, &node_name)) {
         Some(cfg) => {
             let hooks = crate::delivery::DeliveryHooks {
                 rules: Some(Arc::new(crate::rules::control::EngineControl::new(
@@ -353,7 +406,18 @@ async fn run(args: RunArgs) -> ExitCode {
         error!(path = %p.display(), error = %e, "cannot write the ready file");
     }
     // Not locked for the whole run: the JSON-lines sink may share stdout.
-    let mut out = Printer::new(std::io::stdout(), args.format);
+    let mut down = Downstream {
+        print_events: args.events,
+        out: Printer::new(std::io::stdout(), args.format),
+        engine: engine.clone(),
+        delivery,
+        containment,
+        sink_prints_alerts,
+    };
+    // Kubernetes metadata never stalls the stream: an event of a pod not
+    // cached yet is parked and released later (k8s::park).
+    let mut k8s_stage = crate::k8s::K8sStage::new(k8s.clone(), crate::k8s::ParkConfig::default());
+    let mut ready: Vec<crate::model::Event> = Vec::new();
     // Both signals as streams created once, before the loop: a fresh
     // `tokio::signal::ctrl_c()` per loop turn only sees signals that arrive
     // while it is being awaited, so a SIGINT delivered while an event was
@@ -369,42 +433,48 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut stdout_open = true;
     'events: loop {
         tokio::select! {
             ev = agent.next() => {
-                let Some(mut ev) = ev else { break };
-                enrich_k8s(&k8s, &mut ev).await;
-                runtime_apis.enrich(&mut ev);
-                let always = ev.kind() == crate::model::EventKindName::EventsLost;
-                if (args.events || always) && out.event(&ev).is_err() {
-                    break; // stdout closed
-                }
-                for alert in engine.evaluate(&ev) {
-                    let printer = (!sink_prints_alerts).then_some(&mut out);
-                    let Ok(alert) = emit(alert, delivery.as_ref(), printer).await else {
-                        break 'events;
-                    };
-                    if let Some(c) = &containment {
-                        c.on_alert(&alert, &engine);
-                    }
-                }
-                if let Some(d) = &delivery {
-                    d.publish_event(&ev);
-                }
-                let _ = out.flush();
+                let Some(ev) = ev else { break };
+                k8s_stage.admit(ev, &mut ready);
             }
+            released = k8s_stage.released() => ready.extend(released),
             Some(a) = audit_alerts.recv() => {
-                let printer = (!sink_prints_alerts).then_some(&mut out);
-                if emit(a, delivery.as_ref(), printer).await.is_err() {
+                if down.alert(a).await.is_err() {
+                    stdout_open = false;
                     break;
                 }
-                let _ = out.flush();
             }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break }
         }
+        for mut ev in ready.drain(..) {
+            runtime_apis.enrich(&mut ev);
+            if down.event(&ev).await.is_err() {
+                stdout_open = false;
+                break 'events;
+            }
+        }
+        down.flush();
     }
-    let _ = out.flush();
+    // Parked events are never lost: they go on unenriched.
+    if stdout_open {
+        ready.extend(k8s_stage.drain());
+        for mut ev in ready.drain(..) {
+            runtime_apis.enrich(&mut ev);
+            if down.event(&ev).await.is_err() {
+                break;
+            }
+        }
+    }
+    down.flush();
+    let Downstream {
+        delivery,
+        containment,
+        ..
+    } = down;
     drop(containment);
     agent.shutdown();
     if let Err(e) = engine.save_baseline() {
@@ -414,4 +484,53 @@ async fn run(args: RunArgs) -> ExitCode {
         d.shutdown().await;
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(argv: &[&str]) -> RunArgs {
+        Cli::parse_from(std::iter::once("picket").chain(argv.iter().copied())).run
+    }
+
+    fn file(node: Option<&str>) -> crate::config::FileConfig {
+        crate::config::FileConfig {
+            delivery: Some(crate::delivery::DeliveryConfig {
+                node_name: node.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// `--node-name` reaches the pipeline (exec ids, `host.name`) and the
+    /// delivery settings (OTLP resource `k8s.node.name`, gRPC `node_name`)
+    /// alike, over the file's value; without either, the host name does.
+    #[test]
+    fn one_node_name_reaches_pipeline_and_delivery() {
+        let a = args(&["--node-name", "node-7"]);
+        let f = file(Some("from-file"));
+        let n = node_name(&a, &f, "host-1");
+        assert_eq!(n, "node-7");
+        assert_eq!(a.agent_config(&n).pipeline.node_name, "node-7");
+        let d = with_node_name(f.delivery.clone().expect("delivery"), &n);
+        assert_eq!(d.node_name.as_deref(), Some("node-7"));
+
+        let none = args(&[]);
+        let n = node_name(&none, &file(Some("from-file")), "host-1");
+        assert_eq!(n, "from-file");
+        let n = node_name(&none, &file(None), "host-1");
+        assert_eq!(n, "host-1");
+        let d = with_node_name(crate::delivery::DeliveryConfig::default(), &n);
+        assert_eq!(d.node_name.as_deref(), Some("host-1"));
+    }
 }

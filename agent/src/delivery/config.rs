@@ -33,14 +33,7 @@ pub struct DeliveryConfig {
     pub shutdown_timeout_ms: Option<u64>,
 }
 
-/// The kernel's host name.
+/// The kernel's host name (one reader for the whole agent: [`crate::node`]).
 pub fn kernel_host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    crate::node::hostname()
 }

@@ -48,6 +48,7 @@ pub fn resolved(
         job: named(&w.job),
         cronjob: named(&w.cronjob),
         metadata: MetadataStatus::Resolved,
+        metadata_wait_ms: None,
     };
     let container = container.map(|c| Container {
         id: c.id.clone(),

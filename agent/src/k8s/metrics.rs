@@ -39,6 +39,11 @@ pub struct K8sMetrics {
     pub cache_tombstones: Gauge,
     /// Estimated bytes held by the pod cache.
     pub cache_bytes: Gauge,
+    /// Events parked now, waiting for their pod's metadata.
+    pub events_parked: Gauge,
+    /// Parked events released early, unenriched, because a bound was
+    /// reached (never dropped: they go on with `k8s.metadata = unresolved`).
+    pub park_overflow: Counter,
 }
 
 static GLOBAL: LazyLock<K8sMetrics> = LazyLock::new(|| {
@@ -113,6 +118,16 @@ static GLOBAL: LazyLock<K8sMetrics> = LazyLock::new(|| {
             "k8s_cache_bytes",
             "Estimated bytes held by the pod metadata cache",
             Gauge::default(),
+        ),
+        events_parked: register(
+            "k8s_events_parked",
+            "Events parked now, waiting for their pod's metadata",
+            Gauge::default(),
+        ),
+        park_overflow: register(
+            "k8s_park_overflow",
+            "Parked events released unenriched because the parking bound was reached",
+            Counter::default(),
         ),
     }
 });

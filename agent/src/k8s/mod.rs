@@ -9,7 +9,6 @@
 //!
 //! `manifests` generates the deployment (`picket manifests`, `deploy/`).
 
-mod backoff;
 pub mod config;
 pub mod convert;
 pub mod enrich;
@@ -18,6 +17,7 @@ pub mod index;
 pub mod manifests;
 pub mod metrics;
 pub mod owners;
+pub mod park;
 mod watch;
 
 use std::{
@@ -37,6 +37,7 @@ pub use self::{
     health::ApiState,
     index::CacheStats,
     metrics::K8sMetrics,
+    park::{K8sStage, ParkConfig},
 };
 use self::{convert::bare_container_id, health::Health, index::PodIndex, owners::OwnerResolver};
 use crate::model::{Container, K8s};
@@ -284,10 +285,7 @@ impl K8sEnricher {
             return Some(hit);
         }
         let uid = uid?;
-        let may_wait = !shared.config.metadata_wait.is_zero()
-            && shared.health.state() != ApiState::Outage
-            && !shared.recently_unresolved(&uid);
-        if may_wait {
+        if self.may_wait(shared, &uid) {
             shared.metrics.lookups_waited.inc();
             let mut rx = shared.updates.subscribe();
             let deadline = tokio::time::Instant::now() + shared.config.metadata_wait;
@@ -314,6 +312,47 @@ impl K8sEnricher {
         }
         shared.metrics.lookups_unresolved.inc();
         Some((enrich::unresolved(&uid, &self.node_name), None))
+    }
+
+    /// The answer for an event now, without waiting: what
+    /// [`K8sEnricher::lookup`] would return at once, or
+    /// [`Answer::Wait`] where it would wait for the watch (the caller parks
+    /// the event instead, see [`K8sStage`]).
+    pub fn answer_now(&self, container_id: Option<&str>, pod_uid: Option<&str>) -> Answer {
+        let container_id = container_id
+            .map(bare_container_id)
+            .filter(|s| !s.is_empty());
+        let uid = pod_uid
+            .filter(|s| !s.is_empty())
+            .map(|u| u.replace('_', "-"));
+        let Some(shared) = &self.shared else {
+            return match uid {
+                Some(u) => Answer::Unresolved(enrich::unresolved(&u, &self.node_name)),
+                None => Answer::NotPod,
+            };
+        };
+        if let Some((k8s, container)) = shared.find(container_id, uid.as_deref()) {
+            shared.metrics.lookups_resolved.inc();
+            return Answer::Found(k8s, container);
+        }
+        let Some(uid) = uid else {
+            return Answer::NotPod;
+        };
+        if self.may_wait(shared, &uid) {
+            shared.metrics.lookups_waited.inc();
+            return Answer::Wait(uid);
+        }
+        shared.metrics.lookups_unresolved.inc();
+        Answer::Unresolved(enrich::unresolved(&uid, &self.node_name))
+    }
+
+    /// Whether a lookup of `uid` may wait for the watch: not in host mode,
+    /// not during an API outage, not for a UID whose wait timed out in the
+    /// last minute.
+    fn may_wait(&self, shared: &Shared, uid: &str) -> bool {
+        !shared.config.metadata_wait.is_zero()
+            && shared.health.state() != ApiState::Outage
+            && !shared.recently_unresolved(uid)
     }
 
     /// The cache's answer without waiting (for callers that must not await);
@@ -409,6 +448,21 @@ impl K8sEnricher {
     pub fn metrics(&self) -> Option<&K8sMetrics> {
         self.shared.as_ref().map(|s| &s.metrics)
     }
+}
+
+/// [`K8sEnricher::answer_now`]'s answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The pod is cached: its metadata (and the container's, when matched).
+    Found(K8s, Option<Container>),
+    /// A pod that will not be waited for (host mode, API outage, a recent
+    /// timeout, no wait configured): the UID only.
+    Unresolved(K8s),
+    /// A pod not cached yet that may still arrive through the watch (the
+    /// normalised UID).
+    Wait(String),
+    /// Not a pod as far as we know (no pod UID, unknown container).
+    NotPod,
 }
 
 /// Purges expired tombstones and refreshes the cache gauges.

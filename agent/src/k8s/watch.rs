@@ -18,9 +18,10 @@ use kube::{
 };
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
+
 use super::{
     Shared,
-    backoff::Backoff,
     convert::pod_meta,
     health::{error_means_unreachable, status_means_reachable},
     index::ApplyOutcome,

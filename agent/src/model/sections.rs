@@ -347,6 +347,11 @@ pub struct K8s {
     pub cronjob: Option<Named>,
     #[serde(default)]
     pub metadata: MetadataStatus,
+    /// Milliseconds the event was held back waiting for its pod's metadata
+    /// (present only when it waited): the event was parked while later
+    /// events of known pods went on, so it may arrive after them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_wait_ms: Option<u64>,
 }
 
 /// `syscall.*`

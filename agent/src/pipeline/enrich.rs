@@ -37,12 +37,8 @@ impl Default for PipelineConfig {
     }
 }
 
-/// The host name (`uname -n`).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
+/// The host name (`uname -n`), from the agent's one reader.
+pub use crate::node::hostname;
 
 /// Turns kernel records into enriched events, keeping the process cache.
 pub struct Pipeline {

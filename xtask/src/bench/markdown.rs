@@ -69,6 +69,8 @@ pub fn render(r: &Report) -> String {
         o.push('\n');
     }
 
+    headline(&mut o, r);
+
     let _ = writeln!(
         o,
         "### Targets\n\n| target | verdict | measured |\n|---|---|---|"
@@ -321,6 +323,57 @@ pub fn render(r: &Report) -> String {
 pub const BEGIN: &str =
     "<!-- BEGIN GENERATED RESULTS (cargo xtask bench; edits here are overwritten) -->";
 pub const END: &str = "<!-- END GENERATED RESULTS -->";
+
+/// The headline: what the exec storm costs a node, every monitor of the
+/// same interleaved run side by side.
+fn headline(o: &mut String, r: &Report) {
+    let cells: Vec<&Cell> = r
+        .cells
+        .iter()
+        .filter(|c| c.workload == Workload::Exec && c.monitor != Monitor::None)
+        .filter(|c| !c.runs.is_empty())
+        .collect();
+    if cells.is_empty() {
+        return;
+    }
+    let placement = match r.pinned_cpu {
+        None => {
+            "storms **not pinned**, as on a node (the monitor's CPU is taken from the workload)"
+                .to_string()
+        }
+        Some(cpu) => format!(
+            "storms **pinned** to CPU {cpu} and the monitors left the other CPU (`--pin`): a \
+             secondary view that hides the monitor's CPU cost; run without `--pin` for the headline"
+        ),
+    };
+    let _ = writeln!(o, "### Headline: exec storm\n");
+    let _ = writeln!(
+        o,
+        "{} execs of `/bin/true`, {placement}; medians [min–max] over the runs. *slowdown*: \
+         workload wall time vs the same run without a monitor. *CPU µs / exec*: the monitor's \
+         user+sys time per exec. *kernel events / exec* and *CPU µs / kernel event*: Picket only, \
+         events counted by `picket run --events` in the same run (the alerts-only agent receives \
+         the same records but prints almost none).\n",
+        r.sizes.exec_n
+    );
+    let _ = writeln!(
+        o,
+        "| monitor | slowdown | CPU µs / exec | kernel events / exec | CPU µs / kernel event | lost |\n|---|---|---|---|---|---|"
+    );
+    for c in cells {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} |",
+            c.monitor.name(),
+            ratio_cell(c.ratio),
+            s(c.cpu_us_per_op, 1),
+            s(c.kernel_events_per_op, 2),
+            s(c.cpu_us_per_kernel_event, 1),
+            c.lost_total
+        );
+    }
+    o.push('\n');
+}
 
 /// Puts `generated` between the markers of `existing` (keeping everything
 /// else), or builds a new document around `default_head` when there is none.

@@ -30,6 +30,16 @@ pub struct Cell {
     /// Machine-wide steal time during the runs, %.
     pub steal_pct: Option<Summary>,
     pub cpu_ms_per_1k_events: Option<Summary>,
+    /// Monitor CPU (user+sys) per workload operation (per exec in the exec
+    /// storm), µs: what each exec costs the node in the agent.
+    pub cpu_us_per_op: Option<Summary>,
+    /// Kernel events the workload causes per operation, as Picket with
+    /// `--events` counted them in the same run (every kind on).
+    pub kernel_events_per_op: Option<Summary>,
+    /// Monitor CPU per kernel event, µs: `cpu_us_per_op / kernel_events_per_op`
+    /// (Picket only; in alerts-only mode most kernel events are filtered or
+    /// matched without output, so the count comes from the `--events` run).
+    pub cpu_us_per_kernel_event: Option<Summary>,
     pub events_per_s: Option<Summary>,
     /// Primary events delivered / expected, %.
     pub delivered_pct: Option<Summary>,
@@ -53,6 +63,9 @@ impl Cell {
             cpu_ratio: None,
             steal_pct: None,
             cpu_ms_per_1k_events: None,
+            cpu_us_per_op: None,
+            kernel_events_per_op: None,
+            cpu_us_per_kernel_event: None,
             events_per_s: None,
             delivered_pct: None,
             lost_total: 0,
@@ -100,6 +113,12 @@ impl Cell {
                 })
                 .collect::<Vec<_>>(),
         );
+        self.cpu_us_per_op = Summary::of(
+            &r.iter()
+                .filter(|x| x.ops > 0)
+                .filter_map(|x| x.monitor_cpu_s.map(|c| c * 1e6 / x.ops as f64))
+                .collect::<Vec<_>>(),
+        );
         self.events_per_s = if self.monitor == Monitor::None {
             None
         } else {
@@ -131,6 +150,44 @@ impl Cell {
             .flat_map(|x| x.latencies_ns.iter().copied())
             .collect();
         self.latency = Latency::of(&lat);
+    }
+}
+
+/// Fills the per-kernel-event figures of the Picket cells of every workload.
+///
+/// The kernel-event count per operation comes from the `--events` cell
+/// (every kind on, every record printed and counted) of the same run index;
+/// the alerts-only cell prints almost nothing, so it borrows that count:
+/// both ran the same workload with the same size.
+pub fn per_kernel_event(cells: &mut [Cell]) {
+    for w in Workload::ALL {
+        let per_op: Vec<(usize, f64)> = cells
+            .iter()
+            .filter(|c| c.workload == w && c.monitor == Monitor::Picket)
+            .flat_map(|c| c.runs.iter())
+            .filter(|x| x.ops > 0 && x.events_workload > 0)
+            .map(|x| (x.run, x.events_workload as f64 / x.ops as f64))
+            .collect();
+        if per_op.is_empty() {
+            continue;
+        }
+        for c in cells.iter_mut().filter(|c| {
+            c.workload == w && matches!(c.monitor, Monitor::Picket | Monitor::PicketAlerts)
+        }) {
+            let pairs: Vec<(f64, f64)> = c
+                .runs
+                .iter()
+                .filter(|x| x.ops > 0)
+                .filter_map(|x| {
+                    let (_, e) = per_op.iter().find(|(run, _)| *run == x.run)?;
+                    Some((*e, x.monitor_cpu_s? * 1e6 / x.ops as f64 / e))
+                })
+                .collect();
+            c.kernel_events_per_op =
+                Summary::of(&pairs.iter().map(|(e, _)| *e).collect::<Vec<_>>());
+            c.cpu_us_per_kernel_event =
+                Summary::of(&pairs.iter().map(|(_, u)| *u).collect::<Vec<_>>());
+        }
     }
 }
 
@@ -169,6 +226,9 @@ pub struct Report {
     pub runs: usize,
     pub quick: bool,
     pub sizes: Sizes,
+    /// The CPU the storms were pinned to (`--pin`); `None`: not pinned, as
+    /// on a node, where the agent's CPU is taken from the workloads.
+    pub pinned_cpu: Option<usize>,
     pub cells: Vec<Cell>,
     pub latency: Option<LatencyResult>,
     pub max_rate: Option<MaxRate>,
@@ -442,6 +502,7 @@ pub mod tests {
                 open_n: 1000,
                 mixed_scale: 1,
             },
+            pinned_cpu: None,
             cells,
             latency: None,
             max_rate: None,
@@ -458,6 +519,27 @@ pub mod tests {
         c.runs = vec![run(0, ratio, Some(0.1), 10)];
         c.summarise(&[run(0, 1.0, None, 0)]);
         c
+    }
+
+    #[test]
+    fn alerts_only_borrows_the_kernel_event_count_of_the_events_run() {
+        let base = vec![run(0, 1.0, None, 0)];
+        // --events: 3,000 workload events for 1,000 execs, 0.3 s of CPU.
+        let mut ev = Cell::new(Workload::Exec, Monitor::Picket);
+        ev.runs = vec![run(0, 1.2, Some(0.3), 6000)];
+        ev.summarise(&base);
+        // Alerts only: 0.06 s of CPU, nearly nothing printed.
+        let mut al = Cell::new(Workload::Exec, Monitor::PicketAlerts);
+        al.runs = vec![run(0, 1.1, Some(0.06), 2)];
+        al.summarise(&base);
+        let mut cells = vec![ev, al];
+        per_kernel_event(&mut cells);
+        assert_eq!(cells[0].cpu_us_per_op.unwrap().median, 300.0);
+        assert_eq!(cells[0].kernel_events_per_op.unwrap().median, 3.0);
+        assert_eq!(cells[0].cpu_us_per_kernel_event.unwrap().median, 100.0);
+        assert_eq!(cells[1].cpu_us_per_op.unwrap().median, 60.0);
+        assert_eq!(cells[1].kernel_events_per_op.unwrap().median, 3.0);
+        assert_eq!(cells[1].cpu_us_per_kernel_event.unwrap().median, 20.0);
     }
 
     #[test]
