@@ -16,12 +16,17 @@ pub mod ctl_op {
     /// Reported as a `ptrace` record: reading another process's memory.
     pub const PROCESS_VM_READV: u32 = 10;
     pub const PROCESS_VM_WRITEV: u32 = 11;
-    /// socket(2) of an `AF_PACKET` or `SOCK_RAW` socket (`raw_socket` record).
+    /// socket(2) of an `AF_PACKET` socket or a `SOCK_RAW` IPv4/IPv6 socket
+    /// (`raw_socket` record).
     pub const SOCKET: u32 = 12;
 }
 
 /// `AF_PACKET`.
 pub const AF_PACKET: u64 = 17;
+/// `AF_INET`: with `SOCK_RAW`, a raw IPv4 socket.
+pub const AF_INET: u64 = 2;
+/// `AF_INET6`: with `SOCK_RAW`, a raw IPv6 socket.
+pub const AF_INET6: u64 = 10;
 /// `SOCK_RAW` (the low bits of socket(2)'s type, below the flags).
 pub const SOCK_RAW: u64 = 3;
 /// Mask of the socket type in socket(2)'s type argument.

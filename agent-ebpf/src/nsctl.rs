@@ -4,7 +4,9 @@
 
 use agent_common::{
     EventKind,
-    control::{AF_PACKET, CTL_NAME_MAX, ControlEvent, SOCK_RAW, SOCK_TYPE_MASK, ctl_op},
+    control::{
+        AF_INET, AF_INET6, AF_PACKET, CTL_NAME_MAX, ControlEvent, SOCK_RAW, SOCK_TYPE_MASK, ctl_op,
+    },
 };
 use aya_ebpf::programs::TracePointContext;
 
@@ -182,11 +184,15 @@ syscall_pair!(
     |ctx| ctl_exit(ctx, ctl_op::PROCESS_VM_WRITEV, EventKind::Ptrace)
 );
 
-/// socket(2): only packet sockets and raw sockets (sniffing, spoofing,
+/// socket(2): only packet sockets and raw IP sockets (sniffing, spoofing,
 /// raw scans) are reported; ordinary sockets never leave the kernel.
+/// Raw sockets of other families are not IP-level access: netlink talks
+/// SOCK_RAW to the kernel (runc init, iproute2, glibc's getifaddrs), so
+/// reporting them made every container start look like a sniffer.
 #[inline(always)]
 fn socket_enter(family: u64, ty: u64, protocol: u64) -> Option<()> {
-    if family != AF_PACKET && ty & SOCK_TYPE_MASK != SOCK_RAW {
+    let raw_ip = ty & SOCK_TYPE_MASK == SOCK_RAW && (family == AF_INET || family == AF_INET6);
+    if family != AF_PACKET && !raw_ip {
         return None;
     }
     ctl_enter(

@@ -647,7 +647,7 @@ async fn process_memory_access_and_raw_sockets() {
          os.close(fd)\n\
          os.kill(pid, 9)\n\
          os.waitpid(pid, 0)\n\
-         for fam, ty, proto in [(socket.AF_PACKET, socket.SOCK_RAW, 0x0300), (socket.AF_INET, socket.SOCK_RAW, 6), (socket.AF_INET, socket.SOCK_STREAM, 0), (socket.AF_INET6, socket.SOCK_DGRAM, 0)]:\n  s = socket.socket(fam, ty, proto)\n  print(s.fileno())\n  s.close()\n";
+         for fam, ty, proto in [(socket.AF_PACKET, socket.SOCK_RAW, 0x0300), (socket.AF_INET, socket.SOCK_RAW, 6), (socket.AF_INET, socket.SOCK_STREAM, 0), (socket.AF_INET6, socket.SOCK_DGRAM, 0), (socket.AF_NETLINK, socket.SOCK_RAW, 0)]:\n  s = socket.socket(fam, ty, proto)\n  print(s.fileno())\n  s.close()\n";
     let out = run_in(&cg, &mut py(script));
     let lines = stdout_lines(&out);
     let child: u32 = lines[0].parse().expect("child pid");
@@ -729,7 +729,7 @@ async fn process_memory_access_and_raw_sockets() {
             ),
             ("socket".into(), sock_fd[1], "inet".into(), "raw".into(), 6),
         ],
-        "only the packet and raw sockets, not the stream and datagram ones"
+        "only the packet and raw IP sockets, not the stream, datagram and netlink ones"
     );
     t.done();
 }

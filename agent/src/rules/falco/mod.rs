@@ -697,7 +697,7 @@ fn compile_rule(
         diags.push(
             def.loc
                 .warning(format!(
-                    "Falco rule `{}`: Picket sees socket(2) only for AF_PACKET and SOCK_RAW \
+                    "Falco rule `{}`: Picket sees socket(2) only for AF_PACKET and raw IPv4/IPv6 \
                      sockets; other socket calls never match",
                     def.name
                 ))
