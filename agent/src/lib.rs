@@ -22,3 +22,4 @@ pub mod process;
 pub mod rules;
 pub mod run;
 pub mod sensor;
+mod unix_connector;

@@ -11,8 +11,8 @@
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-use http::{Uri, uri::PathAndQuery};
-use hyper_util::rt::TokioIo;
+use crate::unix_connector::UnixConnector;
+use http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{ContainerMeta, LookupError};
@@ -130,29 +130,5 @@ pub fn meta_of(c: &Container) -> ContainerMeta {
         name,
         image: c.image.clone(),
         runtime: "containerd",
-    }
-}
-
-/// Connects every request of the channel to one Unix socket.
-#[derive(Clone)]
-struct UnixConnector {
-    path: PathBuf,
-}
-
-impl tonic::codegen::Service<Uri> for UnixConnector {
-    type Response = TokioIo<tokio::net::UnixStream>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let path = self.path.clone();
-        Box::pin(async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) })
     }
 }

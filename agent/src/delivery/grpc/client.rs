@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use crate::unix_connector::UnixConnector;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::delivery::filter::parse_label;
 use crate::delivery::proto::{self, pb};
@@ -111,30 +111,6 @@ pub async fn connect(
         ep = ep.tls_config(tls.load()?)?;
     }
     Ok(ep.connect().await?)
-}
-
-/// Connects every request of the channel to one Unix socket.
-#[derive(Clone)]
-struct UnixConnector {
-    path: PathBuf,
-}
-
-impl tonic::codegen::Service<Uri> for UnixConnector {
-    type Response = TokioIo<tokio::net::UnixStream>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let path = self.path.clone();
-        Box::pin(async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) })
-    }
 }
 
 /// The request `args` describe.
