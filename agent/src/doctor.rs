@@ -20,6 +20,10 @@ pub struct DoctorArgs {
     /// (`cargo xtask kernels`).
     #[arg(long)]
     pub json: bool,
+    /// The agent's configuration file (as `picket run --config`): its
+    /// `runtimes:` sockets are the ones checked, instead of the defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// One program in the JSON report.
@@ -189,8 +193,9 @@ fn check(item: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check 
 }
 
 /// Inspects the system: kernel, BTF, ring buffer, tracefs, cgroup v2 and the
-/// optional hooks. Loading the programs is [`report`].
-pub fn checks() -> Vec<Check> {
+/// optional hooks, and the runtime sockets of `runtimes`. Loading the
+/// programs is [`report`].
+pub fn checks(runtimes: &crate::container::runtime_api::RuntimeApiConfig) -> Vec<Check> {
     let mut out = Vec::new();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     out.push(check("kernel", true, kernel.trim()));
@@ -261,9 +266,9 @@ pub fn checks() -> Vec<Check> {
         )),
         Err(e) => out.push(check("cgroup v2", false, e.to_string())),
     }
-    // Default sockets: an absent runtime is informational, never a failure.
-    let runtimes = crate::container::runtime_api::RuntimeApiConfig::default();
-    for c in crate::container::runtime_api::checks(&runtimes) {
+    // The configured (else default) sockets: an absent runtime is
+    // informational, never a failure.
+    for c in crate::container::runtime_api::checks(runtimes) {
         out.push(check(
             format!("runtime API {} (optional)", c.runtime),
             c.ok,
@@ -376,7 +381,19 @@ pub fn table(checks: &[Check]) -> String {
 }
 
 pub fn main(args: DoctorArgs) -> ExitCode {
-    let mut checks = checks();
+    // A configuration that cannot be read is an error, as for `picket run`:
+    // checking the default sockets instead would report on the wrong ones.
+    let runtimes = match &args.config {
+        Some(p) => match crate::config::load(p) {
+            Ok(f) => f.runtimes,
+            Err(e) => {
+                eprintln!("doctor: configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => crate::container::runtime_api::RuntimeApiConfig::default(),
+    };
+    let mut checks = checks(&runtimes);
     let root = unsafe { libc::geteuid() } == 0;
     let report = (!args.no_load && root).then(|| report(checks.clone()));
     if let Some(r) = &report {
