@@ -12,4 +12,5 @@ pub mod kernel;
 pub mod kube_api;
 pub mod picket_run;
 pub mod pins;
+pub mod podman;
 pub mod run;

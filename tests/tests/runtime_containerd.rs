@@ -11,6 +11,7 @@ use picket_tests::{
     docker::Dockerd,
     kernel_test,
     pins::PinDir,
+    podman::Podman,
     run::{PicketRun, Record, RunOptions},
 };
 
@@ -759,5 +760,77 @@ fn host_mode_name_and_image_from_the_docker_api() {
     assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
     drop(picket);
     drop(dockerd);
+    t.done();
+}
+
+/// podman on a plain host: a real `podman` (private storage, cgroupfs
+/// manager, runc) runs a container from an imported image in its cgroupfs
+/// layout (`<parent>/libpod-<id>`); `container.name`, `container.image.name`
+/// and the runtime come from podman's Docker-compatible API (`podman system
+/// service`), and `podman exec` raises `exec-into-pod`.
+#[test]
+fn host_mode_name_and_image_from_the_podman_api() {
+    let t = kernel_test!(host_mode_name_and_image_from_the_podman_api);
+    let tree = CgroupTree::new("podman");
+    let podman = Podman::start();
+    let rootfs = tempfile::tempdir().expect("tempdir");
+    build_rootfs(rootfs.path());
+    podman.import(rootfs.path(), "picket/busybox:test");
+    let id = podman.create(
+        "web",
+        &tree.cgroup_path("libpod_parent"),
+        "picket/busybox:test",
+        &[
+            "/bin/sh",
+            "-c",
+            "while true; do /bin/echo tick >/dev/null; /bin/sleep 0.2; done",
+        ],
+    );
+    assert_eq!(id.len(), 64, "{id}");
+    let dir = tree.precreate(&format!("libpod_parent/libpod-{id}"));
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = work.path().join("picket.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtimes:\n  podman_socket: {}\n  containerd_socket: ''\n  docker_socket: ''\n",
+            podman.socket.display()
+        ),
+    )
+    .expect("config");
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![dir],
+        events: true,
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Default::default()
+    });
+    podman.podman_ok(&["start", "web"]);
+    let named = picket.wait_event("an event with the container's name", WAIT, |e| {
+        in_container(e, &id) && e.container.as_ref().is_some_and(|c| !c.name.is_empty())
+    });
+    let c = named.container.as_ref().expect("container");
+    assert_eq!(
+        (c.name.as_str(), c.runtime.as_str()),
+        ("web", "podman"),
+        "{c:?}"
+    );
+    // podman names imported images in the `localhost/` registry.
+    let image = "localhost/picket/busybox:test";
+    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+
+    // `podman exec` (runc exec under conmon).
+    let out = podman.podman_ok(&["exec", "web", "/bin/id", "-u"]);
+    assert_eq!(out, "0");
+    let alert = picket.wait_alert("exec-into-pod alert", WAIT, |a| {
+        a.rule.id == "exec-into-pod" && a.event.process.command_args == ["/bin/id", "-u"]
+    });
+    let c = alert.event.container.as_ref().expect("container section");
+    assert_eq!(
+        (c.id.as_str(), c.name.as_str(), c.runtime.as_str()),
+        (id.as_str(), "web", "podman")
+    );
+    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+    drop(picket);
+    drop(podman);
     t.done();
 }

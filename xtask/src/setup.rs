@@ -24,6 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     // A private dockerd (tests/src/docker.rs) for the Docker API lookups.
     "docker.io",
+    // A private podman (tests/src/podman.rs) for the podman API lookups.
+    "podman",
     // A standard Go client of the gRPC API (tests/tests/delivery_grpcgo.rs),
     // built offline from Debian's grpc-go sources.
     "golang-go",
