@@ -14,6 +14,10 @@
 //!   `timeoutSeconds`; a resourceVersion older than the compaction floor gets
 //!   an ERROR event carrying a `410 Gone` Status (what a real API server does),
 //!   or an HTTP 410 answer when [`TestApiServer::set_http_gone`] is on;
+//! - `GET` and `PATCH` (JSON merge patch, RFC 7386, as `kubectl patch
+//!   --type merge` and kube's `Patch::Merge` send it) of
+//!   `/api/v1/namespaces/{ns}/pods/{name}`: a patch stores the pod with a new
+//!   resourceVersion and sends MODIFIED to the watches;
 //! - `GET /apis/apps/v1/namespaces/{ns}/replicasets/{name}` and
 //!   `GET /apis/batch/v1/namespaces/{ns}/jobs/{name}` (404/403 Status answers);
 //! - fault injection: outages (503 for every request, open watches aborted),
@@ -204,6 +208,10 @@ impl TestApiServer {
         let app = Router::new()
             .route("/api/v1/pods", get(list_or_watch_pods))
             .route("/api/v1/namespaces", get(list_or_watch_namespaces))
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}",
+                get(get_pod).patch(patch_pod),
+            )
             .route(
                 "/apis/apps/v1/namespaces/{ns}/replicasets/{name}",
                 get(get_replicaset),
@@ -404,6 +412,15 @@ impl TestApiServer {
             .unwrap_or(0)
     }
 
+    /// The stored pod as the server would serve it, if there is one.
+    pub fn pod_json(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .objects
+            .get(&(Kind::Pod, namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
@@ -455,6 +472,102 @@ fn record(s: &Shared, uri: &Uri, query: &HashMap<String, String>) -> bool {
     g.outage
 }
 
+async fn get_pod(
+    uri: Uri,
+    State(s): State<Arc<Shared>>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    get_one(&s, &uri, Kind::Pod, "pods", ns, name)
+}
+
+/// RFC 7386: objects merge key by key, `null` removes a key, anything else
+/// replaces the target.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("made an object above");
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+async fn patch_pod(
+    uri: Uri,
+    State(s): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let outage = {
+        let mut g = s.lock();
+        g.requests.push(RecordedRequest {
+            method: "PATCH".into(),
+            path: uri.path().to_string(),
+            query: BTreeMap::new(),
+        });
+        g.outage
+    };
+    if outage {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        );
+    }
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ctype != "application/merge-patch+json" {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!("the test server applies merge patches only, not {ctype:?}"),
+        );
+    }
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "invalid JSON patch");
+    };
+    let mut g = s.lock();
+    let key = (Kind::Pod, ns.clone(), name.clone());
+    let Some(mut pod) = g.objects.get(&key).cloned() else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{name}\" not found"),
+        );
+    };
+    merge_patch(&mut pod, &patch);
+    g.rv += 1;
+    let rv = g.rv;
+    pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+    g.objects.insert(key, pod.clone());
+    let change = Change {
+        rv,
+        kind: Kind::Pod,
+        event: "MODIFIED",
+        object: pod.clone(),
+    };
+    g.history.push_back(change.clone());
+    // Sent under the lock so watchers see changes in resourceVersion order.
+    let _ = s.changes.send(change);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        pod.to_string(),
+    )
+        .into_response()
+}
+
 async fn get_replicaset(
     uri: Uri,
     State(s): State<Arc<Shared>>,
@@ -487,7 +600,7 @@ fn get_one(
         );
     }
     let g = s.lock();
-    if g.forbid_owners {
+    if g.forbid_owners && kind != Kind::Pod {
         let msg = format!(
             "{resource} \"{name}\" is forbidden: User \"system:serviceaccount:picket:picket\" cannot get resource in the namespace \"{ns}\""
         );

@@ -1196,6 +1196,47 @@ async fn isolations_of_an_earlier_agent_are_listed_restored() {
         ),
         "{out}"
     );
+    // The restored isolation is released by this agent: the label goes
+    // (one merge PATCH), the pod watch sees it, and nothing is left.
+    let out = picket_cli(
+        &sock,
+        &[
+            "release",
+            "--pod",
+            "shop/web-6",
+            "--action",
+            "isolate-pod",
+            "--reason",
+            "INC-6",
+        ],
+    );
+    assert!(
+        out.contains("pod shop/web-6: label picket.io/quarantine removed"),
+        "{out}"
+    );
+    let patches: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(patches, vec!["/api/v1/namespaces/shop/pods/web-6"]);
+    let labels = server
+        .pod_json("shop", "web-6")
+        .expect("pod")
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(labels, serde_json::json!({}), "quarantine label left");
+    assert_eq!(
+        server
+            .pod_json("shop", "web-7")
+            .and_then(|p| p.pointer("/metadata/labels").cloned()),
+        None,
+        "the neighbour is untouched"
+    );
+    let out = picket_cli(&sock, &["release", "--pod", "shop/web-6"]);
+    assert!(out.contains("nothing to release"), "{out}");
     drop(picket);
     drop(pins);
     drop(cg);

@@ -29,10 +29,14 @@ pub struct ServerArgs {
     pub tls_server_name: Option<String>,
 }
 
-/// The on-demand actions.
+/// The on-demand actions. Each also answers to the name records, alerts and
+/// `picket actions` print (`isolate-pod`, `delete-pod`), so a name copied
+/// from their output works here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CliAction {
+    #[value(alias = "isolate-pod")]
     Isolate,
+    #[value(alias = "delete-pod")]
     Delete,
     BlockEgress,
     KillContainer,
@@ -52,6 +56,7 @@ impl CliAction {
 /// Releasable actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CliRelease {
+    #[value(alias = "isolate-pod")]
     Isolate,
     BlockEgress,
 }
@@ -398,6 +403,20 @@ mod tests {
             panic!("release")
         };
         assert_eq!(a.request().action, "isolate-pod");
+        // The names records and `picket actions` print work too.
+        for (cmd, name, wire) in [
+            ("release", "isolate-pod", "isolate-pod"),
+            ("contain", "isolate-pod", "isolate-pod"),
+            ("contain", "delete-pod", "delete-pod"),
+        ] {
+            let t = T::try_parse_from(["picket", cmd, "--pod", "shop/web-1", "--action", name])
+                .unwrap();
+            let action = match t.c {
+                C::Contain(a) => a.request().action,
+                C::Release(a) => a.request().action,
+            };
+            assert_eq!(action, wire);
+        }
         assert!(
             T::try_parse_from(["picket", "contain", "--pod", "web-1", "--action", "isolate"])
                 .is_err()
