@@ -263,3 +263,54 @@ fn runtime_socket_connect_from_a_container() {
     );
     t.done();
 }
+
+/// `credential-search`: searches for key material by name (`find -name
+/// id_rsa`) and by content (`grep -r "PRIVATE KEY"`) in a container alert;
+/// ordinary searches (`find -name '*.log'`, `grep -r ERROR`) do not.
+#[test]
+fn credential_search_in_a_container() {
+    let t = kernel_test!(credential_search_in_a_container);
+    let pod_uid = "8c3d9e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+    let id = "c7ed5ea7".repeat(8);
+    let dir = tempfile::Builder::new()
+        .prefix("picket-e2e-creds-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::write(dir.path().join("app.log"), "ERROR nothing\n").expect("log");
+    let d = dir.path().display().to_string();
+    let ctr = FakeContainer::start("e2e-creds", pod_uid, &id, "exec /bin/sleep 1000");
+    ctr.wait_until_sleeping();
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    // Negative first (ring order).
+    exec_noninteractive(ctr.exec("/usr/bin/find", &[&d, "-name", "*.log"]));
+    exec_noninteractive(ctr.exec("/usr/bin/grep", &["-r", "ERROR", &d]));
+    let (_, out) = exec_noninteractive(ctr.exec("/usr/bin/find", &[&d, "-name", "id_rsa*"]));
+    assert_eq!(out, "");
+    // grep finds nothing: exit 1, so not through exec_noninteractive.
+    let mut cmd = ctr.exec("/usr/bin/grep", &["-rl", "BEGIN OPENSSH PRIVATE KEY", &d]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let st = ChildGuard::spawn(&mut cmd).wait_timeout(RUN);
+    assert_eq!(st.code(), Some(1), "grep found nothing");
+    let want: [&[&str]; 2] = [
+        &["/usr/bin/find", &d, "-name", "id_rsa*"],
+        &["/usr/bin/grep", "-rl", "BEGIN OPENSSH PRIVATE KEY", &d],
+    ];
+    for args in want {
+        let alert = picket.wait_alert("credential-search alert", WAIT, |a| {
+            a.rule.id == "credential-search" && a.event.process.command_args == args
+        });
+        assert_eq!(alert.severity, Severity::Medium);
+        assert_eq!(alert.event.event.kind, EventKindName::Exec);
+        assert_eq!(
+            alert.event.container.as_ref().map(|c| c.id.as_str()),
+            Some(id.as_str())
+        );
+    }
+    picket.drain(Duration::from_millis(500));
+    let all = picket.alerts_of("credential-search");
+    assert_eq!(all.len(), 2, "only the two searches for keys: {all:?}");
+    t.done();
+}
