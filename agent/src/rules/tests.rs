@@ -720,9 +720,8 @@ fn connect_from(pid: u32, addr: &str, port: u16, secs: i64) -> Event {
 #[test]
 fn aggregate_fires_on_distinct_values_within_the_window() {
     let (e, m) = engine(SCAN);
-    let hits = |ev: Event| -> Vec<String> {
-        e.evaluate(&ev).into_iter().map(|a| a.message).collect()
-    };
+    let hits =
+        |ev: Event| -> Vec<String> { e.evaluate(&ev).into_iter().map(|a| a.message).collect() };
     // Repeated connections to one port and host never count twice.
     for _ in 0..5 {
         assert!(hits(connect_from(1, "10.0.0.1", 80, 0)).is_empty());
@@ -751,7 +750,9 @@ fn aggregate_fires_on_distinct_values_within_the_window() {
         hits(connect_from(3, "10.0.0.3", 443, 20)),
         ["3 network.peer.address: 10.0.0.1, 10.0.0.2, 10.0.0.3"]
     );
-    let l = RuleLabel { rule: "scan".into() };
+    let l = RuleLabel {
+        rule: "scan".into(),
+    };
     // Three groups in two slots, but pid 2's group (last seen at t=1) had
     // expired when pid 3 arrived at t=20: dropping it is not an eviction.
     assert_eq!(m.state_evictions.get_or_create(&l).get(), 0);
@@ -760,7 +761,9 @@ fn aggregate_fires_on_distinct_values_within_the_window() {
 #[test]
 fn aggregate_evicts_the_oldest_live_group_and_counts_it() {
     let (e, m) = engine(SCAN);
-    let l = RuleLabel { rule: "scan".into() };
+    let l = RuleLabel {
+        rule: "scan".into(),
+    };
     e.evaluate(&connect_from(1, "10.0.0.1", 80, 0));
     e.evaluate(&connect_from(1, "10.0.0.1", 81, 0));
     e.evaluate(&connect_from(2, "10.0.0.1", 80, 1));
@@ -842,8 +845,14 @@ fn after_matches_the_key_of_an_earlier_match_within_the_window() {
     // The table holds two keys: a third live one evicts the oldest (counted).
     e.evaluate(&write_by("curl", "/tmp/c", 70));
     e.evaluate(&write_by("curl", "/tmp/d", 71));
-    let l = RuleLabel { rule: "written".into() };
-    assert_eq!(m.state_evictions.get_or_create(&l).get(), 0, "/tmp/a had expired");
+    let l = RuleLabel {
+        rule: "written".into(),
+    };
+    assert_eq!(
+        m.state_evictions.get_or_create(&l).get(),
+        0,
+        "/tmp/a had expired"
+    );
     e.evaluate(&write_by("curl", "/tmp/e", 72));
     assert_eq!(m.state_evictions.get_or_create(&l).get(), 1);
     assert!(e.evaluate(&run_path("/tmp/c", 73)).is_empty(), "evicted");
@@ -880,7 +889,12 @@ fn stateful_blocks_are_checked() {
         "unknown keys are still errors"
     );
     assert!(
-        errors(&rule("exec", "\"true\"").replace("output: \"hit {process.executable.name}\"", "output: \"{aggregate.count}\"")).len() == 1,
+        errors(&rule("exec", "\"true\"").replace(
+            "output: \"hit {process.executable.name}\"",
+            "output: \"{aggregate.count}\""
+        ))
+        .len()
+            == 1,
         "aggregate extras only in aggregate rules"
     );
 }
