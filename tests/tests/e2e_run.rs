@@ -1170,3 +1170,48 @@ fn benign_workload_raises_no_high_or_critical_alert() {
     );
     t.done();
 }
+
+/// `decoded-payload-piped-to-shell` (an `after` rule keyed by the parent
+/// process): `echo <base64> | base64 -d | sh` alerts; a decoder piping
+/// into `cat`, and a plain script piped into `sh`, do not.
+#[test]
+fn decoded_payload_piped_into_a_shell_in_a_container() {
+    let t = kernel_test!(decoded_payload_piped_into_a_shell_in_a_container);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctr = container_after_setup("e2e-decode", "true", dir.path());
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    let sh = |script: &str| exec_in(&ctr, "/bin/sh", &["-c", script]);
+    // Negatives first. "ZWNobyBkZWNvZGVkLXJhbgo=" is "echo decoded-ran\n".
+    assert_eq!(
+        sh("echo ZWNobyBkZWNvZGVkLXJhbgo= | base64 -d | cat"),
+        "echo decoded-ran\n"
+    );
+    assert_eq!(sh("echo 'echo plain-ran' | sh"), "plain-ran\n");
+    assert_eq!(
+        sh("echo ZWNobyBkZWNvZGVkLXJhbgo= | base64 -d | sh"),
+        "decoded-ran\n"
+    );
+    let alert = picket.wait_alert("decoded-payload-piped-to-shell alert", WAIT, |a| {
+        a.rule.id == "decoded-payload-piped-to-shell"
+    });
+    assert_eq!(alert.severity, Severity::High);
+    let p = &alert.event.process;
+    assert_eq!(p.executable.path, canonical("/bin/sh"));
+    assert_eq!(p.command_args, ["sh"]);
+    assert_eq!(p.stdio.stdin, FdType::Pipe);
+    assert!(
+        alert.message.contains(&format!(
+            "reads a program from a pipe fed by {} (base64 -d, pid ",
+            canonical("/usr/bin/base64")
+        )),
+        "{}",
+        alert.message
+    );
+    picket.drain(Duration::from_millis(500));
+    let all = picket.alerts_of("decoded-payload-piped-to-shell");
+    assert_eq!(all.len(), 1, "only the decoded pipeline: {all:?}");
+    t.done();
+}
