@@ -1053,6 +1053,7 @@ fn benign_workload_raises_no_high_or_critical_alert() {
         app.join("web.py"),
         format!(
             "import http.server, socketserver\n\
+             http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None\n\
              srv = socketserver.TCPServer(('127.0.0.1', 8080), http.server.SimpleHTTPRequestHandler)\n\
              open('{d}/web-ready', 'w').close()\n\
              srv.serve_forever()\n"
@@ -1171,9 +1172,10 @@ fn benign_workload_raises_no_high_or_critical_alert() {
     t.done();
 }
 
-/// `decoded-payload-piped-to-shell` (an `after` rule keyed by the parent
-/// process): `echo <base64> | base64 -d | sh` alerts; a decoder piping
-/// into `cat`, and a plain script piped into `sh`, do not.
+/// `decoded-payload-piped-to-shell` / `decoder-feeding-a-shell` (`after`
+/// rules keyed by the parent process): `echo <base64> | base64 -d | sh`
+/// alerts once; a decoder piping into `cat`, and a plain script piped into
+/// `sh`, do not.
 #[test]
 fn decoded_payload_piped_into_a_shell_in_a_container() {
     let t = kernel_test!(decoded_payload_piped_into_a_shell_in_a_container);
@@ -1194,24 +1196,30 @@ fn decoded_payload_piped_into_a_shell_in_a_container() {
         sh("echo ZWNobyBkZWNvZGVkLXJhbgo= | base64 -d | sh"),
         "decoded-ran\n"
     );
-    let alert = picket.wait_alert("decoded-payload-piped-to-shell alert", WAIT, |a| {
-        a.rule.id == "decoded-payload-piped-to-shell"
+    // The decoder and the shell start concurrently: whichever exec is
+    // processed second raises the alert, under one of the two rules.
+    let ids = ["decoded-payload-piped-to-shell", "decoder-feeding-a-shell"];
+    let alert = picket.wait_alert("decoded payload alert", WAIT, |a| {
+        ids.contains(&a.rule.id.as_str())
     });
     assert_eq!(alert.severity, Severity::High);
     let p = &alert.event.process;
-    assert_eq!(p.executable.path, canonical("/bin/sh"));
-    assert_eq!(p.command_args, ["sh"]);
-    assert_eq!(p.stdio.stdin, FdType::Pipe);
-    assert!(
-        alert.message.contains(&format!(
-            "reads a program from a pipe fed by {} (base64 -d, pid ",
-            canonical("/usr/bin/base64")
-        )),
-        "{}",
-        alert.message
-    );
+    let (sh, base64) = (canonical("/bin/sh"), canonical("/usr/bin/base64"));
+    if alert.rule.id == ids[0] {
+        assert_eq!(p.executable.path, sh);
+        assert_eq!(p.command_args, ["sh"]);
+        assert_eq!(p.stdio.stdin, FdType::Pipe);
+        let m = format!("reads a program from a pipe fed by {base64} (base64 -d, pid ");
+        assert!(alert.message.contains(&m), "{}", alert.message);
+    } else {
+        assert_eq!(p.executable.path, base64);
+        assert_eq!(p.command_args, ["base64", "-d"]);
+        assert_eq!(p.stdio.stdout, FdType::Pipe);
+        let m = format!("decodes into a pipe read by {sh} (sh, pid ");
+        assert!(alert.message.contains(&m), "{}", alert.message);
+    }
     picket.drain(Duration::from_millis(500));
-    let all = picket.alerts_of("decoded-payload-piped-to-shell");
-    assert_eq!(all.len(), 1, "only the decoded pipeline: {all:?}");
+    let all: Vec<_> = ids.iter().flat_map(|id| picket.alerts_of(id)).collect();
+    assert_eq!(all.len(), 1, "only the decoded pipeline, once: {all:?}");
     t.done();
 }
