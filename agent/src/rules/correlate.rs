@@ -330,12 +330,4 @@ impl State {
         }
         found.cloned()
     }
-
-    /// Entries held, for tests.
-    pub fn len(&self) -> (usize, usize) {
-        (
-            self.groups.values().map(HashMap::len).sum(),
-            self.earlier.values().map(HashMap::len).sum(),
-        )
-    }
 }
