@@ -22,6 +22,7 @@ use std::{
 use picket::model::{Endpoint, EventKindName, FdType, Severity, SocketInfo};
 use picket_tests::{
     cgroup::TestCgroup,
+    container::FakeContainer,
     kernel_test,
     run::{ChildGuard, PicketRun, RunOptions, canonical, output_within},
 };
@@ -699,5 +700,526 @@ fn link_to_shadow_and_reading_another_process_memory() {
     );
     let mem = picket.alerts_of("process-memory-access");
     assert_eq!(mem.len(), 1, "/proc/self/mem must not match: {mem:?}");
+    t.done();
+}
+
+/// Runs `program args` inside `ctr` the way `kubectl exec` does, stdin from
+/// /dev/null; expects success and returns stdout.
+fn exec_in(ctr: &FakeContainer, program: &str, args: &[&str]) -> String {
+    let mut cmd = ctr.exec(program, args);
+    cmd.stdin(Stdio::null());
+    let out = output_within(&mut cmd, RUN);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8 output")
+}
+
+/// Waits until `path` exists (a marker a container's init writes once its
+/// set-up is done, so the agent starts after it).
+fn wait_for_file(path: &Path) {
+    let deadline = std::time::Instant::now() + RUN;
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fake container whose init runs `setup` (before the agent starts),
+/// writes a marker, then sleeps; returns it once the marker exists.
+fn container_after_setup(prefix: &str, setup: &str, marker_dir: &Path) -> FakeContainer {
+    let ready = marker_dir.join("ready");
+    let id = format!("{:0>64}", format!("{:x}", std::process::id()) + "e18b");
+    let ctr = FakeContainer::start(
+        prefix,
+        "7b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+        &id,
+        &format!("{setup} && : > {}; exec /bin/sleep 1000", ready.display()),
+    );
+    wait_for_file(&ready);
+    ctr
+}
+
+/// The mv/ln evasions of the write rules (issue #18): renaming a staged
+/// file into /etc/cron.d, planting a symlink there, renaming over
+/// /etc/passwd. The container's /etc is a tmpfs of its own mount
+/// namespace, so nothing on the host changes. Renames out of the cron
+/// directory and symlinks elsewhere pointing into it do not match.
+#[test]
+fn renames_and_symlinks_into_persistence_and_account_files_in_a_container() {
+    let t = kernel_test!(renames_and_symlinks_into_persistence_and_account_files_in_a_container);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctr = container_after_setup(
+        "e2e-fchange-persist",
+        "mount -t tmpfs picket-etc /etc && mkdir /etc/cron.d && echo old > /etc/cron.d/old",
+        dir.path(),
+    );
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    let sh = |script: &str| exec_in(&ctr, "/bin/sh", &["-c", script]);
+    // Negatives first (see the module docs).
+    sh("mv /etc/cron.d/old /etc/old.bak");
+    sh("ln -s /etc/cron.d/old2 /etc/pointer");
+    sh("echo x > /etc/stage1 && mv /etc/stage1 /etc/stage2");
+    // Positives.
+    sh("echo '* * * * * root id' > /etc/stage3 && mv /etc/stage3 /etc/cron.d/job");
+    sh("ln -s /etc/stage2 /etc/cron.d/job2");
+    sh("echo 'x:0:0::/:/bin/sh' > /etc/pw && mv /etc/pw /etc/passwd");
+
+    let change = |a: &picket::model::Alert| {
+        let c = a.event.file_change.as_ref().expect("file_change");
+        (
+            a.event.file.as_ref().expect("file").path.clone(),
+            c.op.clone(),
+            c.target.clone(),
+            a.event.syscall.as_ref().expect("syscall").result,
+            a.event.process.executable.name.clone(),
+        )
+    };
+    let renamed = picket.wait_alert("persistence rename", WAIT, |a| {
+        a.rule.id == "persistence-file-write"
+            && a.event.event.kind == EventKindName::FileChange
+            && a.event
+                .file_change
+                .as_ref()
+                .is_some_and(|c| c.op == "rename")
+    });
+    assert_eq!(renamed.severity, Severity::High);
+    assert_eq!(
+        change(&renamed),
+        (
+            "/etc/stage3".into(),
+            "rename".into(),
+            Some("/etc/cron.d/job".into()),
+            0,
+            "mv".into()
+        )
+    );
+    assert_eq!(
+        renamed.event.container.as_ref().expect("container").id,
+        ctr.id
+    );
+    let linked = picket.wait_alert("persistence symlink", WAIT, |a| {
+        a.rule.id == "persistence-file-write"
+            && a.event
+                .file_change
+                .as_ref()
+                .is_some_and(|c| c.op == "symlink")
+    });
+    assert_eq!(
+        change(&linked),
+        (
+            "/etc/cron.d/job2".into(),
+            "symlink".into(),
+            Some("/etc/stage2".into()),
+            0,
+            "ln".into()
+        )
+    );
+    let account = picket.wait_alert("account database rename", WAIT, |a| {
+        a.rule.id == "modify-account-database" && a.event.event.kind == EventKindName::FileChange
+    });
+    assert_eq!(
+        change(&account),
+        (
+            "/etc/pw".into(),
+            "rename".into(),
+            Some("/etc/passwd".into()),
+            0,
+            "mv".into()
+        )
+    );
+    picket.drain(Duration::from_millis(500));
+    let persist: Vec<_> = picket
+        .alerts_of("persistence-file-write")
+        .into_iter()
+        .map(change)
+        .collect();
+    assert_eq!(
+        persist.len(),
+        2,
+        "only the rename and the symlink into /etc/cron.d: {persist:?}"
+    );
+    assert_eq!(picket.alerts_of("modify-account-database").len(), 1);
+    t.done();
+}
+
+/// `network-scan` (an `aggregate` rule): a connect scan of 30 closed
+/// loopback ports inside the container's own network namespace alerts
+/// once, at the 20th distinct port; a client opening 30 connections to one
+/// port does not.
+#[test]
+fn network_scan_of_loopback_ports_in_a_container() {
+    let t = kernel_test!(network_scan_of_loopback_ports_in_a_container);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctr = container_after_setup("e2e-scan", "/bin/ip link set lo up", dir.path());
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    let client = "import socket, os\n\
+                  srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(64)\n\
+                  conns = [socket.create_connection(srv.getsockname()) for _ in range(30)]\n\
+                  print(os.getpid())\n";
+    let client_pid: u32 = exec_in(&ctr, PY, &["-c", client])
+        .trim()
+        .parse()
+        .expect("pid");
+    let scan = "import socket, os\n\
+                refused = 0\n\
+                for port in range(20000, 20030):\n    s = socket.socket(); s.settimeout(1)\n    refused += s.connect_ex(('127.0.0.1', port)) != 0\n    s.close()\n\
+                print(os.getpid(), refused)\n";
+    let out = exec_in(&ctr, PY, &["-c", scan]);
+    let mut it = out.split_whitespace();
+    let pid: u32 = it.next().expect("pid").parse().expect("pid");
+    assert_eq!(it.next(), Some("30"), "every port was closed");
+    // The pids printed are the ones inside the container's pid namespace.
+    let alert = picket.wait_alert("network-scan alert", WAIT, |a| {
+        a.rule.id == "network-scan" && a.event.process.vpid == pid
+    });
+    assert_eq!(alert.event.process.command_args, [PY, "-c", scan]);
+    assert_eq!(alert.severity, Severity::Medium);
+    assert_eq!(alert.event.event.kind, EventKindName::Connect);
+    let peer = alert
+        .event
+        .network
+        .as_ref()
+        .and_then(|n| n.peer.as_ref())
+        .expect("peer");
+    assert_eq!((peer.address.as_str(), peer.port), ("127.0.0.1", 20019));
+    assert!(
+        alert
+            .message
+            .contains("reached 20 distinct network.peer.port values within 10s (20000, 20001,"),
+        "{}",
+        alert.message
+    );
+    picket.drain(Duration::from_millis(500));
+    let all = picket.alerts_of("network-scan");
+    assert_eq!(
+        all.len(),
+        1,
+        "one alert for the scan, none for the client (vpid {client_pid}): {all:?}"
+    );
+    t.done();
+}
+
+/// `download-and-execute` (an `after` rule): curl writes a file, which is
+/// then made executable and run. A program compiled by a build step (make,
+/// gcc) and a copied binary run the same way do not match.
+#[test]
+fn download_and_execute_in_a_container() {
+    let t = kernel_test!(download_and_execute_in_a_container);
+    let dir = tempfile::Builder::new()
+        .prefix("picket-e2e-dl-")
+        .tempdir_in("/tmp")
+        .expect("tempdir in /tmp");
+    let ctr = container_after_setup("e2e-dl", "true", dir.path());
+    let build = dir.path().join("build");
+    std::fs::create_dir(&build).expect("build dir");
+    std::fs::write(build.join("main.c"), "int main(void) { return 0; }\n").expect("main.c");
+    std::fs::write(
+        build.join("Makefile"),
+        "run: app\n\t./app\napp: main.c\n\t/usr/bin/gcc -o app main.c\n",
+    )
+    .expect("Makefile");
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    let d = dir.path().display();
+    // Negatives: a build step's output, a copy.
+    exec_in(
+        &ctr,
+        "/usr/bin/make",
+        &["-s", "-C", build.to_str().expect("utf8"), "run"],
+    );
+    exec_in(
+        &ctr,
+        "/bin/sh",
+        &["-c", &format!("cp /bin/true {d}/copied && {d}/copied")],
+    );
+    // Positive.
+    let payload = dir.path().join("payload");
+    exec_in(
+        &ctr,
+        "/bin/sh",
+        &[
+            "-c",
+            &format!(
+                "curl -sS -o {d}/payload file:///bin/true && chmod +x {d}/payload && {d}/payload"
+            ),
+        ],
+    );
+    let alert = picket.wait_alert("download-and-execute alert", WAIT, |a| {
+        a.rule.id == "download-and-execute"
+    });
+    assert_eq!(alert.severity, Severity::High);
+    assert_eq!(alert.event.event.kind, EventKindName::Exec);
+    assert_eq!(alert.event.process.executable.path, canonical(&payload));
+    assert!(
+        alert.message.starts_with(&format!(
+            "executed {} ({}), written by /usr/bin/curl (curl -sS -o {} file:///bin/true, pid ",
+            canonical(&payload),
+            payload.display(),
+            payload.display()
+        )),
+        "{}",
+        alert.message
+    );
+    picket.drain(Duration::from_millis(500));
+    let all = picket.alerts_of("download-and-execute");
+    assert_eq!(
+        all.len(),
+        1,
+        "the build output and the copy must not match: {all:?}"
+    );
+    let dropped: Vec<_> = picket
+        .alerts_of("drop-and-execute")
+        .into_iter()
+        .map(|a| a.event.process.executable.path.clone())
+        .collect();
+    assert!(
+        !dropped.contains(&canonical(build.join("app"))),
+        "the build step's program is excepted from drop-and-execute: {dropped:?}"
+    );
+    t.done();
+}
+
+/// `process-masquerading`: a copy of a binary named `sshd` run from /tmp,
+/// and a program exec'd with a kernel-thread title as argv[0]; a program
+/// given an ordinary custom argv[0] does not match.
+#[test]
+fn process_masquerading_in_a_container() {
+    let t = kernel_test!(process_masquerading_in_a_container);
+    let dir = tempfile::Builder::new()
+        .prefix("picket-e2e-masq-")
+        .tempdir_in("/tmp")
+        .expect("tempdir in /tmp");
+    let ctr = container_after_setup("e2e-masq", "true", dir.path());
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    let execv = |argv0: &str| format!("import os\nos.execv('/bin/true', ['{argv0}'])\n");
+    exec_in(&ctr, PY, &["-c", &execv("my-worker")]);
+    let sshd = dir.path().join("sshd");
+    exec_in(
+        &ctr,
+        "/bin/sh",
+        &["-c", &format!("cp /bin/true {0} && {0}", sshd.display())],
+    );
+    exec_in(&ctr, PY, &["-c", &execv("[kworker/0:1]")]);
+    let fake = picket.wait_alert("masquerading sshd", WAIT, |a| {
+        a.rule.id == "process-masquerading" && a.event.process.executable.name == "sshd"
+    });
+    assert_eq!(fake.severity, Severity::High);
+    assert_eq!(fake.event.process.executable.path, canonical(&sshd));
+    let kthread = picket.wait_alert("kernel thread title", WAIT, |a| {
+        a.rule.id == "process-masquerading" && a.event.process.command_args == ["[kworker/0:1]"]
+    });
+    assert_eq!(
+        kthread.event.process.executable.path,
+        canonical("/bin/true")
+    );
+    picket.drain(Duration::from_millis(500));
+    let all = picket.alerts_of("process-masquerading");
+    assert_eq!(all.len(), 2, "`my-worker` must not match: {all:?}");
+    t.done();
+}
+
+/// A benign workload of a pod raises no alert of severity high or
+/// critical: a web app with its probes, a worker logging through Python's
+/// RotatingFileHandler (renames and deletions below /var/log), cron-like
+/// jobs appending to a log and querying packages, gzip of a rotated log,
+/// a build step compiling and running a program, package queries and an
+/// operator's `kubectl exec` debugging session.
+#[test]
+fn benign_workload_raises_no_high_or_critical_alert() {
+    let t = kernel_test!(benign_workload_raises_no_high_or_critical_alert);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path();
+    let d = app.display();
+    std::fs::write(
+        app.join("web.py"),
+        format!(
+            "import http.server, socketserver\n\
+             http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None\n\
+             srv = socketserver.TCPServer(('127.0.0.1', 8080), http.server.SimpleHTTPRequestHandler)\n\
+             open('{d}/web-ready', 'w').close()\n\
+             srv.serve_forever()\n"
+        ),
+    )
+    .expect("web.py");
+    std::fs::write(
+        app.join("worker.py"),
+        format!(
+            "import logging, logging.handlers\n\
+             h = logging.handlers.RotatingFileHandler('/var/log/app/worker.log', maxBytes=2000, backupCount=3)\n\
+             log = logging.getLogger('worker'); log.addHandler(h); log.setLevel(logging.INFO)\n\
+             for i in range(400):\n    log.info('processed job %d of the queue', i)\n\
+             open('{d}/worker-done', 'w').close()\n"
+        ),
+    )
+    .expect("worker.py");
+    std::fs::write(
+        app.join("cron.sh"),
+        format!(
+            "for i in 1 2 3; do\n  date >> /var/log/app/cron.log\n  dpkg-query -W coreutils > /dev/null\n  find {d} -name '*.tmp' -delete\n  /bin/sleep 0.1\ndone\n: > {d}/cron-done\n"
+        ),
+    )
+    .expect("cron.sh");
+    let build = app.join("build");
+    std::fs::create_dir(&build).expect("build dir");
+    std::fs::write(
+        build.join("main.c"),
+        "#include <stdio.h>\nint main(void) { puts(\"ok\"); return 0; }\n",
+    )
+    .expect("main.c");
+    std::fs::write(
+        build.join("Makefile"),
+        "test: app\n\t./app\napp: main.c\n\t/usr/bin/gcc -O1 -o app main.c\n",
+    )
+    .expect("Makefile");
+    let trigger = app.join("go");
+    let ctr = container_after_setup(
+        "e2e-benign",
+        &format!(
+            "/bin/ip link set lo up && mount -t tmpfs picket-log /var/log && mkdir /var/log/app \
+             && {{ (while [ ! -e {trigger} ]; do /bin/sleep 0.02; done; cd {d}; \
+                   {PY} {d}/web.py & {PY} {d}/worker.py & /bin/sh {d}/cron.sh & wait) & }}",
+            trigger = trigger.display()
+        ),
+        app,
+    );
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    std::fs::write(&trigger, b"").expect("trigger");
+    for marker in ["web-ready", "worker-done", "cron-done"] {
+        wait_for_file(&app.join(marker));
+    }
+    // Probes and an operator's debugging session (kubectl exec).
+    for _ in 0..3 {
+        exec_in(
+            &ctr,
+            "/usr/bin/curl",
+            &["-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/"],
+        );
+    }
+    exec_in(
+        &ctr,
+        "/bin/sh",
+        &[
+            "-c",
+            "ps -ef > /dev/null; cat /proc/1/status > /dev/null; ls -l /var/log/app > /dev/null; tail -n 3 /var/log/app/worker.log > /dev/null",
+        ],
+    );
+    // Package queries, a build step, compression of a rotated log.
+    exec_in(&ctr, "/usr/bin/dpkg", &["-l"]);
+    let out = exec_in(
+        &ctr,
+        "/usr/bin/make",
+        &["-s", "-C", build.to_str().expect("utf8"), "test"],
+    );
+    assert_eq!(out, "ok\n");
+    exec_in(
+        &ctr,
+        "/bin/sh",
+        &["-c", "gzip -f /var/log/app/worker.log.2"],
+    );
+    // The worker rotated its log (renames, and deletion of the oldest).
+    assert_eq!(
+        exec_in(&ctr, "/bin/ls", &["/var/log/app"]),
+        "cron.log\nworker.log\nworker.log.1\nworker.log.2.gz\nworker.log.3\n"
+    );
+    // The last action: once its (medium) alert is out, the agent has
+    // processed everything before it.
+    exec_in(&ctr, "/bin/echo", &["benign-done"]);
+    picket.wait_alert("exec-into-pod of the last action", WAIT, |a| {
+        a.rule.id == "exec-into-pod" && a.event.process.command_args == ["/bin/echo", "benign-done"]
+    });
+    picket.drain(Duration::from_millis(1000));
+    // `nsenter` stands in for runc exec here (what `kubectl exec` runs):
+    // runc's own setns calls and CAP_SYS_ADMIN use are excepted from
+    // namespace-escape and dangerous-capability-in-container by name
+    // (runtime_containerd.rs checks that with real runc), the stand-in's
+    // are reported. Every alert of the workload's own processes counts.
+    let nsenter = canonical("/usr/bin/nsenter");
+    let loud: Vec<String> = picket
+        .alerts()
+        .into_iter()
+        .filter(|a| a.severity >= Severity::High)
+        .filter(|a| a.event.process.executable.path != nsenter)
+        .map(|a| format!("{} {:?}: {}", a.rule.id, a.severity, a.message))
+        .collect();
+    assert!(loud.is_empty(), "benign activity raised: {loud:#?}");
+    let seen: Vec<&str> = picket.alerts().iter().map(|a| a.rule.id.as_str()).collect();
+    assert!(
+        seen.contains(&"exec-into-pod"),
+        "the agent saw the workload: {seen:?}"
+    );
+    t.done();
+}
+
+/// `decoded-payload-piped-to-shell` / `decoder-feeding-a-shell` (`after`
+/// rules keyed by the parent process): `echo <base64> | base64 -d | sh`
+/// alerts once; a decoder piping into `cat`, and a plain script piped into
+/// `sh`, do not.
+#[test]
+fn decoded_payload_piped_into_a_shell_in_a_container() {
+    let t = kernel_test!(decoded_payload_piped_into_a_shell_in_a_container);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctr = container_after_setup("e2e-decode", "true", dir.path());
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    let sh = |script: &str| exec_in(&ctr, "/bin/sh", &["-c", script]);
+    // Negatives first. "ZWNobyBkZWNvZGVkLXJhbgo=" is "echo decoded-ran\n".
+    assert_eq!(
+        sh("echo ZWNobyBkZWNvZGVkLXJhbgo= | base64 -d | cat"),
+        "echo decoded-ran\n"
+    );
+    assert_eq!(sh("echo 'echo plain-ran' | sh"), "plain-ran\n");
+    assert_eq!(
+        sh("echo ZWNobyBkZWNvZGVkLXJhbgo= | base64 -d | sh"),
+        "decoded-ran\n"
+    );
+    // The decoder and the shell start concurrently: whichever exec is
+    // processed second raises the alert, under one of the two rules.
+    let ids = ["decoded-payload-piped-to-shell", "decoder-feeding-a-shell"];
+    let alert = picket.wait_alert("decoded payload alert", WAIT, |a| {
+        ids.contains(&a.rule.id.as_str())
+    });
+    assert_eq!(alert.severity, Severity::High);
+    let p = &alert.event.process;
+    let (sh, base64) = (canonical("/bin/sh"), canonical("/usr/bin/base64"));
+    if alert.rule.id == ids[0] {
+        assert_eq!(p.executable.path, sh);
+        assert_eq!(p.command_args, ["sh"]);
+        assert_eq!(p.stdio.stdin, FdType::Pipe);
+        let m = format!("reads a program from a pipe fed by {base64} (base64 -d, pid ");
+        assert!(alert.message.contains(&m), "{}", alert.message);
+    } else {
+        assert_eq!(p.executable.path, base64);
+        assert_eq!(p.command_args, ["base64", "-d"]);
+        assert_eq!(p.stdio.stdout, FdType::Pipe);
+        let m = format!("decodes into a pipe read by {sh} (sh, pid ");
+        assert!(alert.message.contains(&m), "{}", alert.message);
+    }
+    picket.drain(Duration::from_millis(500));
+    let all: Vec<_> = ids.iter().flat_map(|id| picket.alerts_of(id)).collect();
+    assert_eq!(all.len(), 1, "only the decoded pipeline, once: {all:?}");
     t.done();
 }

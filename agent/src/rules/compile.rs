@@ -10,6 +10,7 @@ use std::{
 };
 
 use super::{
+    correlate::{AFTER_EXTRAS, AGGREGATE_EXTRAS, After, Aggregate, Feed, Stateful},
     diagnostics::{Diagnostic, Level, did_you_mean},
     expr::{
         self, Cond, Op,
@@ -39,6 +40,9 @@ pub struct Rule {
     pub dedup: Option<Dedup>,
     pub rate_limit: Option<RateLimitSpec>,
     pub baseline: Option<BaselineSpec>,
+    /// `aggregate` / `after` and the `after` rules this rule feeds
+    /// (`rules::correlate`).
+    pub stateful: Stateful,
     /// Where the rule is defined (for messages).
     pub file: PathBuf,
     pub line: usize,
@@ -375,6 +379,7 @@ fn compile(sources: Vec<(PathBuf, String)>, diags: &mut Vec<Diagnostic>) -> Rule
             );
         }
     }
+    link_after(&raws, &env, &ids, &mut rules, diags);
     let falco = super::falco::compile(&falco_files, diags);
     for r in falco.rules {
         if let Some(&prev) = ids.get(&*r.id) {
@@ -420,6 +425,65 @@ fn compile(sources: Vec<(PathBuf, String)>, diags: &mut Vec<Diagnostic>) -> Rule
         warnings: Vec::new(),
         files,
         falco: falco.report,
+    }
+}
+
+/// Connects each `after` rule to the rule it follows: the producer gets a
+/// [`Feed`] whose key fields are type-checked against the producer's own
+/// event kinds.
+fn link_after(
+    raws: &[(Arc<SourceFile>, parse::RawFile)],
+    env: &Env,
+    ids: &HashMap<String, usize>,
+    rules: &mut [Rule],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (_, raw) in raws {
+        for r in &raw.rules {
+            let Some(a) = &r.after else { continue };
+            let id = r.id.value.as_str();
+            if !ids.contains_key(id) {
+                continue; // failed to compile: reported already
+            }
+            let Some(&producer) = ids.get(&a.rule.value) else {
+                diags.push(
+                    a.rule
+                        .loc
+                        .error(format!("`after` names an unknown rule `{}`", a.rule.value))
+                        .rule(Some(id))
+                        .field("after.rule")
+                        .hint(did_you_mean(&a.rule.value, ids.keys().map(String::as_str))),
+                );
+                continue;
+            };
+            if a.rule.value == id {
+                diags.push(
+                    a.rule
+                        .loc
+                        .error("`after` names the rule itself")
+                        .rule(Some(id))
+                        .field("after.rule"),
+                );
+                continue;
+            }
+            let events = rules[producer].events.clone();
+            let mut c = Compiler::new(env, &events);
+            let key: Vec<Accessor> = a
+                .key
+                .iter()
+                .filter_map(|k| c.field(&k.value, &k.loc).map(|f| f.accessor))
+                .collect();
+            let ok = c.diags.is_empty();
+            diags.extend(c.diags.into_iter().map(|d| with_rule(d, id, "after.key")));
+            if ok {
+                rules[producer].stateful.feeds.push(Feed {
+                    consumer: Arc::from(id),
+                    key,
+                    within: a.within,
+                    max_entries: a.max_entries,
+                });
+            }
+        }
     }
 }
 
@@ -511,6 +575,31 @@ fn compile_rule(r: &RawRule, env: &Env, diags: &mut Vec<Diagnostic>) -> Option<R
             .collect(),
         window: d.window,
     });
+    let aggregate = r.aggregate.as_ref().map(|a| Aggregate {
+        by: a
+            .by
+            .iter()
+            .filter_map(|k| c.field(&k.value, &k.loc).map(|f| f.accessor))
+            .collect(),
+        distinct: a
+            .distinct
+            .iter()
+            .filter_map(|k| {
+                c.field(&k.value, &k.loc)
+                    .map(|f| (k.value.clone(), f.accessor))
+            })
+            .collect(),
+        threshold: a.threshold,
+        window: a.window,
+        max_groups: a.max_groups,
+    });
+    let after = r.after.as_ref().and_then(|a| {
+        c.field(&a.matching.value, &a.matching.loc).map(|f| After {
+            rule: Arc::from(a.rule.value.as_str()),
+            matching: f.accessor,
+            within: a.within,
+        })
+    });
     let mut rule_diags: Vec<Diagnostic> = c
         .diags
         .into_iter()
@@ -522,6 +611,10 @@ fn compile_rule(r: &RawRule, env: &Env, diags: &mut Vec<Diagnostic>) -> Option<R
     });
     let extras: &[&str] = if r.baseline.is_some() {
         BASELINE_EXTRAS
+    } else if r.aggregate.is_some() {
+        AGGREGATE_EXTRAS
+    } else if r.after.is_some() {
+        AFTER_EXTRAS
     } else {
         &[]
     };
@@ -576,6 +669,11 @@ fn compile_rule(r: &RawRule, env: &Env, diags: &mut Vec<Diagnostic>) -> Option<R
         dedup,
         rate_limit: r.rate_limit,
         baseline: r.baseline.clone(),
+        stateful: Stateful {
+            aggregate,
+            after,
+            feeds: Vec::new(),
+        },
         file: r.file.path.clone(),
         line: r.id.loc.pos().line,
         condition,

@@ -24,6 +24,7 @@ use tracing::{error, warn};
 use super::{
     baseline::{Anomaly, Baseline, BaselineError},
     compile::{Rule, RuleSet},
+    correlate::State,
     metrics::{RuleCounters, RulesMetrics},
     parse::Mode,
 };
@@ -85,6 +86,8 @@ pub struct Engine {
     current: ArcSwap<Installed>,
     limits: Mutex<LimitState>,
     baseline: Mutex<Baseline>,
+    /// `aggregate` groups and `after` keys (`rules::correlate`).
+    state: Mutex<State>,
     opts: EngineOptions,
     events: AtomicU64,
     baseline_overflow_logged: AtomicBool,
@@ -151,6 +154,7 @@ impl Engine {
             current: ArcSwap::from_pointee(installed),
             limits: Mutex::new(LimitState::default()),
             baseline: Mutex::new(baseline),
+            state: Mutex::new(State::default()),
             opts,
             events: AtomicU64::new(0),
             baseline_overflow_logged: AtomicBool::new(false),
@@ -223,6 +227,8 @@ impl Engine {
             let t0 = sampled.then(Instant::now);
             let matched = rule.condition.eval(ev);
             let mut anomaly = None;
+            let mut hit = None;
+            let mut earlier = None;
             let fire = matched && {
                 match rule.exceptions.iter().position(|x| x.cond.eval(ev)) {
                     Some(x) => {
@@ -233,13 +239,35 @@ impl Engine {
                         }
                         false
                     }
-                    None => match &rule.baseline {
-                        None => true,
-                        Some(spec) => {
-                            anomaly = self.observe_baseline(rule, spec, ev);
-                            anomaly.is_some()
+                    None => {
+                        if !rule.stateful.feeds.is_empty() {
+                            self.remember(rule, counters, ev);
                         }
-                    },
+                        match (
+                            &rule.baseline,
+                            &rule.stateful.aggregate,
+                            &rule.stateful.after,
+                        ) {
+                            (Some(spec), _, _) => {
+                                anomaly = self.observe_baseline(rule, spec, ev);
+                                anomaly.is_some()
+                            }
+                            (None, Some(spec), _) => {
+                                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                                let o = st.aggregate(&rule.id, spec, ev);
+                                drop(st);
+                                counters.evictions.inc_by(o.evicted);
+                                hit = o.hit;
+                                hit.is_some()
+                            }
+                            (None, None, Some(spec)) => {
+                                let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                                earlier = st.follows(&rule.id, spec, ev);
+                                earlier.is_some()
+                            }
+                            (None, None, None) => true,
+                        }
+                    }
                 }
             };
             if let Some(s) = elapsed(t0) {
@@ -266,9 +294,11 @@ impl Engine {
                 }
                 continue;
             }
-            let message = match &anomaly {
-                Some(a) => rule.output.render(ev, a),
-                None => rule.output.render(ev, &()),
+            let message = match (&anomaly, &hit, &earlier) {
+                (Some(a), _, _) => rule.output.render(ev, a),
+                (None, Some(h), _) => rule.output.render(ev, h),
+                (None, None, Some(e)) => rule.output.render(ev, e),
+                (None, None, None) => rule.output.render(ev, &()),
             };
             out.alerts.push(Alert {
                 seq: 0,
@@ -283,6 +313,19 @@ impl Engine {
             self.opts.metrics.event_eval_seconds.observe(s);
         }
         out
+    }
+
+    /// Remembers a match for the `after` rules this rule feeds.
+    fn remember(&self, rule: &Rule, counters: &RuleCounters, ev: &Event) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut evicted = 0;
+        for feed in &rule.stateful.feeds {
+            evicted += st.remember(&rule.id, feed, ev);
+        }
+        drop(st);
+        if evicted > 0 {
+            counters.evictions.inc_by(evicted);
+        }
     }
 
     fn observe_baseline(

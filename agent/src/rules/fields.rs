@@ -424,6 +424,11 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
             .process
             .executable
             .name)),
+        field!("process.argv0", Str, ALL, |e| S(e
+            .process
+            .command_args
+            .first()
+            .map_or("", String::as_str))),
         field!("process.argv0_name", Str, ALL, |e| S(argv0_name(
             &e.process
         ))),

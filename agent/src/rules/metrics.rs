@@ -74,6 +74,9 @@ pub struct RulesMetrics {
     pub baseline_overflow: Counter,
     /// Failed baseline loads and saves.
     pub baseline_errors: Counter,
+    /// Entries of `aggregate`/`after` tables evicted to stay within their
+    /// caps (each a possible missed detection).
+    pub state_evictions: Family<RuleLabel, Counter>,
 }
 
 impl Default for RulesMetrics {
@@ -92,6 +95,7 @@ impl Default for RulesMetrics {
             baseline_destinations: Gauge::default(),
             baseline_overflow: Counter::default(),
             baseline_errors: Counter::default(),
+            state_evictions: Family::default(),
         }
     }
 }
@@ -161,6 +165,11 @@ static GLOBAL: LazyLock<RulesMetrics> = LazyLock::new(|| {
             "Failed loads and saves of the egress baseline",
             m.baseline_errors,
         ),
+        state_evictions: register(
+            "rule_state_evictions",
+            "Entries of aggregate/after rule state evicted because a cap was reached",
+            m.state_evictions,
+        ),
     }
 });
 
@@ -185,6 +194,7 @@ pub(crate) struct RuleCounters {
     pub rate_limit: Counter,
     pub exceptions: Vec<Counter>,
     pub eval: Histogram,
+    pub evictions: Counter,
 }
 
 impl RuleCounters {
@@ -218,6 +228,7 @@ impl RuleCounters {
                 })
                 .collect(),
             eval: m.rule_eval_seconds.get_or_create(&l).clone(),
+            evictions: m.state_evictions.get_or_create(&l).clone(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod baseline;
 pub mod cli;
 pub mod compile;
 pub mod control;
+pub mod correlate;
 pub mod diagnostics;
 pub mod engine;
 pub mod expr;

@@ -123,6 +123,34 @@ impl Default for BaselineSpec {
     }
 }
 
+/// `aggregate:` as written (see `rules::correlate`): the rule fires when one
+/// group (`by`) has shown `threshold` distinct values of a `distinct` field
+/// within `window`.
+#[derive(Clone, Debug)]
+pub struct RawAggregate {
+    pub by: Vec<Located<String>>,
+    pub distinct: Vec<Located<String>>,
+    pub threshold: u32,
+    pub window: Duration,
+    pub max_groups: usize,
+    pub loc: Loc,
+}
+
+/// `after:` as written (see `rules::correlate`): the rule fires only when
+/// the rule `rule` matched an earlier event whose `key` value equals this
+/// event's `match` value, within `within`.
+#[derive(Clone, Debug)]
+pub struct RawAfter {
+    pub rule: Located<String>,
+    pub key: Vec<Located<String>>,
+    pub matching: Located<String>,
+    pub within: Duration,
+    pub max_entries: usize,
+}
+
+/// Default cap on the groups of an `aggregate` and the entries of an `after`.
+pub const DEFAULT_MAX_STATE: usize = 4096;
+
 #[derive(Debug)]
 pub struct RawRule {
     pub id: Located<String>,
@@ -140,6 +168,8 @@ pub struct RawRule {
     pub dedup: Option<RawDedup>,
     pub rate_limit: Option<RateLimitSpec>,
     pub baseline: Option<BaselineSpec>,
+    pub aggregate: Option<RawAggregate>,
+    pub after: Option<RawAfter>,
     pub file: Arc<SourceFile>,
 }
 
@@ -231,6 +261,8 @@ const RULE_KEYS: &[&str] = &[
     "dedup",
     "rate_limit",
     "baseline",
+    "aggregate",
+    "after",
 ];
 
 fn read_rule(cx: &mut Cx<'_>, node: &Node, index: usize) -> Option<RawRule> {
@@ -413,6 +445,26 @@ fn read_rule(cx: &mut Cx<'_>, node: &Node, index: usize) -> Option<RawRule> {
         })
     });
     let baseline = m.get("baseline").and_then(|n| read_baseline(cx, n));
+    let aggregate = m.get("aggregate").and_then(|n| read_aggregate(cx, n));
+    let after = m.get("after").and_then(|n| read_after(cx, n));
+    if let (Some(n), true) = (
+        m.get("aggregate"),
+        m.get("after").is_some() || baseline.is_some(),
+    ) {
+        cx.err(
+            n,
+            "aggregate",
+            "a rule has at most one of `baseline`, `aggregate` and `after`".into(),
+            Some("split the logic into two rules".into()),
+        );
+    } else if let (Some(n), true) = (m.get("after"), baseline.is_some()) {
+        cx.err(
+            n,
+            "after",
+            "a rule has at most one of `baseline`, `aggregate` and `after`".into(),
+            None,
+        );
+    }
     if cx.diags[errors_before..].iter().any(Diagnostic::is_error) {
         return None;
     }
@@ -432,7 +484,87 @@ fn read_rule(cx: &mut Cx<'_>, node: &Node, index: usize) -> Option<RawRule> {
         dedup,
         rate_limit,
         baseline,
+        aggregate,
+        after,
         file: cx.file.clone(),
+    })
+}
+
+fn read_aggregate(cx: &mut Cx<'_>, n: &Node) -> Option<RawAggregate> {
+    let keys = ["by", "distinct", "threshold", "window", "max_groups"];
+    let m = cx.map(n, "aggregate", &keys)?;
+    let by = m
+        .get("by")
+        .map(|k| cx.strings(k, "aggregate.by"))
+        .unwrap_or_default();
+    let distinct = cx
+        .required(&m, n, "distinct")
+        .map(|d| cx.strings(d, "aggregate.distinct"))?;
+    if distinct.is_empty() {
+        cx.err(
+            n,
+            "aggregate.distinct",
+            "`distinct` is empty".into(),
+            Some(
+                "name the field(s) whose distinct values are counted, e.g. [network.peer.port]"
+                    .into(),
+            ),
+        );
+        return None;
+    }
+    let threshold = cx
+        .required(&m, n, "threshold")
+        .and_then(|x| cx.uint(x, "aggregate.threshold", 2, 10_000))?;
+    let window = cx
+        .required(&m, n, "window")
+        .and_then(|w| cx.duration(w, "aggregate.window"))?;
+    let max_groups = match m.get("max_groups") {
+        Some(x) => usize::try_from(cx.uint(x, "aggregate.max_groups", 1, 1_000_000)?).ok()?,
+        None => DEFAULT_MAX_STATE,
+    };
+    Some(RawAggregate {
+        by,
+        distinct,
+        threshold: u32::try_from(threshold).ok()?,
+        window,
+        max_groups,
+        loc: cx.loc(n),
+    })
+}
+
+fn read_after(cx: &mut Cx<'_>, n: &Node) -> Option<RawAfter> {
+    let keys = ["rule", "key", "match", "within", "max_entries"];
+    let m = cx.map(n, "after", &keys)?;
+    let rule_n = cx.required(&m, n, "rule")?;
+    let rule = Located {
+        value: cx.string(rule_n, "after.rule")?,
+        loc: cx.loc(rule_n),
+    };
+    let key = cx
+        .required(&m, n, "key")
+        .map(|k| cx.strings(k, "after.key"))?;
+    if key.is_empty() {
+        cx.err(n, "after.key", "`key` is empty".into(), None);
+        return None;
+    }
+    let match_n = cx.required(&m, n, "match")?;
+    let matching = Located {
+        value: cx.string(match_n, "after.match")?,
+        loc: cx.loc(match_n),
+    };
+    let within = cx
+        .required(&m, n, "within")
+        .and_then(|w| cx.duration(w, "after.within"))?;
+    let max_entries = match m.get("max_entries") {
+        Some(x) => usize::try_from(cx.uint(x, "after.max_entries", 1, 1_000_000)?).ok()?,
+        None => DEFAULT_MAX_STATE,
+    };
+    Some(RawAfter {
+        rule,
+        key,
+        matching,
+        within,
+        max_entries,
     })
 }
 

@@ -692,3 +692,209 @@ fn deep_macro_chains_are_rejected() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].ends_with("macros nested more than 32 deep"), "{e:?}");
 }
+
+const SCAN: &str = r#"
+rules:
+  - id: scan
+    name: Scan
+    severity: medium
+    events: [connect]
+    condition: network.peer.port exists
+    aggregate:
+      by: [process.pid]
+      distinct: [network.peer.port, network.peer.address]
+      threshold: 3
+      window: 10s
+      max_groups: 2
+    output: "{aggregate.count} {aggregate.field}: {aggregate.values}"
+    tags: [T1046]
+"#;
+
+fn connect_from(pid: u32, addr: &str, port: u16, secs: i64) -> Event {
+    let mut ev = connect(addr, port);
+    ev.process.pid = pid;
+    ev.time = at(secs);
+    ev
+}
+
+#[test]
+fn aggregate_fires_on_distinct_values_within_the_window() {
+    let (e, m) = engine(SCAN);
+    let hits =
+        |ev: Event| -> Vec<String> { e.evaluate(&ev).into_iter().map(|a| a.message).collect() };
+    // Repeated connections to one port and host never count twice.
+    for _ in 0..5 {
+        assert!(hits(connect_from(1, "10.0.0.1", 80, 0)).is_empty());
+    }
+    assert!(hits(connect_from(1, "10.0.0.1", 81, 1)).is_empty());
+    // Another process is another group.
+    assert!(hits(connect_from(2, "10.0.0.1", 82, 1)).is_empty());
+    assert_eq!(
+        hits(connect_from(1, "10.0.0.1", 82, 2)),
+        ["3 network.peer.port: 80, 81, 82"]
+    );
+    // The group starts over after a hit.
+    assert!(hits(connect_from(1, "10.0.0.1", 83, 3)).is_empty());
+    // Values older than the window are forgotten: 83 (t=3) has expired
+    // at t=14, so 84, 85, 86 are the next three.
+    assert!(hits(connect_from(1, "10.0.0.1", 84, 14)).is_empty());
+    assert!(hits(connect_from(1, "10.0.0.1", 85, 15)).is_empty());
+    assert_eq!(
+        hits(connect_from(1, "10.0.0.1", 86, 16)),
+        ["3 network.peer.port: 84, 85, 86"]
+    );
+    // Distinct hosts count on their own.
+    assert!(hits(connect_from(3, "10.0.0.1", 443, 20)).is_empty());
+    assert!(hits(connect_from(3, "10.0.0.2", 443, 20)).is_empty());
+    assert_eq!(
+        hits(connect_from(3, "10.0.0.3", 443, 20)),
+        ["3 network.peer.address: 10.0.0.1, 10.0.0.2, 10.0.0.3"]
+    );
+    let l = RuleLabel {
+        rule: "scan".into(),
+    };
+    // Three groups in two slots, but pid 2's group (last seen at t=1) had
+    // expired when pid 3 arrived at t=20: dropping it is not an eviction.
+    assert_eq!(m.state_evictions.get_or_create(&l).get(), 0);
+}
+
+#[test]
+fn aggregate_evicts_the_oldest_live_group_and_counts_it() {
+    let (e, m) = engine(SCAN);
+    let l = RuleLabel {
+        rule: "scan".into(),
+    };
+    e.evaluate(&connect_from(1, "10.0.0.1", 80, 0));
+    e.evaluate(&connect_from(1, "10.0.0.1", 81, 0));
+    e.evaluate(&connect_from(2, "10.0.0.1", 80, 1));
+    // A third live group: pid 1's (the least recently updated) goes.
+    e.evaluate(&connect_from(3, "10.0.0.1", 80, 2));
+    assert_eq!(m.state_evictions.get_or_create(&l).get(), 1);
+    // pid 1 starts from nothing: two more ports do not reach 3.
+    assert!(e.evaluate(&connect_from(1, "10.0.0.1", 82, 3)).is_empty());
+    assert_eq!(m.state_evictions.get_or_create(&l).get(), 2);
+    assert!(e.evaluate(&connect_from(1, "10.0.0.1", 83, 3)).is_empty());
+    assert_eq!(e.evaluate(&connect_from(1, "10.0.0.1", 84, 3)).len(), 1);
+}
+
+const SEQUENCE: &str = r#"
+rules:
+  - id: written
+    name: Written by a downloader
+    severity: info
+    mode: shadow
+    events: [file_open]
+    condition: file.write and process.executable.name == "curl" and file.path startswith "/tmp/"
+    output: "{file.path}"
+    tags: [T1105]
+  - id: run
+    name: Downloaded file run
+    severity: high
+    events: [exec]
+    condition: process.executable.path exists
+    after:
+      rule: written
+      key: [file.path]
+      match: process.executable.path
+      within: 1m
+      max_entries: 2
+    output: "{process.executable.path} written by {after.process} ({after.command_line}, {after.kind}, rule {after.rule}, key {after.key})"
+    tags: [T1105]
+"#;
+
+fn write_by(exe: &str, path: &str, secs: i64) -> Event {
+    let mut ev = exec(exe);
+    ev.event.kind = EventKindName::FileOpen;
+    ev.time = at(secs);
+    ev.process.command_line = format!("{exe} -o {path}");
+    ev.file = Some(FileAccess {
+        path: path.into(),
+        write: true,
+        create: true,
+        ..Default::default()
+    });
+    ev
+}
+
+fn run_path(path: &str, secs: i64) -> Event {
+    let mut ev = exec("x");
+    ev.process.executable.path = path.into();
+    ev.time = at(secs);
+    ev
+}
+
+#[test]
+fn after_matches_the_key_of_an_earlier_match_within_the_window() {
+    let (e, m) = engine(SEQUENCE);
+    // Executing before anything was written, or a file curl did not write.
+    assert!(e.evaluate(&run_path("/tmp/a", 0)).is_empty());
+    let shadow = e.evaluate_detailed(&write_by("curl", "/tmp/a", 1));
+    assert!(shadow.alerts.is_empty());
+    assert_eq!(shadow.shadow.len(), 1, "the producer is in shadow mode");
+    assert!(e.evaluate(&write_by("cp", "/tmp/b", 1)).is_empty());
+    assert!(e.evaluate(&run_path("/tmp/b", 2)).is_empty());
+    // An exec stamped before the write does not follow it.
+    assert!(e.evaluate(&run_path("/tmp/a", 0)).is_empty());
+    let a = e.evaluate(&run_path("/tmp/a", 2));
+    assert_eq!(
+        a.iter().map(|a| a.message.as_str()).collect::<Vec<_>>(),
+        ["/tmp/a written by /usr/bin/curl (curl -o /tmp/a, file_open, rule written, key /tmp/a)"]
+    );
+    // Out of the window.
+    assert!(e.evaluate(&run_path("/tmp/a", 62)).is_empty());
+    // The table holds two keys: a third live one evicts the oldest (counted).
+    e.evaluate(&write_by("curl", "/tmp/c", 70));
+    e.evaluate(&write_by("curl", "/tmp/d", 71));
+    let l = RuleLabel {
+        rule: "written".into(),
+    };
+    assert_eq!(
+        m.state_evictions.get_or_create(&l).get(),
+        0,
+        "/tmp/a had expired"
+    );
+    e.evaluate(&write_by("curl", "/tmp/e", 72));
+    assert_eq!(m.state_evictions.get_or_create(&l).get(), 1);
+    assert!(e.evaluate(&run_path("/tmp/c", 73)).is_empty(), "evicted");
+    assert_eq!(e.evaluate(&run_path("/tmp/d", 73)).len(), 1);
+    assert_eq!(e.evaluate(&run_path("/tmp/e", 73)).len(), 1);
+}
+
+#[test]
+fn stateful_blocks_are_checked() {
+    let base = "rules:\n  - id: t\n    name: T\n    severity: high\n    events: [exec]\n    condition: \"true\"\n    output: x\n    tags: [T1059]\n";
+    assert_eq!(
+        errors(&format!(
+            "{base}    after: {{rule: nope, key: [file.path], match: process.executable.path, within: 1m}}\n"
+        )),
+        ["9:19: `after` names an unknown rule `nope`"]
+    );
+    assert_eq!(
+        errors(&format!(
+            "{base}    aggregate: {{distinct: [network.peer.port], threshold: 5, window: 10s}}\n"
+        )),
+        ["9:28: field `network.peer.port` is never set for events [exec]"]
+    );
+    assert_eq!(
+        errors(&format!(
+            "{base}    aggregate: {{distinct: [process.pid], threshold: 1, window: 10s}}\n"
+        ))
+        .len(),
+        1,
+        "threshold below 2"
+    );
+    assert_eq!(
+        errors(&format!("{base}    output2: x\n")).len(),
+        1,
+        "unknown keys are still errors"
+    );
+    assert!(
+        errors(&rule("exec", "\"true\"").replace(
+            "output: \"hit {process.executable.name}\"",
+            "output: \"{aggregate.count}\""
+        ))
+        .len()
+            == 1,
+        "aggregate extras only in aggregate rules"
+    );
+}

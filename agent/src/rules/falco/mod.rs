@@ -732,6 +732,7 @@ fn compile_rule(
         dedup: None,
         rate_limit: None,
         baseline: None,
+        stateful: Default::default(),
         file: def.file.path.clone(),
         line: def.line,
         condition,
