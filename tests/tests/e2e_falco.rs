@@ -639,6 +639,9 @@ async fn every_active_stable_rule_fires_on_a_real_trigger() {
             "--k8s-metadata-wait".into(),
             "10s".into(),
         ],
+        // The `kubernetes` Service's ClusterIP, as every pod gets it: a
+        // loopback address here, so the connection stays on loopback.
+        env: vec![("KUBERNETES_SERVICE_HOST".into(), "127.0.0.2".into())],
         ..Default::default()
     });
     let dir = tempfile::Builder::new()
@@ -694,7 +697,20 @@ async fn every_active_stable_rule_fires_on_a_real_trigger() {
         let out = host_run(&benign, program, args);
         assert!(out.status.success(), "{program} {args:?}: {out:?}");
     }
+    let connect = |addrs: &str| {
+        format!(
+            "import socket\n\
+             l=socket.socket(); l.bind(('0.0.0.0', 0)); l.listen(4)\n\
+             p=l.getsockname()[1]\n\
+             for a in ({addrs}):\n  socket.create_connection((a, p)).close()\n\
+             print(p)\n"
+        )
+    };
+    let out = ctr_run(&quiet, "/usr/sbin/ip", &["link", "set", "lo", "up"]);
+    assert!(out.status.success(), "{out:?}");
+    let quiet_connect = connect("'127.0.0.3',");
     for (program, args) in [
+        (PY, &["-c", quiet_connect.as_str()][..]),
         ("/bin/true", &[][..]),
         ("/bin/sh", &["-c", "exit 0"][..]),
         ("/usr/sbin/debugfs", &["-V"][..]),
@@ -815,6 +831,11 @@ async fn every_active_stable_rule_fires_on_a_real_trigger() {
     let module = "import ctypes\n\
          libc=ctypes.CDLL(None, use_errno=True)\n\
          print(libc.syscall(313, -1, b'', 0), ctypes.get_errno())\n";
+    // The API server's Service address (from the environment) and an
+    // address of `localhost` (from the resolver).
+    let out = ctr_run(&ctr, PY, &["-c", &connect("'127.0.0.2', '127.0.0.1'")]);
+    assert!(out.status.success(), "{out:?}");
+    let port = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let ctr_triggers: [(&str, &[&str]); 6] = [
         (
             nc.to_str().expect("utf8"),
@@ -986,6 +1007,21 @@ async fn every_active_stable_rule_fires_on_a_real_trigger() {
             "proc_exepath=/memfd:picket-e2e",
         ),
     ];
+    want.push(expect(
+        "Contact K8S API Server From Container",
+        "falco-contact-k8s-api-server-from-container",
+        Severity::Low,
+        &format!("rport={port}"),
+    ));
+    let real_file = std::env::var_os("PICKET_FALCO_RULES").is_some();
+    if !real_file {
+        want.push(expect(
+            "Contact loopback by name from container",
+            "falco-contact-loopback-by-name-from-container",
+            Severity::Info,
+            &format!("rport={port}"),
+        ));
+    }
     let module_rule = expect(
         MODULE_RULE,
         "falco-linux-kernel-module-injection-detected",
@@ -1020,6 +1056,27 @@ async fn every_active_stable_rule_fires_on_a_real_trigger() {
         alerts.iter().map(|a| a.rule.name.as_str()).collect();
     let wanted: std::collections::BTreeSet<&str> = want.iter().map(|w| w.name).collect();
     assert_eq!(names, wanted, "every wanted rule fired, and no other");
+    // Each name matched its own address only.
+    let peers = |name: &str| -> Vec<String> {
+        alerts
+            .iter()
+            .filter(|a| a.rule.name == name)
+            .filter_map(|a| a.event.network.as_ref()?.peer.as_ref())
+            .map(|p| format!("{}:{}", p.address, p.port))
+            .collect()
+    };
+    assert_eq!(
+        peers("Contact K8S API Server From Container"),
+        [format!("127.0.0.2:{port}")]
+    );
+    if !real_file {
+        // The connection of the redirect trigger (to its own listener on
+        // 127.0.0.1, an ephemeral port) too; none to 127.0.0.2 or .3.
+        let got = peers("Contact loopback by name from container");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.contains(&format!("127.0.0.1:{port}")), "{got:?}");
+        assert!(got.iter().all(|p| p.starts_with("127.0.0.1:")), "{got:?}");
+    }
     if !module_tracepoint {
         assert!(!names.contains(MODULE_RULE));
     }

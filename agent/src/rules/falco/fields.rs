@@ -31,6 +31,9 @@ pub enum Mapping {
     ProcCwd,
     /// `fd.snet`, `fd.rnet`, ...: CIDR membership of an endpoint address.
     Net(Resolved),
+    /// `fd.sip.name`, ...: the endpoint address is one of a host name's
+    /// current addresses (`crate::dns`). The field resolved is the address.
+    HostName(Resolved),
     Unsupported(String),
 }
 
@@ -513,8 +516,31 @@ pub fn map(f: &FieldRef) -> Mapping {
         | "proc.is_vpgid_leader"
         | "proc.is_sid_leader" => unsupported("sessions and process groups are not captured"),
         "proc.env" => unsupported("the environment is not captured"),
-        "fd.sip.name" | "fd.cip.name" | "fd.rip.name" | "fd.lip.name" => {
-            unsupported("Picket does not resolve peer addresses to DNS names")
+        "fd.sip.name" => Mapping::HostName(Resolved {
+            name: "fd.sip".into(),
+            ty: Str,
+            kinds: NET,
+            accessor: Accessor::Static("fd.sip", |e| addr(e, server_is_local(e))),
+        }),
+        "fd.cip.name" => Mapping::HostName(Resolved {
+            name: "fd.cip".into(),
+            ty: Str,
+            kinds: NET,
+            accessor: Accessor::Static("fd.cip", |e| addr(e, !server_is_local(e))),
+        }),
+        "fd.rip.name" | "fd.lip.name" => {
+            let picket_name = if f.name == "fd.rip.name" {
+                "network.peer.address"
+            } else {
+                "network.local.address"
+            };
+            match fields::resolve(picket_name) {
+                Some(mut r) => {
+                    r.kinds = NET;
+                    Mapping::HostName(r)
+                }
+                None => Mapping::Unsupported(format!("`{picket_name}` is not a Picket field")),
+            }
         }
         "fd.connected" | "fd.name_changed" => unsupported("socket state is not tracked"),
         "fd.ip" | "fd.port" | "fd.net" => {

@@ -1014,3 +1014,70 @@ fn stable_packet_socket_rule_runs_on_raw_socket_events() {
         );
     }
 }
+
+/// `fd.sip.name = X` holds when the server address is one of X's current
+/// addresses (resolved in the background by `crate::dns`, as Falco does);
+/// `!=` is its negation on present addresses; only `=`, `!=`, `in` map.
+#[test]
+fn server_host_names_compare_resolved_addresses() {
+    let text = r#"
+- rule: To localhost
+  desc: t
+  condition: evt.type=connect and fd.sip.name in (localhost, picket-unresolvable.invalid)
+  output: "to %fd.sip"
+  priority: NOTICE
+- rule: Not to localhost
+  desc: t
+  condition: evt.type=connect and fd.sip.name != localhost
+  output: o
+  priority: NOTICE
+- rule: Name prefix
+  desc: t
+  condition: evt.type=connect and fd.sip.name startswith local
+  output: o
+  priority: NOTICE
+"#;
+    let set = load(&[("n.yaml", text)]);
+    let status: Vec<_> = set
+        .falco_report()
+        .iter()
+        .map(|r| (r.id.clone(), r.status.clone()))
+        .collect();
+    assert_eq!(status[0].1, Status::Active);
+    assert_eq!(status[1].1, Status::Active);
+    assert!(
+        matches!(&status[2].1, Status::Disabled(r) if r == &["line 14: `startswith` on a host name field (only `=`, `!=`, `in` compare addresses)".to_string()]),
+        "{:?}",
+        status[2]
+    );
+    let e = Engine::new(set);
+    let to = |addr: &str| {
+        let mut c = ev(K::Connect, "/usr/bin/curl", &["curl"], true);
+        c.syscall = Some(Syscall {
+            name: "connect".into(),
+            result: 0,
+        });
+        c.network = Some(Network {
+            transport: "tcp".into(),
+            r#type: "ipv4".into(),
+            peer: Some(Endpoint {
+                address: addr.into(),
+                port: 6443,
+            }),
+            local: None,
+        });
+        c
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fired(&e, &to("127.0.0.1")) != ["falco-to-localhost"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "localhost not resolved: {:?}",
+            fired(&e, &to("127.0.0.1"))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(e.evaluate(&to("127.0.0.1"))[0].message, "to 127.0.0.1");
+    assert_eq!(fired(&e, &to("::ffff:127.0.0.1")), ["falco-to-localhost"]);
+    assert_eq!(fired(&e, &to("192.0.2.7")), ["falco-not-to-localhost"]);
+}

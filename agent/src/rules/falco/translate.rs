@@ -613,6 +613,24 @@ impl<'a> Cx<'a> {
             }
             Mapping::OpenFlags => return self.open_flags(op, op_loc, &vals),
             Mapping::ProcCwd => return self.proc_cwd(op, op_loc, &vals),
+            Mapping::HostName(r) => {
+                let Some(r) = self.check_kinds(r, &field.display(), field_loc) else {
+                    return Cond::Const(false);
+                };
+                if !matches!(op, "=" | "in") {
+                    return self.unsupported(
+                        op_loc,
+                        format!(
+                            "`{op}` on a host name field (only `=`, `!=`, `in` compare addresses)"
+                        ),
+                    );
+                }
+                if vals.is_empty() {
+                    return Cond::Const(false);
+                }
+                let names: Vec<&str> = vals.iter().map(|(v, _)| v.as_str()).collect();
+                return pred(&r, Test::Resolved(crate::dns::HostSet::new(&names)), false);
+            }
             Mapping::Net(r) => {
                 let Some(r) = self.check_kinds(r, &field.display(), field_loc) else {
                     return Cond::Const(false);
