@@ -543,9 +543,11 @@ pub fn map(f: &FieldRef) -> Mapping {
             }
         }
         "fd.connected" | "fd.name_changed" => unsupported("socket state is not tracked"),
-        "fd.ip" | "fd.port" | "fd.net" => {
-            unsupported("either-end address fields are not mapped; use fd.sip/fd.cip/fd.rip/fd.lip")
-        }
+        // `fd.ip` and `fd.net` are translated onto both ends
+        // (`translate::Cx::either_end`), never through this table.
+        "fd.port" | "fd.ip" | "fd.net" => unsupported(
+            "either-end port fields are not mapped; use fd.sport/fd.cport/fd.rport/fd.lport",
+        ),
         "fd.uid" | "fd.ino" | "fd.dev" => unsupported("not captured"),
         other if other.starts_with("k8s.") => Mapping::Unsupported(format!(
             "`{other}`: only k8s.ns.name, k8s.pod.name, k8s.pod.uid and k8s.pod.label[...] are mapped"
