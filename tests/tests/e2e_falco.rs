@@ -836,6 +836,59 @@ async fn every_active_stable_rule_fires_on_a_real_trigger() {
     let out = ctr_run(&ctr, PY, &["-c", &connect("'127.0.0.2', '127.0.0.1'")]);
     assert!(out.status.success(), "{out:?}");
     let port = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // An ssh client to port 443 of a public-looking address (TEST-NET-2,
+    // on the container's own loopback, so nothing leaves it): the listener
+    // accepts, ssh gets no banner and gives up.
+    let out = ctr_run(
+        &ctr,
+        "/usr/sbin/ip",
+        &["addr", "add", "198.51.100.1/32", "dev", "lo"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut listener = {
+        let mut cmd = ctr.exec(
+            PY,
+            &[
+                "-c",
+                "import socket,sys,time\n\
+                 l=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 l.bind(('198.51.100.1', 443)); l.listen(1)\n\
+                 print('ready'); sys.stdout.flush()\n\
+                 c,_=l.accept(); time.sleep(0.5); c.close()\n",
+            ],
+        );
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        ChildGuard::spawn(&mut cmd)
+    };
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let stdout = listener.0.stdout.as_mut().expect("listener stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listener ready");
+        assert_eq!(line, "ready\n");
+    }
+    let ssh = ctr_run(
+        &ctr,
+        "/usr/bin/ssh",
+        &[
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=3",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-p",
+            "443",
+            "198.51.100.1",
+            "true",
+        ],
+    );
+    assert!(!ssh.status.success(), "no ssh server there: {ssh:?}");
+    assert!(listener.wait_timeout(RUN).success(), "listener");
     let ctr_triggers: [(&str, &[&str]); 6] = [
         (
             nc.to_str().expect("utf8"),
@@ -1012,6 +1065,12 @@ async fn every_active_stable_rule_fires_on_a_real_trigger() {
         "falco-contact-k8s-api-server-from-container",
         Severity::Low,
         &format!("rport={port}"),
+    ));
+    want.push(expect(
+        "Disallowed SSH Connection Non Standard Port",
+        "falco-disallowed-ssh-connection-non-standard-port",
+        Severity::Low,
+        "rport=443",
     ));
     let real_file = std::env::var_os("PICKET_FALCO_RULES").is_some();
     if !real_file {
