@@ -11,6 +11,7 @@ pub mod config;
 pub mod contain;
 pub mod container;
 pub mod delivery;
+pub mod dns;
 pub mod doctor;
 pub mod k8s;
 pub mod metrics;

@@ -133,6 +133,9 @@ pub struct RunOptions {
     pub events: bool,
     /// Further arguments (e.g. `--kubernetes on --kubeconfig FILE`).
     pub extra_args: Vec<String>,
+    /// Environment variables for the agent (after the defaults above, e.g.
+    /// `KUBERNETES_SERVICE_HOST`, which is removed otherwise).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `picket run`.
@@ -186,6 +189,7 @@ impl PicketRun {
             cmd.arg("--events");
         }
         cmd.args(&opts.extra_args);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         // SAFETY: prctl is async-signal-safe; no allocation between fork and exec.
         unsafe {
             cmd.pre_exec(|| {

@@ -479,6 +479,7 @@ fn test_name(t: &Test) -> &'static str {
         Test::Glob(..) => "glob",
         Test::Regex(_) => "matches",
         Test::Cidr(_) => "cidr",
+        Test::Resolved(_) => "a resolved host name",
         Test::IntCmp(..) | Test::IntIn(_) => "an integer comparison",
         Test::BoolEq(_) => "a boolean test",
     }

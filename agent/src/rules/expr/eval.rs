@@ -110,6 +110,9 @@ pub enum Test {
     Glob(globset::GlobSet, Box<[Box<str>]>),
     Regex(Box<[regex::Regex]>),
     Cidr(Box<[IpNet]>),
+    /// The address is a current address of one of the host names
+    /// (Falco's `fd.sip.name = X`), resolved in the background.
+    Resolved(crate::dns::HostSet),
     IntCmp(Op, i64),
     IntIn(Box<[i64]>),
     BoolEq(bool),
@@ -138,6 +141,9 @@ impl Test {
             Self::Regex(rs) => v.any_str(|s| rs.iter().any(|r| r.is_match(s))),
             Self::Cidr(nets) => {
                 v.any_str(|s| parse_ip(s).is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))))
+            }
+            Self::Resolved(hosts) => {
+                v.any_str(|s| parse_ip(s).is_some_and(|ip| hosts.contains(&ip)))
             }
             Self::IntCmp(op, x) => v.any_int(|i| match op {
                 Op::Eq => i == *x,

@@ -31,6 +31,9 @@ pub enum Mapping {
     ProcCwd,
     /// `fd.snet`, `fd.rnet`, ...: CIDR membership of an endpoint address.
     Net(Resolved),
+    /// `fd.sip.name`, ...: the endpoint address is one of a host name's
+    /// current addresses (`crate::dns`). The field resolved is the address.
+    HostName(Resolved),
     Unsupported(String),
 }
 
@@ -513,13 +516,38 @@ pub fn map(f: &FieldRef) -> Mapping {
         | "proc.is_vpgid_leader"
         | "proc.is_sid_leader" => unsupported("sessions and process groups are not captured"),
         "proc.env" => unsupported("the environment is not captured"),
-        "fd.sip.name" | "fd.cip.name" | "fd.rip.name" | "fd.lip.name" => {
-            unsupported("Picket does not resolve peer addresses to DNS names")
+        "fd.sip.name" => Mapping::HostName(Resolved {
+            name: "fd.sip".into(),
+            ty: Str,
+            kinds: NET,
+            accessor: Accessor::Static("fd.sip", |e| addr(e, server_is_local(e))),
+        }),
+        "fd.cip.name" => Mapping::HostName(Resolved {
+            name: "fd.cip".into(),
+            ty: Str,
+            kinds: NET,
+            accessor: Accessor::Static("fd.cip", |e| addr(e, !server_is_local(e))),
+        }),
+        "fd.rip.name" | "fd.lip.name" => {
+            let picket_name = if f.name == "fd.rip.name" {
+                "network.peer.address"
+            } else {
+                "network.local.address"
+            };
+            match fields::resolve(picket_name) {
+                Some(mut r) => {
+                    r.kinds = NET;
+                    Mapping::HostName(r)
+                }
+                None => Mapping::Unsupported(format!("`{picket_name}` is not a Picket field")),
+            }
         }
         "fd.connected" | "fd.name_changed" => unsupported("socket state is not tracked"),
-        "fd.ip" | "fd.port" | "fd.net" => {
-            unsupported("either-end address fields are not mapped; use fd.sip/fd.cip/fd.rip/fd.lip")
-        }
+        // `fd.ip` and `fd.net` are translated onto both ends
+        // (`translate::Cx::either_end`), never through this table.
+        "fd.port" | "fd.ip" | "fd.net" => unsupported(
+            "either-end port fields are not mapped; use fd.sport/fd.cport/fd.rport/fd.lport",
+        ),
         "fd.uid" | "fd.ino" | "fd.dev" => unsupported("not captured"),
         other if other.starts_with("k8s.") => Mapping::Unsupported(format!(
             "`{other}`: only k8s.ns.name, k8s.pod.name, k8s.pod.uid and k8s.pod.label[...] are mapped"

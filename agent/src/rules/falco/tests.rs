@@ -1014,3 +1014,166 @@ fn stable_packet_socket_rule_runs_on_raw_socket_events() {
         );
     }
 }
+
+/// `fd.sip.name = X` holds when the server address is one of X's current
+/// addresses (resolved in the background by `crate::dns`, as Falco does);
+/// `!=` is its negation on present addresses; only `=`, `!=`, `in` map.
+#[test]
+fn server_host_names_compare_resolved_addresses() {
+    let text = r#"
+- rule: To localhost
+  desc: t
+  condition: evt.type=connect and fd.sip.name in (localhost, picket-unresolvable.invalid)
+  output: "to %fd.sip"
+  priority: NOTICE
+- rule: Not to localhost
+  desc: t
+  condition: evt.type=connect and fd.sip.name != localhost
+  output: o
+  priority: NOTICE
+- rule: Name prefix
+  desc: t
+  condition: evt.type=connect and fd.sip.name startswith local
+  output: o
+  priority: NOTICE
+"#;
+    let set = load(&[("n.yaml", text)]);
+    let status: Vec<_> = set
+        .falco_report()
+        .iter()
+        .map(|r| (r.id.clone(), r.status.clone()))
+        .collect();
+    assert_eq!(status[0].1, Status::Active);
+    assert_eq!(status[1].1, Status::Active);
+    assert!(
+        matches!(&status[2].1, Status::Disabled(r) if r == &["line 14: `startswith` on a host name field (only `=`, `!=`, `in` compare addresses)".to_string()]),
+        "{:?}",
+        status[2]
+    );
+    let e = Engine::new(set);
+    let to = |addr: &str| {
+        let mut c = ev(K::Connect, "/usr/bin/curl", &["curl"], true);
+        c.syscall = Some(Syscall {
+            name: "connect".into(),
+            result: 0,
+        });
+        c.network = Some(Network {
+            transport: "tcp".into(),
+            r#type: "ipv4".into(),
+            peer: Some(Endpoint {
+                address: addr.into(),
+                port: 6443,
+            }),
+            local: None,
+        });
+        c
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fired(&e, &to("127.0.0.1")) != ["falco-to-localhost"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "localhost not resolved: {:?}",
+            fired(&e, &to("127.0.0.1"))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(e.evaluate(&to("127.0.0.1"))[0].message, "to 127.0.0.1");
+    assert_eq!(fired(&e, &to("::ffff:127.0.0.1")), ["falco-to-localhost"]);
+    assert_eq!(fired(&e, &to("192.0.2.7")), ["falco-not-to-localhost"]);
+}
+
+/// The shape of the stable "Disallowed SSH Connection Non Standard Port":
+/// its `sendto` branch (socket state Picket does not track) contradicts the
+/// rule's own `fd.l4proto=tcp` and is dropped exactly; `fd.ip`/`fd.net`
+/// test both ends as libsinsp does (`!=`: neither end).
+#[test]
+fn contradicted_branches_are_dropped_and_either_end_fields_map() {
+    let text = r#"
+- macro: outbound
+  condition: >
+    ((evt.type = connect or
+      (evt.type in (sendto,sendmsg) and
+       fd.l4proto != tcp and fd.connected=false and fd.name_changed=true)) and
+     (fd.typechar = 4 or fd.typechar = 6) and
+     (fd.ip != "0.0.0.0" and fd.net != "127.0.0.0/8" and not fd.snet in ("10.0.0.0/8", "192.168.0.0/16")) and
+     (evt.rawres >= 0 or evt.res = EINPROGRESS))
+- rule: SSH out on a web port
+  desc: t
+  condition: outbound and proc.exe endswith ssh and fd.l4proto=tcp and fd.sport in (80, 443)
+  output: "ssh %fd.sip:%fd.sport"
+  priority: NOTICE
+- rule: Still unsupported
+  desc: t
+  condition: outbound and proc.exe endswith ssh
+  output: o
+  priority: NOTICE
+- rule: Either end
+  desc: t
+  condition: evt.type=connect and fd.ip = 198.51.100.7
+  output: o
+  priority: NOTICE
+"#;
+    let set = load(&[("s.yaml", text)]);
+    let status: Vec<_> = set
+        .falco_report()
+        .iter()
+        .map(|r| r.status.clone())
+        .collect();
+    assert_eq!(status[0], Status::Active);
+    // Without `fd.l4proto=tcp` at the top the sendto branch can hold.
+    assert!(
+        matches!(&status[1], Status::Disabled(r) if r.iter().any(|x| x.contains("fd.connected"))),
+        "{:?}",
+        status[1]
+    );
+    assert_eq!(status[2], Status::Active);
+    let e = Engine::new(set);
+    let conn = |local: &str, peer: &str, port: u16, result: i64| {
+        let mut c = ev(
+            K::Connect,
+            "/usr/bin/ssh",
+            &["ssh", "-p", "443", "x"],
+            false,
+        );
+        c.syscall = Some(Syscall {
+            name: "connect".into(),
+            result,
+        });
+        c.network = Some(Network {
+            transport: "tcp".into(),
+            r#type: "ipv4".into(),
+            peer: Some(Endpoint {
+                address: peer.into(),
+                port,
+            }),
+            local: Some(Endpoint {
+                address: local.into(),
+                port: 40000,
+            }),
+        });
+        c
+    };
+    let hit = conn("192.0.2.10", "203.0.113.9", 443, 0);
+    assert_eq!(fired(&e, &hit), ["falco-ssh-out-on-a-web-port"]);
+    assert_eq!(e.evaluate(&hit)[0].message, "ssh 203.0.113.9:443");
+    // EINPROGRESS (non-blocking connect) counts, other errors do not.
+    assert_eq!(
+        fired(&e, &conn("192.0.2.10", "203.0.113.9", 443, -115)),
+        ["falco-ssh-out-on-a-web-port"]
+    );
+    assert!(fired(&e, &conn("192.0.2.10", "203.0.113.9", 443, -111)).is_empty());
+    // Port 22, a private server, loopback at either end: no.
+    assert!(fired(&e, &conn("192.0.2.10", "203.0.113.9", 22, 0)).is_empty());
+    assert!(fired(&e, &conn("192.0.2.10", "10.1.2.3", 443, 0)).is_empty());
+    assert!(fired(&e, &conn("127.0.0.1", "203.0.113.9", 443, 0)).is_empty());
+    assert!(fired(&e, &conn("192.0.2.10", "127.0.0.5", 443, 0)).is_empty());
+    // `fd.ip = X`: either end.
+    assert_eq!(
+        fired(&e, &conn("198.51.100.7", "192.0.2.1", 8080, 0)),
+        ["falco-either-end"]
+    );
+    assert_eq!(
+        fired(&e, &conn("192.0.2.1", "198.51.100.7", 8080, 0)),
+        ["falco-either-end"]
+    );
+}

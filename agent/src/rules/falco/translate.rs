@@ -154,10 +154,141 @@ pub fn translate(env: &Env, text: &Text) -> Translated {
             return cx.finish(Cond::Const(false));
         }
     };
-    let x = cx.expand(&ast, text);
+    let x = prune(cx.expand(&ast, text));
     cx.kinds = kinds(&x);
     let cond = cx.tr(&x);
     cx.finish(cond)
+}
+
+/// A plain `field = literal` test (no argument, no transformer).
+fn fact(x: &X) -> Option<(&str, &str)> {
+    match x {
+        X::Cmp {
+            field, op, values, ..
+        } if field.arg.is_none()
+            && field.transformers.is_empty()
+            && matches!(op.as_str(), "=" | "==")
+            && values.len() == 1 =>
+        {
+            match &values[0] {
+                Val::Lit(v, _) => Some((field.name.as_str(), v.as_str())),
+                Val::Field(_) => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn flatten_and(x: X, out: &mut Vec<X>) {
+    match x {
+        X::And(items) => items.into_iter().for_each(|i| flatten_and(i, out)),
+        other => out.push(other),
+    }
+}
+
+/// Drops the parts of a condition that its own top-level conjuncts make
+/// false, exactly: if the condition requires `f = v` (a conjunct at its
+/// top), then wherever the condition can be true `f` is present and equals
+/// `v`, so a nested `f != v` is false and a nested `f = v` true. The stable
+/// "Disallowed SSH Connection" requires `fd.l4proto=tcp` and has a
+/// `sendto` branch requiring `fd.l4proto != tcp` (with socket-state fields
+/// Picket cannot evaluate): that branch can never hold, and dropping it
+/// changes no result. Only the identical literal is used (no numeric or
+/// case reasoning), and the conjuncts that state the facts stay as they are.
+fn prune(x: X) -> X {
+    let mut top = Vec::new();
+    flatten_and(x, &mut top);
+    let facts: Vec<(String, String)> = top
+        .iter()
+        .filter_map(fact)
+        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .collect();
+    // Leave conditions the facts do not decide anything in untouched
+    // (constants standing for reported errors keep their place).
+    if facts.is_empty() || !top.iter().any(|c| fact(c).is_none() && touches(c, &facts)) {
+        return rebuild_and(top);
+    }
+    let top = top
+        .into_iter()
+        .map(|c| {
+            if fact(&c).is_some() {
+                c
+            } else {
+                simplify(c, &facts)
+            }
+        })
+        .collect();
+    rebuild_and(top)
+}
+
+fn rebuild_and(mut items: Vec<X>) -> X {
+    if items.len() == 1 {
+        return items.pop().unwrap_or(X::Const(true));
+    }
+    X::And(items)
+}
+
+/// The fact `(field, value)` decides `x` (a nested test of the same field
+/// against the same literal).
+fn decided<'x>(x: &'x X, facts: &[(String, String)]) -> Option<&'x str> {
+    if let X::Cmp {
+        field, op, values, ..
+    } = x
+        && field.arg.is_none()
+        && field.transformers.is_empty()
+        && values.len() == 1
+        && let Val::Lit(v, _) = &values[0]
+        && facts
+            .iter()
+            .any(|(f, known)| *f == field.name && known == v)
+        && matches!(op.as_str(), "!=" | "=" | "==")
+    {
+        return Some(op.as_str());
+    }
+    None
+}
+
+fn touches(x: &X, facts: &[(String, String)]) -> bool {
+    match x {
+        X::And(items) | X::Or(items) => items.iter().any(|i| touches(i, facts)),
+        X::Not(i) => touches(i, facts),
+        other => decided(other, facts).is_some(),
+    }
+}
+
+fn simplify(x: X, facts: &[(String, String)]) -> X {
+    match x {
+        X::And(items) => {
+            let items: Vec<X> = items.into_iter().map(|i| simplify(i, facts)).collect();
+            if items.iter().any(|i| matches!(i, X::Const(false))) {
+                X::Const(false)
+            } else {
+                X::And(items)
+            }
+        }
+        X::Or(items) => {
+            let items: Vec<X> = items
+                .into_iter()
+                .map(|i| simplify(i, facts))
+                .filter(|i| !matches!(i, X::Const(false)))
+                .collect();
+            if items.is_empty() {
+                X::Const(false)
+            } else {
+                X::Or(items)
+            }
+        }
+        X::Not(i) => match simplify(*i, facts) {
+            X::Const(b) => X::Const(!b),
+            other => X::Not(Box::new(other)),
+        },
+        cmp @ X::Cmp { .. } => match decided(&cmp, facts) {
+            Some("!=") => X::Const(false),
+            Some(_) => X::Const(true),
+            None => cmp,
+        },
+        other => other,
+    }
 }
 
 /// Translates one check (an exception clause) for a rule of known kinds.
@@ -553,6 +684,12 @@ impl<'a> Cx<'a> {
         let Some(vals) = self.lits(values, op_loc) else {
             return Cond::Const(false);
         };
+        if field.arg.is_none()
+            && field.transformers.is_empty()
+            && matches!(field.name.as_str(), "fd.ip" | "fd.net")
+        {
+            return self.either_end(field, field_loc, op, op_loc, vals, is_list);
+        }
         if !cond::OPS.contains(&op) {
             return self.unsupported(op_loc, format!("operator `{op}` is not supported"));
         }
@@ -568,6 +705,56 @@ impl<'a> Cx<'a> {
             negate_pred(c)
         } else {
             c
+        }
+    }
+
+    /// libsinsp's `fd.ip`/`fd.net` test both ends of the socket
+    /// (`compare_ip`, `compare_net`): `=` (and `in`) holds when either end
+    /// matches, `!=` when neither does. Mapped onto the local and the peer
+    /// address (`fd.lip`/`fd.rip`, `fd.lnet`/`fd.rnet`).
+    fn either_end(
+        &mut self,
+        field: &FieldRef,
+        field_loc: &Loc,
+        op: &str,
+        op_loc: &Loc,
+        vals: Vec<(String, Loc)>,
+        is_list: bool,
+    ) -> Cond {
+        let (local, peer) = if field.name == "fd.ip" {
+            ("fd.lip", "fd.rip")
+        } else {
+            ("fd.lnet", "fd.rnet")
+        };
+        let (negated, pos_op) = match op {
+            "=" | "==" => (false, "="),
+            "!=" => (true, "="),
+            "in" => (false, "in"),
+            other => {
+                return self.unsupported(
+                    op_loc,
+                    format!(
+                        "`{other}` on `{}` (libsinsp only compares it with `=`, `!=`, `in`)",
+                        field.name
+                    ),
+                );
+            }
+        };
+        let end = |name: &str, this: &mut Self| {
+            let f = FieldRef {
+                name: name.to_string(),
+                arg: None,
+                transformers: Vec::new(),
+                offset: field.offset,
+            };
+            this.positive(&f, field_loc, pos_op, op_loc, vals.clone(), is_list)
+        };
+        let l = end(local, self);
+        let r = end(peer, self);
+        if negated {
+            Cond::And(Box::new([negate_pred(l), negate_pred(r)]))
+        } else {
+            Cond::Or(Box::new([l, r]))
         }
     }
 
@@ -613,6 +800,24 @@ impl<'a> Cx<'a> {
             }
             Mapping::OpenFlags => return self.open_flags(op, op_loc, &vals),
             Mapping::ProcCwd => return self.proc_cwd(op, op_loc, &vals),
+            Mapping::HostName(r) => {
+                let Some(r) = self.check_kinds(r, &field.display(), field_loc) else {
+                    return Cond::Const(false);
+                };
+                if !matches!(op, "=" | "in") {
+                    return self.unsupported(
+                        op_loc,
+                        format!(
+                            "`{op}` on a host name field (only `=`, `!=`, `in` compare addresses)"
+                        ),
+                    );
+                }
+                if vals.is_empty() {
+                    return Cond::Const(false);
+                }
+                let names: Vec<&str> = vals.iter().map(|(v, _)| v.as_str()).collect();
+                return pred(&r, Test::Resolved(crate::dns::HostSet::new(&names)), false);
+            }
             Mapping::Net(r) => {
                 let Some(r) = self.check_kinds(r, &field.display(), field_loc) else {
                     return Cond::Const(false);
