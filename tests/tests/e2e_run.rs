@@ -822,7 +822,9 @@ fn core_program_missing_refuses_to_run_unless_degraded_is_allowed() {
     let execs = picket
         .records
         .iter()
-        .filter(|r| matches!(r, picket_tests::run::Record::Event(e) if e.kind() == EventKindName::Exec))
+        .filter(
+            |r| matches!(r, picket_tests::run::Record::Event(e) if e.kind() == EventKindName::Exec),
+        )
         .count();
     assert_eq!(execs, 0, "exec events without the exec program");
     assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_string()));

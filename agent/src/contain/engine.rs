@@ -664,6 +664,15 @@ impl Containment {
                 ),
                 false,
             ),
+            enforce_action::DENIED => (
+                Outcome::Succeeded,
+                format!(
+                    "denied exec of {} by pid {} in {cgroup} (BPF LSM: the program never ran, \
+                     execve failed with EPERM)",
+                    k.executable, k.pid
+                ),
+                false,
+            ),
             enforce_action::DRY_RUN => (
                 Outcome::DryRun,
                 format!(
