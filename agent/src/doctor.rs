@@ -200,7 +200,12 @@ pub fn sensors(programs: &[ProgramReport]) -> Vec<SensorReport> {
             if !s.hooks.contains(&p.hook) {
                 s.hooks.push(p.hook.clone());
             }
-        } else if !s.lost.iter().any(|l| l == p.lost) {
+        } else if !s.lost.iter().any(|l| l == p.lost)
+            // Nothing is lost when a fallback for it runs.
+            && !programs.iter().any(|f| {
+                f.loaded && f.hook.ends_with(&format!("fallback for {}", p.program))
+            })
+        {
             s.lost.push(p.lost.to_string());
         }
     }

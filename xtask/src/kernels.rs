@@ -148,8 +148,8 @@ pub struct GuestResult {
     /// empty when no record was seen.
     #[serde(default)]
     pub kill_path: String,
-    /// The kill rule's exec failed with EPERM (`sh`: 126, "Permission
-    /// denied"): the BPF LSM denied it.
+    /// The kill rule's exec failed with EPERM (`sh`: 126, "Operation not
+    /// permitted"): the BPF LSM denied it.
     #[serde(default)]
     pub exec_denied: bool,
     /// `/sys/kernel/security/lsm` as the guest read it.

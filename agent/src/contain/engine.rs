@@ -667,7 +667,7 @@ impl Containment {
             enforce_action::DENIED => (
                 Outcome::Succeeded,
                 format!(
-                    "denied exec of {} by pid {} in {cgroup} (BPF LSM: the program never ran, \
+                    "{DENIED_EXEC} of {} by pid {} in {cgroup} (BPF LSM: the program never ran, \
                      execve failed with EPERM)",
                     k.executable, k.pid
                 ),
@@ -1114,3 +1114,6 @@ impl Containment {
         rec
     }
 }
+
+/// How the message of a kernel record of a denied exec (BPF LSM) starts.
+pub const DENIED_EXEC: &str = "denied exec";

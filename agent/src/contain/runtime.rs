@@ -272,7 +272,13 @@ impl RunContainment {
                             (tx.clone(), host.clone(), rc.clone(), rule.clone());
                         tokio::spawn(async move {
                             let pid = rec.target.process.as_ref().map_or(0, |p| p.pid);
-                            let ctx = alert_context(&rc, pid, &rule).await;
+                            // A denied exec has no exec event, so no alert
+                            // to wait for: its record is the alert.
+                            let ctx = if rec.message.starts_with(super::engine::DENIED_EXEC) {
+                                None
+                            } else {
+                                alert_context(&rc, pid, &rule).await
+                            };
                             let _ = tx.send(audit::to_alert(&rec, &host, ctx.as_ref())).await;
                         });
                     }

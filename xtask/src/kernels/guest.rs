@@ -269,17 +269,17 @@ fn smoke(args: &GuestArgs, r: &mut GuestResult) -> Result<()> {
         .map_err(|e| e.to_string())?;
     let ran = marker.exists();
     // sh reports a child killed by SIGKILL as 128 + 9, and an exec that
-    // failed with EPERM (the BPF LSM deny) as 126 "Permission denied".
-    r.exec_denied = o.status.code() == Some(126)
-        && String::from_utf8_lossy(&o.stderr).contains("Permission denied");
+    // failed (the BPF LSM deny: EPERM, "Operation not permitted") as 126.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    r.exec_denied = o.status.code() == Some(126) && stderr.contains("Operation not permitted");
     r.kill_at_exec = !ran && (o.status.code() == Some(137) || r.exec_denied);
     r.kill_detail = format!(
         "exit status {:?}{}, program {}",
         o.status.code(),
-        if r.exec_denied {
-            " (exec failed: Permission denied)"
+        if stderr.trim().is_empty() {
+            String::new()
         } else {
-            ""
+            format!(" ({})", stderr.trim())
         },
         if ran { "ran" } else { "never ran" }
     );
