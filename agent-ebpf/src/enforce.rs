@@ -358,15 +358,25 @@ fn record(r: &Record) -> Option<()> {
     Some(())
 }
 
-/// Index of the lowest set bit (a loop: no table, no libcall).
+/// Index of the lowest set bit, branch-free (no table, no libcall).
+///
+/// A loop with an early return was one verifier path per possible index,
+/// each walked through the record code after it: on 6.1 that made
+/// `contain_exec` the program nearest the 1M-instruction budget.
+/// `b = m & -m` keeps the lowest bit; each bit of its index is whether `b`
+/// falls in a mask, and `(x | -x) >> 63` is 1 exactly when `x != 0`.
 #[inline(always)]
 fn lowest_bit(m: u64) -> u32 {
-    for i in 0..MAX_KILL_RULES {
-        if (m >> i) & 1 == 1 {
-            return i;
-        }
-    }
-    0
+    const _: () = assert!(MAX_KILL_RULES == 64);
+    let b = m & m.wrapping_neg();
+    let nz = |x: u64| (x | x.wrapping_neg()) >> 63;
+    let i = (nz(b & 0xFFFF_FFFF_0000_0000) << 5)
+        | (nz(b & 0xFFFF_0000_FFFF_0000) << 4)
+        | (nz(b & 0xFF00_FF00_FF00_FF00) << 3)
+        | (nz(b & 0xF0F0_F0F0_F0F0_F0F0) << 2)
+        | (nz(b & 0xCCCC_CCCC_CCCC_CCCC) << 1)
+        | nz(b & 0xAAAA_AAAA_AAAA_AAAA);
+    i as u32
 }
 
 /// Fills `s.exe.data` with the executable's key (the leaf-first walk
