@@ -117,7 +117,15 @@ pub fn guest(args: &GuestArgs) -> Result<()> {
     match serde_json::from_slice::<DoctorReport>(&doc.stdout) {
         Ok(d) => {
             for p in &d.programs {
-                if p.hook.starts_with("BPF LSM ") && !bpf_lsm {
+                // A BPF LSM hook is absent where `bpf` is not an active LSM,
+                // and where the kernel refuses every BPF LSM program (this
+                // project's 6.18 machine: EPERM for any program of the type,
+                // which Picket's loader probes; `--kernel host` only).
+                let refused = p
+                    .reason
+                    .as_deref()
+                    .is_some_and(|why| why.contains("the kernel refuses BPF LSM programs"));
+                if p.hook.starts_with("BPF LSM ") && (!bpf_lsm || refused) {
                     r.hooks_absent.insert(p.program.clone());
                 }
                 if let Some(tp) = p.hook.strip_prefix("tracepoint ")
