@@ -64,7 +64,18 @@ pub struct KillConfig {
     /// disables argv conditions.
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
-    pub _pad: u32,
+    /// The cgroup ancestry of the current task, for `contain_exec_ancestry`
+    /// (kernels whose tracepoints lack `bpf_get_current_ancestor_cgroup_id`,
+    /// 5.10): `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.level`,
+    /// `cgroup.ancestor_ids` (from BTF; `u32::MAX` when absent, and then
+    /// that program never matches).
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_level: u32,
+    pub cgroup_ancestor_ids: u32,
+    /// `linux_binprm.file` (from BTF), for `contain_exec_lsm`; `u32::MAX`
+    /// leaves every exec to the kill at `sched_process_exec`.
+    pub bprm_file: u32,
 }
 
 /// `CgroupEntry::flags` bits.
@@ -109,6 +120,10 @@ pub mod enforce_action {
     /// (below a `POD_ROOT`, neither `CLEARED` nor `PROTECTED`); user space
     /// decides once it knows the pod.
     pub const REFUSED_UNKNOWN_POD: u32 = 5;
+    /// The BPF LSM denied the exec (`bprm_check_security` returned
+    /// -EPERM): the new program never ran, `execve` failed in the caller
+    /// (whose pid the record carries).
+    pub const DENIED: u32 = 6;
 }
 
 /// `EnforceEvent::flags` bits.

@@ -37,6 +37,9 @@ use crate::{
     path,
 };
 
+/// Deny at exec through the BPF LSM, where it is active.
+mod lsm;
+
 const SIGKILL: u32 = 9;
 const PATH_MASK: usize = PATH_BUF - 1;
 
@@ -117,11 +120,70 @@ fn zero(p: *mut u8, words: usize) {
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn contain_exec(_ctx: TracePointContext) -> u32 {
-    let _ = try_contain_exec();
+    let _ = try_contain_exec::<false>();
     0
 }
 
-fn try_contain_exec() -> Option<()> {
+/// `contain_exec` for kernels whose tracepoints lack
+/// `bpf_get_current_ancestor_cgroup_id` (5.10): the same checks, with the
+/// cgroup ancestry read from the task (`task->cgroups->dfl_cgrp->
+/// ancestor_ids[0..=level]`, offsets from BTF in `KillConfig`). Loaded only
+/// where `contain_exec` cannot be (`Attach::TracePointFallback`).
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn contain_exec_ancestry(_ctx: TracePointContext) -> u32 {
+    let _ = try_contain_exec::<true>();
+    0
+}
+
+/// Rules scoped to and flags of the current task's cgroup and its
+/// ancestors, through the helper.
+#[inline(always)]
+fn scope_by_helper() -> (u64, u32) {
+    let mut scoped = 0u64;
+    let mut cg_flags = 0u32;
+    for level in 0..MAX_CGROUP_LEVELS {
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 {
+            break;
+        }
+        if let Some(e) = unsafe { ENFORCE_CGROUPS.get(&id) } {
+            scoped |= e.rules;
+            cg_flags |= e.flags;
+        }
+    }
+    (scoped, cg_flags)
+}
+
+/// [`scope_by_helper`] from the task's own cgroup: the default hierarchy's
+/// cgroup keeps the ids of all its ancestors, root (level 0) first, its own
+/// last (`ancestor_ids[level]`), as the helper reports them.
+#[inline(always)]
+fn scope_by_task(task: *const u8, cfg: &KillConfig) -> Option<(u64, u32)> {
+    let cgrp =
+        read_ptr(task, cfg.task_cgroups).and_then(|cset| read_ptr(cset, cfg.css_set_dfl_cgrp))?;
+    let level = read::<i32>(cgrp, cfg.cgroup_level)?;
+    let ids = cfg.cgroup_ancestor_ids;
+    if ids == agent_common::offsets::MISSING {
+        return None;
+    }
+    let mut scoped = 0u64;
+    let mut cg_flags = 0u32;
+    for l in 0..MAX_CGROUP_LEVELS {
+        if l > level {
+            break;
+        }
+        let Some(id) = read::<u64>(cgrp, ids + l as u32 * 8) else {
+            break;
+        };
+        if let Some(e) = unsafe { ENFORCE_CGROUPS.get(&id) } {
+            scoped |= e.rules;
+            cg_flags |= e.flags;
+        }
+    }
+    Some((scoped, cg_flags))
+}
+
+fn try_contain_exec<const BY_TASK: bool>() -> Option<()> {
     let cfg = KILL_CONFIG.get(0)?;
     let active = cfg.active;
     if active == 0 || !offsets_ready() {
@@ -138,18 +200,13 @@ fn try_contain_exec() -> Option<()> {
     // the user-space path's.
     // (User space finds which protected ancestor it was: tracking the id
     // here multiplies the verifier's states.)
-    let mut scoped = 0u64;
-    let mut cg_flags = 0u32;
-    for level in 0..MAX_CGROUP_LEVELS {
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        if id == 0 {
-            break;
-        }
-        if let Some(e) = unsafe { ENFORCE_CGROUPS.get(&id) } {
-            scoped |= e.rules;
-            cg_flags |= e.flags;
-        }
-    }
+    let (scoped, cg_flags) = if BY_TASK {
+        // No ancestry, no kill: the program cannot tell protected and
+        // not-yet-cleared pods from others (user space then kills).
+        scope_by_task(current_task(), cfg)?
+    } else {
+        scope_by_helper()
+    };
     let mut in_scope = cfg.scope_any | scoped;
     if cg_flags & cgroup_flags::CONTAINER_ROOT != 0 {
         in_scope |= cfg.scope_container;
@@ -236,6 +293,35 @@ fn try_contain_exec() -> Option<()> {
         (lowest_bit(cand), enforce_action::DRY_RUN, 0)
     };
 
+    record(&Record {
+        pid_tgid,
+        task,
+        rule,
+        action,
+        matched: cand,
+        ret,
+        flags,
+        exe_len,
+    })
+}
+
+/// What [`record`] writes.
+struct Record {
+    pid_tgid: u64,
+    task: *const u8,
+    rule: u32,
+    action: u32,
+    matched: u64,
+    ret: i64,
+    flags: u32,
+    exe_len: u32,
+}
+
+/// Writes a kill record (the executable key from `ENFORCE_SCRATCH`).
+#[inline(always)]
+fn record(r: &Record) -> Option<()> {
+    let s = unsafe { &*ENFORCE_SCRATCH.get_ptr(0)? };
+    let (pid_tgid, task) = (r.pid_tgid, r.task);
     let Some(mut entry) = ENFORCE_EVENTS.reserve::<EnforceEvent>(0) else {
         bump(egress_stat::ENFORCE_LOST);
         return None;
@@ -251,12 +337,12 @@ fn try_contain_exec() -> Option<()> {
         start_boottime_ns: process_start(task),
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
     };
-    ev.rule = rule;
-    ev.action = action;
-    ev.matched = cand;
-    ev.signal_ret = ret;
-    ev.flags = flags;
-    ev.exe_len = exe_len;
+    ev.rule = r.rule;
+    ev.action = r.action;
+    ev.matched = r.matched;
+    ev.signal_ret = r.ret;
+    ev.flags = r.flags;
+    ev.exe_len = r.exe_len;
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     unsafe {
         bpf_probe_read_kernel(
@@ -272,15 +358,25 @@ fn try_contain_exec() -> Option<()> {
     Some(())
 }
 
-/// Index of the lowest set bit (a loop: no table, no libcall).
+/// Index of the lowest set bit, branch-free (no table, no libcall).
+///
+/// A loop with an early return was one verifier path per possible index,
+/// each walked through the record code after it: on 6.1 that made
+/// `contain_exec` the program nearest the 1M-instruction budget.
+/// `b = m & -m` keeps the lowest bit; each bit of its index is whether `b`
+/// falls in a mask, and `(x | -x) >> 63` is 1 exactly when `x != 0`.
 #[inline(always)]
 fn lowest_bit(m: u64) -> u32 {
-    for i in 0..MAX_KILL_RULES {
-        if (m >> i) & 1 == 1 {
-            return i;
-        }
-    }
-    0
+    const _: () = assert!(MAX_KILL_RULES == 64);
+    let b = m & m.wrapping_neg();
+    let nz = |x: u64| (x | x.wrapping_neg()) >> 63;
+    let i = (nz(b & 0xFFFF_FFFF_0000_0000) << 5)
+        | (nz(b & 0xFFFF_0000_FFFF_0000) << 4)
+        | (nz(b & 0xFF00_FF00_FF00_FF00) << 3)
+        | (nz(b & 0xF0F0_F0F0_F0F0_F0F0) << 2)
+        | (nz(b & 0xCCCC_CCCC_CCCC_CCCC) << 1)
+        | nz(b & 0xAAAA_AAAA_AAAA_AAAA);
+    i as u32
 }
 
 /// Fills `s.exe.data` with the executable's key (the leaf-first walk
@@ -309,6 +405,13 @@ pub extern "C" fn picket_exe_key(task: u64) -> i64 {
     else {
         return -1;
     };
+    exe_key_of_file(file, s)
+}
+
+/// The key of the executable `file` (a `struct file *`) into `s.exe.data`:
+/// its path walked leaf first, reversed. The length, or -1.
+#[inline(always)]
+fn exe_key_of_file(file: *const u8, s: &mut Scratch) -> i64 {
     let Some(w) = path::walk(
         file.wrapping_add(off!(file_f_path) as usize),
         s.walk.as_mut_ptr(),
@@ -345,10 +448,14 @@ fn argv_key(task: *const u8, cfg: &KillConfig, s: &mut Scratch) -> Option<()> {
     zero(dst, ARGV_KEY_LEN / 4);
     let len = end - start;
     let n = if len > ARGV_KEY_LEN as u64 {
-        ARGV_KEY_LEN as u32
+        ARGV_KEY_LEN as u64
     } else {
-        len as u32
+        len
     };
+    // 1..=ARGV_KEY_LEN, bounded where the helper's size is computed: the
+    // 5.10 verifier lost the comparison's bound through a spill ("R2 min
+    // value is negative").
+    let n = bound::<{ ARGV_KEY_LEN as u64 - 1 }>((n - 1) as usize) as u32 + 1;
     let rc = unsafe { bpf_probe_read_user(dst as *mut _, n, start as *const _) };
     if rc != 0 {
         return None;

@@ -78,6 +78,12 @@ pub struct Report {
 pub fn hook_name(attach: Attach) -> String {
     match attach {
         Attach::TracePoint { category, name } => format!("tracepoint {category}:{name}"),
+        Attach::TracePointFallback {
+            category,
+            name,
+            fallback_for,
+        } => format!("tracepoint {category}:{name}, fallback for {fallback_for}"),
+        Attach::Lsm { hook } => format!("BPF LSM {hook}"),
         Attach::RawTracePoint { name } => format!("raw_tracepoint {name}"),
         Attach::KProbe {
             function,
@@ -132,6 +138,8 @@ pub fn report(checks: Vec<Check>) -> Report {
             }
         })
         .collect();
+    let mut checks = checks;
+    checks.push(kill_path(&programs));
     Report {
         kernel,
         load_ms,
@@ -140,6 +148,33 @@ pub fn report(checks: Vec<Check>) -> Report {
         programs,
         checks,
     }
+}
+
+/// Which path carries out `kill-process` rules on this kernel (the
+/// programs are `contain_exec`, its fallback `contain_exec_ancestry` and
+/// `contain_exec_lsm`; docs/containment.md).
+pub fn kill_path(programs: &[ProgramReport]) -> Check {
+    let loaded = |name: &str| programs.iter().any(|p| p.program == name && p.loaded);
+    let at_exec = if loaded("contain_exec") {
+        Some("contain_exec")
+    } else if loaded("contain_exec_ancestry") {
+        Some("contain_exec_ancestry")
+    } else {
+        None
+    };
+    let detail = match (loaded("contain_exec_lsm"), at_exec) {
+        (true, Some(p)) => format!(
+            "denied in the kernel before the program runs (BPF LSM bprm_check_security: execve \
+             fails with EPERM); rules with argv conditions, dry runs and refusals at exec ({p}: \
+             SIGKILL before the first instruction)"
+        ),
+        (false, Some(p)) => format!(
+            "killed in the kernel at exec ({p}: SIGKILL before the first instruction; no BPF LSM \
+             deny on this kernel)"
+        ),
+        (_, None) => "from user space after the alert (pidfd): the program runs briefly".into(),
+    };
+    check("kill at exec (optional)", at_exec.is_some(), detail)
 }
 
 /// Groups the programs by sensor.
@@ -169,7 +204,12 @@ pub fn sensors(programs: &[ProgramReport]) -> Vec<SensorReport> {
             if !s.hooks.contains(&p.hook) {
                 s.hooks.push(p.hook.clone());
             }
-        } else if !s.lost.iter().any(|l| l == p.lost) {
+        } else if !s.lost.iter().any(|l| l == p.lost)
+            // Nothing is lost when a fallback for it runs.
+            && !programs.iter().any(|f| {
+                f.loaded && f.hook.ends_with(&format!("fallback for {}", p.program))
+            })
+        {
             s.lost.push(p.lost.to_string());
         }
     }
@@ -398,6 +438,7 @@ pub fn main(args: DoctorArgs) -> ExitCode {
     let report = (!args.no_load && root).then(|| report(checks.clone()));
     if let Some(r) = &report {
         checks.extend(program_checks(r));
+        checks.push(kill_path(&r.programs));
     }
     if args.json {
         let r = report.unwrap_or_else(|| Report {
@@ -428,5 +469,59 @@ pub fn main(args: DoctorArgs) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod kill_path_tests {
+    use super::*;
+
+    fn p(program: &'static str, loaded: bool) -> ProgramReport {
+        ProgramReport {
+            program,
+            sensor: "containment",
+            hook: String::new(),
+            loaded,
+            reason: None,
+            hook_missing: false,
+            standby: false,
+            lost: "",
+            load_ms: 0,
+            verified_insns: None,
+        }
+    }
+
+    #[test]
+    fn the_kill_path_line_names_the_program_that_acts() {
+        let lsm = kill_path(&[
+            p("contain_exec", true),
+            p("contain_exec_lsm", true),
+            p("contain_exec_ancestry", false),
+        ]);
+        assert!(lsm.ok);
+        assert!(
+            lsm.detail.starts_with(
+                "denied in the kernel before the program runs (BPF LSM bprm_check_security"
+            ),
+            "{}",
+            lsm.detail
+        );
+        let k510 = kill_path(&[
+            p("contain_exec", false),
+            p("contain_exec_lsm", false),
+            p("contain_exec_ancestry", true),
+        ]);
+        assert_eq!(
+            k510.detail,
+            "killed in the kernel at exec (contain_exec_ancestry: SIGKILL before the first \
+             instruction; no BPF LSM deny on this kernel)"
+        );
+        let none = kill_path(&[p("contain_exec", false), p("contain_exec_ancestry", false)]);
+        assert!(!none.ok);
+        assert_eq!(
+            none.detail,
+            "from user space after the alert (pidfd): the program runs briefly"
+        );
+        assert_eq!(none.item, "kill at exec (optional)");
     }
 }

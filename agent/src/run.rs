@@ -62,6 +62,13 @@ pub struct RunArgs {
     /// `/readyz` stays false while a core program is missing.
     #[arg(long)]
     pub allow_degraded: bool,
+    /// Kernel BTF the struct offsets of the programs are resolved from.
+    /// The running kernel's own (`/sys/kernel/btf/vmlinux`) unless the kernel
+    /// does not expose it, then a BTF file made for exactly this kernel
+    /// (e.g. from BTFHub). A program whose fields the BTF lacks is not loaded
+    /// and `doctor`/the log name the fields (docs/kernels.md).
+    #[arg(long, value_name = "FILE", default_value = crate::sensor::offsets::VMLINUX_BTF)]
+    pub btf: PathBuf,
     /// Write this file once the programs are attached (for supervisors and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -218,6 +225,7 @@ impl RunArgs {
             sensor: SensorConfig {
                 ring_buffer_bytes: self.ring_buffer_bytes,
                 ring_wakeup_interval: Duration::from_micros(self.ring_wakeup_us),
+                btf_path: self.btf.clone(),
                 ..Default::default()
             },
             pipeline,
@@ -339,6 +347,7 @@ async fn run(args: RunArgs) -> ExitCode {
             &mut agent,
             k8s.clone(),
             engine.clone(),
+            &args.btf,
         ) {
             Ok((c, rx)) => (Some(c), rx),
             Err(e) => {

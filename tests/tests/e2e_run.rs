@@ -1223,3 +1223,139 @@ fn decoded_payload_piped_into_a_shell_in_a_container() {
     assert_eq!(all.len(), 1, "only the decoded pipeline, once: {all:?}");
     t.done();
 }
+
+/// A copy of the running kernel's BTF in which `task_struct.real_parent` is
+/// renamed (`real_parenX`, same length, so the blob stays valid): a kernel
+/// on which the exec program's required field cannot be resolved, so
+/// `sched_process_exec`, a core program, is not loaded.
+fn btf_without_real_parent(dir: &Path) -> std::path::PathBuf {
+    let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("read kernel BTF");
+    let needle = b"\0real_parent\0";
+    let at: Vec<usize> = btf
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    // BTF strings are de-duplicated: one entry, used by the member name.
+    assert_eq!(at.len(), 1, "occurrences of the member name in the BTF");
+    btf[at[0] + needle.len() - 2] = b'X';
+    let path = dir.join("vmlinux-no-real-parent");
+    std::fs::write(&path, &btf).expect("write BTF copy");
+    path
+}
+
+/// One HTTP/1.0 GET on loopback: (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP endpoint");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header end");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, body.to_string())
+}
+
+/// A core program that cannot load stops `picket run` with an error naming
+/// it and the reason; with `--allow-degraded` the agent runs (the other
+/// programs report) and `/readyz` says it is not ready.
+#[test]
+fn core_program_missing_refuses_to_run_unless_degraded_is_allowed() {
+    let t = kernel_test!(core_program_missing_refuses_to_run_unless_degraded_is_allowed);
+    let cg = TestCgroup::unique("e2e-degraded");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let btf = btf_without_real_parent(dir.path());
+
+    let mut refused = Command::new(picket_tests::run::picket_binary());
+    refused
+        .current_dir(picket_tests::run::workspace_root())
+        .args(["run", "--format", "json", "--node-name", "e2e-node"])
+        .arg("--btf")
+        .arg(&btf)
+        .arg("--only-cgroup")
+        .arg(&cg.path)
+        .arg("--rules")
+        .arg(picket_tests::run::default_rules())
+        .env("PICKET_LOG", "info")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null());
+    let out = output_within(&mut refused, Duration::from_secs(120));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status; log:\n{log}");
+    let expected = "core programs (process tree) could not load, so program starts would not be \
+                    seen: sched_process_exec: kernel BTF lacks required fields [\"task_real_parent\"]. \
+                    Run `picket doctor` for details, or pass --allow-degraded to run anyway";
+    assert!(log.contains(expected), "no refusal in the log:\n{log}");
+    assert!(
+        !log.contains("sensors attached; watching"),
+        "it ran anyway:\n{log}"
+    );
+
+    // A free loopback port for the metrics endpoint.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = dir.path().join("picket.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "delivery:\n  spool: {{dir: {spool}}}\n  jsonl:\n    - {{name: file, path: {file}}}\n  http: {{listen: \"127.0.0.1:{port}\"}}\n",
+            spool = dir.path().join("spool").display(),
+            file = dir.path().join("alerts.jsonl").display(),
+        ),
+    )
+    .expect("write config");
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![cg.path.clone()],
+        events: true,
+        extra_args: vec![
+            "--allow-degraded".into(),
+            "--btf".into(),
+            btf.display().to_string(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        ..Default::default()
+    });
+    let log = picket.stderr();
+    assert!(
+        log.contains(
+            "core programs missing: running degraded (--allow-degraded); /readyz stays false \
+             missing=sched_process_exec: kernel BTF lacks required fields [\"task_real_parent\"]"
+        ),
+        "no degraded warning:\n{log}"
+    );
+    // It runs: the programs that loaded report (a file open in scope, of a
+    // path the rules' in-kernel filter keeps).
+    run_in(&cg, Command::new("/bin/cat").arg("/etc/shadow"));
+    picket.wait_event("the open of /etc/shadow", WAIT, |e| {
+        e.kind() == EventKindName::FileOpen
+            && e.file.as_ref().is_some_and(|f| f.path == "/etc/shadow")
+    });
+    // No exec event: its program is the one missing.
+    picket.drain(Duration::from_millis(300));
+    let execs = picket
+        .records
+        .iter()
+        .filter(
+            |r| matches!(r, picket_tests::run::Record::Event(e) if e.kind() == EventKindName::Exec),
+        )
+        .count();
+    assert_eq!(execs, 0, "exec events without the exec program");
+    assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(
+        http_get(port, "/readyz"),
+        (
+            503,
+            "not ready: programs_loaded=false sinks_started=true\n".to_string()
+        )
+    );
+    t.done();
+}

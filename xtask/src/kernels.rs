@@ -143,6 +143,18 @@ pub struct GuestResult {
     pub pod_attributed: bool,
     pub kill_at_exec: bool,
     pub kill_detail: String,
+    /// Which path acted on the kill rule's exec, from its audit record:
+    /// `kernel` (the exec-kill program) or `user space` (after the alert);
+    /// empty when no record was seen.
+    #[serde(default)]
+    pub kill_path: String,
+    /// The kill rule's exec failed with EPERM (`sh`: 126, "Operation not
+    /// permitted"): the BPF LSM denied it.
+    #[serde(default)]
+    pub exec_denied: bool,
+    /// `/sys/kernel/security/lsm` as the guest read it.
+    #[serde(default)]
+    pub lsm: String,
     pub run_error: Option<String>,
     pub elapsed_s: u64,
 }
@@ -606,19 +618,52 @@ pub fn judge(r: &GuestResult) -> Vec<String> {
     let kernel_kill = r.doctor.as_ref().is_some_and(|d| {
         d.programs
             .iter()
-            .any(|p| p.program == "contain_exec" && p.loaded)
+            .any(|p| EXEC_KILL_PROGRAMS.contains(&p.program.as_str()) && p.loaded)
+    });
+    let lsm_deny = r.doctor.as_ref().is_some_and(|d| {
+        d.programs
+            .iter()
+            .any(|p| p.program == EXEC_DENY_PROGRAM && p.loaded)
     });
     if kernel_kill && !r.kill_at_exec {
         f.push(format!("kill at exec failed: {}", r.kill_detail));
+    } else if lsm_deny && (r.kill_path != KILL_DENIED_LSM || !r.exec_denied) {
+        f.push(format!(
+            "exec not denied although {EXEC_DENY_PROGRAM} loaded: path {:?} ({})",
+            r.kill_path, r.kill_detail
+        ));
+    } else if kernel_kill && !lsm_deny && r.kill_path != KILL_IN_KERNEL {
+        f.push(format!(
+            "kill at exec not done in the kernel although an exec-kill program loaded: path {:?} ({})",
+            r.kill_path, r.kill_detail
+        ));
     }
     f
 }
+
+/// The programs that kill at exec in the kernel: where one loaded, the
+/// matrix requires the kill rule's kill to come from the kernel.
+pub const EXEC_KILL_PROGRAMS: &[&str] = &["contain_exec", "contain_exec_ancestry"];
+/// The program that denies the exec where the BPF LSM is active: where it
+/// loaded, the matrix requires the kill rule's exec to fail with EPERM.
+pub const EXEC_DENY_PROGRAM: &str = "contain_exec_lsm";
+/// [`GuestResult::kill_path`] of an exec denied by [`EXEC_DENY_PROGRAM`].
+pub const KILL_DENIED_LSM: &str = "kernel deny (BPF LSM)";
+/// [`GuestResult::kill_path`] of a kill done by an exec-kill program.
+pub const KILL_IN_KERNEL: &str = "kernel";
+/// [`GuestResult::kill_path`] of a kill done after the alert.
+pub const KILL_IN_USER_SPACE: &str = "user space";
 
 /// The per-kernel table.
 pub fn table(label: &str, secs: u64, r: &GuestResult) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "\n=== kernel {label}: {} ({secs} s in all)", r.kernel);
+    let _ = writeln!(
+        s,
+        "active LSMs: {}",
+        if r.lsm.is_empty() { "?" } else { &r.lsm }
+    );
     if let Some(d) = &r.doctor {
         let _ = writeln!(
             s,
@@ -689,12 +734,17 @@ pub fn table(label: &str, secs: u64, r: &GuestResult) -> String {
     );
     let _ = writeln!(
         s,
-        "exec argv: {}  parent: {}  container: {}  pod: {}  kill at exec: {} ({})",
+        "exec argv: {}  parent: {}  container: {}  pod: {}  kill at exec: {} by {} ({})",
         r.exec_argv_seen,
         r.exec_parent_seen,
         r.container_attributed,
         r.pod_attributed,
         r.kill_at_exec,
+        if r.kill_path.is_empty() {
+            "?"
+        } else {
+            r.kill_path.as_str()
+        },
         r.kill_detail
     );
     let f = judge(r);
@@ -747,6 +797,7 @@ mod tests {
             container_attributed: true,
             pod_attributed: true,
             kill_at_exec: true,
+            kill_path: KILL_IN_KERNEL.into(),
             ..Default::default()
         }
     }
@@ -804,6 +855,47 @@ mod tests {
                 "kill at exec failed: exit status Some(0), program ran".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn a_loaded_exec_kill_program_must_kill_in_the_kernel() {
+        let mut r = passing();
+        r.doctor.as_mut().expect("doctor").programs.push(program(
+            "contain_exec_ancestry",
+            true,
+            false,
+        ));
+        assert!(judge(&r).is_empty(), "{:?}", judge(&r));
+        r.kill_path = KILL_IN_USER_SPACE.into();
+        r.kill_detail = "exit status Some(137), program never ran".into();
+        assert_eq!(
+            judge(&r),
+            vec![
+                "kill at exec not done in the kernel although an exec-kill program loaded: \
+                 path \"user space\" (exit status Some(137), program never ran)"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_loaded_lsm_program_must_deny_the_exec() {
+        let mut r = passing();
+        let progs = &mut r.doctor.as_mut().expect("doctor").programs;
+        progs.push(program("contain_exec", true, false));
+        progs.push(program(EXEC_DENY_PROGRAM, true, false));
+        r.kill_detail = "exit status Some(137), program never ran".into();
+        assert_eq!(
+            judge(&r),
+            vec![
+                "exec not denied although contain_exec_lsm loaded: path \"kernel\" \
+                 (exit status Some(137), program never ran)"
+                    .to_string()
+            ]
+        );
+        r.kill_path = KILL_DENIED_LSM.into();
+        r.exec_denied = true;
+        assert!(judge(&r).is_empty(), "{:?}", judge(&r));
     }
 
     #[test]

@@ -664,6 +664,15 @@ impl Containment {
                 ),
                 false,
             ),
+            enforce_action::DENIED => (
+                Outcome::Succeeded,
+                format!(
+                    "{DENIED_EXEC} of {} by pid {} in {cgroup} (BPF LSM: the program never ran, \
+                     execve failed with EPERM)",
+                    k.executable, k.pid
+                ),
+                false,
+            ),
             enforce_action::DRY_RUN => (
                 Outcome::DryRun,
                 format!(
@@ -1105,3 +1114,6 @@ impl Containment {
         rec
     }
 }
+
+/// How the message of a kernel record of a denied exec (BPF LSM) starts.
+pub const DENIED_EXEC: &str = "denied exec";

@@ -158,6 +158,14 @@ pub struct KernelEnforcer {
     cleared: Vec<u64>,
     agent_tgid: u32,
     mm_arg_offsets: (u32, u32),
+    /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.level`,
+    /// `cgroup.ancestor_ids` for `contain_exec_ancestry`.
+    ancestry: [u32; 4],
+    /// The loaded exec-kill program, or `None`: kill rules then stay in
+    /// user space ([`Self::install_kill_rules`] refuses).
+    exec_program: Option<&'static str>,
+    /// `linux_binprm.file` for `contain_exec_lsm` (deny at exec).
+    bprm_file: u32,
     /// Pins and records of the blocks (see [`persist`]); `None`: blocks
     /// end with the agent.
     store: Option<Store>,
@@ -199,7 +207,41 @@ where
     T::try_from(m).map_err(map_err(name))
 }
 
+/// Which exec-kill program the loader loaded: `contain_exec`, else its
+/// fallback `contain_exec_ancestry` (kernels whose tracepoints lack
+/// `bpf_get_current_ancestor_cgroup_id`), which needs the cgroup ancestry
+/// offsets (`ancestry`, from BTF). `None` when neither can kill.
+fn exec_kill_program(ebpf: &Ebpf, ancestry: &[u32; 4]) -> Option<&'static str> {
+    let loaded = |name: &str| ebpf.program(name).is_some_and(|p| p.fd().is_ok());
+    if loaded("contain_exec") {
+        return Some("contain_exec");
+    }
+    if !loaded("contain_exec_ancestry") {
+        tracing::warn!("no exec-kill program loaded: kill-process rules kill from user space");
+        return None;
+    }
+    if ancestry.contains(&agent_common::offsets::MISSING) {
+        tracing::warn!(
+            "kernel BTF lacks the cgroup ancestry (task_struct.cgroups, css_set.dfl_cgrp, \
+             cgroup.level, cgroup.ancestor_ids) contain_exec_ancestry needs: kill-process \
+             rules kill from user space"
+        );
+        return None;
+    }
+    tracing::info!(
+        "kill at exec in the kernel through contain_exec_ancestry (this kernel's tracepoints \
+         lack bpf_get_current_ancestor_cgroup_id)"
+    );
+    Some("contain_exec_ancestry")
+}
+
 impl KernelEnforcer {
+    /// The program that kills at exec in the kernel (see
+    /// [`exec_kill_program`]).
+    pub fn exec_program(&self) -> Option<&'static str> {
+        self.exec_program
+    }
+
     /// Takes the containment maps and egress program fds out of the loaded
     /// object. `btf` is the running kernel's BTF (for `mm_struct.arg_*`,
     /// needed by argv conditions; without it argv rules never match).
@@ -226,6 +268,29 @@ impl KernelEnforcer {
                 .unwrap_or(agent_common::offsets::MISSING)
         };
         let mm_arg_offsets = (mm("mm_struct.arg_start"), mm("mm_struct.arg_end"));
+        let ancestry = [
+            mm("task_struct.cgroups"),
+            mm("css_set.dfl_cgrp"),
+            mm("cgroup.level"),
+            mm("cgroup.ancestor_ids"),
+        ];
+        let exec_program = exec_kill_program(ebpf, &ancestry);
+        let bprm_file = mm("linux_binprm.file");
+        if exec_program.is_some()
+            && ebpf
+                .program("contain_exec_lsm")
+                .is_some_and(|p| p.fd().is_ok())
+        {
+            if bprm_file == agent_common::offsets::MISSING {
+                tracing::warn!(
+                    "linux_binprm.file not found in BTF: kill-process rules kill at exec instead of denying it"
+                );
+            } else {
+                tracing::info!(
+                    "kill-process rules without argv conditions deny the exec (BPF LSM bprm_check_security)"
+                );
+            }
+        }
         if mm_arg_offsets.0 == agent_common::offsets::MISSING {
             tracing::warn!(
                 "mm_struct.arg_start not found in BTF; in-kernel argv kill conditions are disabled"
@@ -251,6 +316,9 @@ impl KernelEnforcer {
             cleared: Vec::new(),
             agent_tgid: std::process::id(),
             mm_arg_offsets,
+            ancestry,
+            exec_program,
+            bprm_file,
             store: None,
             block_records: Vec::new(),
         })
@@ -290,6 +358,9 @@ impl KernelEnforcer {
     /// Replaces the in-kernel kill rules. Rules are switched off first and on
     /// last, so no half-written rule can fire.
     pub fn install_kill_rules(&mut self, rules: &[KillRuleSpec]) -> Result<(), KernelError> {
+        if self.exec_program.is_none() && !rules.is_empty() {
+            return Err(KernelError::ProgramMissing("contain_exec"));
+        }
         let compiled = kill_rules::compile(rules)?;
         self.write_compiled(&compiled)?;
         self.installed = compiled;
@@ -362,6 +433,13 @@ impl KernelEnforcer {
         cfg.agent_tgid = self.agent_tgid;
         cfg.mm_arg_start = self.mm_arg_offsets.0;
         cfg.mm_arg_end = self.mm_arg_offsets.1;
+        [
+            cfg.task_cgroups,
+            cfg.css_set_dfl_cgrp,
+            cfg.cgroup_level,
+            cfg.cgroup_ancestor_ids,
+        ] = self.ancestry;
+        cfg.bprm_file = self.bprm_file;
         self.kill_config
             .set(0, cfg, 0)
             .map_err(map_err("KILL_CONFIG"))?;

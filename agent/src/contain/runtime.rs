@@ -159,6 +159,7 @@ impl RunContainment {
         agent: &mut Agent,
         k8s: Arc<K8sEnricher>,
         rules: Arc<Engine>,
+        btf_path: &std::path::Path,
     ) -> Result<(Self, mpsc::Receiver<Alert>), StartError> {
         let kube = k8s.client();
         let cfg = file.engine_config(node_name)?;
@@ -167,7 +168,7 @@ impl RunContainment {
         let (alerts_tx, alerts_rx) = mpsc::channel(AUDIT_QUEUE);
         let mut engine = Containment::new(cfg);
         let mut records = None;
-        let btf = crate::btf::Btf::from_file("/sys/kernel/btf/vmlinux")
+        let btf = crate::btf::Btf::from_file(btf_path)
             .map_err(|e| warn!(error = %e, "kernel BTF unreadable: in-kernel argv kill conditions are disabled"))
             .ok();
         match KernelEnforcer::take(agent.sensor_mut().ebpf_mut(), btf.as_ref()) {
@@ -271,7 +272,13 @@ impl RunContainment {
                             (tx.clone(), host.clone(), rc.clone(), rule.clone());
                         tokio::spawn(async move {
                             let pid = rec.target.process.as_ref().map_or(0, |p| p.pid);
-                            let ctx = alert_context(&rc, pid, &rule).await;
+                            // A denied exec has no exec event, so no alert
+                            // to wait for: its record is the alert.
+                            let ctx = if rec.message.starts_with(super::engine::DENIED_EXEC) {
+                                None
+                            } else {
+                                alert_context(&rc, pid, &rule).await
+                            };
                             let _ = tx.send(audit::to_alert(&rec, &host, ctx.as_ref())).await;
                         });
                     }

@@ -20,6 +20,18 @@ pub enum Attach {
         category: &'static str,
         name: &'static str,
     },
+    /// A tracepoint program attached only when the program `fallback_for`
+    /// (same hook) could not load: a variant that avoids what an older
+    /// kernel lacks (a helper), idle where the preferred one runs.
+    TracePointFallback {
+        category: &'static str,
+        name: &'static str,
+        fallback_for: &'static str,
+    },
+    /// BPF LSM program on `bpf_lsm_<hook>`: loaded only where the BPF LSM
+    /// is active (`bpf` in `/sys/kernel/security/lsm`), else
+    /// `(hook absent)`.
+    Lsm { hook: &'static str },
     /// `raw_tp/<name>`: gets the tracepoint's TP_PROTO arguments.
     RawTracePoint { name: &'static str },
     /// `kprobe/<function>` or `kretprobe/<function>` (from the program's ELF
@@ -117,6 +129,36 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         attach: Attach::TracePoint {
             category: "sched",
             name: "sched_process_exec",
+        },
+        required_offsets: &[
+            "task_tgid",
+            "task_mm",
+            "mm_exe_file",
+            "file_f_path",
+            "path_dentry",
+            "path_mnt",
+        ],
+        loss: "in-kernel kill-process rules (kills fall back to userspace, after the program started)",
+    },
+    // Kill rules as an exec deny where the BPF LSM is active: see
+    // docs/containment.md.
+    ProgramSpec {
+        program: "contain_exec_lsm",
+        sensor: "containment",
+        attach: Attach::Lsm {
+            hook: "bprm_check_security",
+        },
+        required_offsets: &["task_tgid", "file_f_path", "path_dentry", "path_mnt"],
+        loss: "exec denied before the program runs (kill-process rules kill at exec instead)",
+    },
+    // contain_exec where its helper is absent (5.10): see docs/kernels.md.
+    ProgramSpec {
+        program: "contain_exec_ancestry",
+        sensor: "containment",
+        attach: Attach::TracePointFallback {
+            category: "sched",
+            name: "sched_process_exec",
+            fallback_for: "contain_exec",
         },
         required_offsets: &[
             "task_tgid",
@@ -1643,6 +1685,7 @@ impl Sensor {
             let mut st_one = ProgramStats::default();
             let st = match spec.attach {
                 Attach::KProbe { fallback_for, .. }
+                | Attach::TracePointFallback { fallback_for, .. }
                     if status.get(fallback_for) == Some(&ProgramStatus::Attached) =>
                 {
                     ProgramStatus::Disabled(format!(
@@ -1895,7 +1938,8 @@ fn attach_one(
     };
     let started = std::time::Instant::now();
     let res = match spec.attach {
-        Attach::TracePoint { category, name } => {
+        Attach::TracePoint { category, name }
+        | Attach::TracePointFallback { category, name, .. } => {
             if let Some(e) = tracefs_error {
                 return ProgramStatus::Disabled(format!("tracefs unavailable: {e}"));
             }
@@ -1935,6 +1979,22 @@ fn attach_one(
             let r = kp.load();
             stats.verified_insns = kp.info().ok().and_then(|i| i.verified_instruction_count());
             r.and_then(|()| kp.attach(function, 0).map(drop))
+        }
+        Attach::Lsm { hook } => {
+            if let Err(why) = bpf_lsm_active() {
+                return ProgramStatus::Disabled(format!("{HOOK_ABSENT}: {why}"));
+            }
+            let btf = match aya::Btf::from_sys_fs() {
+                Ok(b) => b,
+                Err(e) => return ProgramStatus::Disabled(format!("kernel BTF: {e}")),
+            };
+            let p: &mut aya::programs::Lsm = match prog.try_into() {
+                Ok(p) => p,
+                Err(e) => return ProgramStatus::Disabled(e.to_string()),
+            };
+            let r = p.load(hook, &btf);
+            stats.verified_insns = p.info().ok().and_then(|i| i.verified_instruction_count());
+            r.and_then(|()| p.attach().map(drop))
         }
         Attach::CgroupSockAddrOnDemand => {
             let p: &mut aya::programs::CgroupSockAddr = match prog.try_into() {
@@ -1983,7 +2043,7 @@ fn missing_helper(log: &str) -> Option<&'static str> {
 pub const HOOK_ABSENT: &str = "hook absent";
 
 /// How a [`ProgramStatus::Disabled`] reason starts when the program is a
-/// fallback ([`Attach::KProbe`]) whose preferred hook is attached: nothing is
+/// fallback ([`Attach::KProbe`], [`Attach::TracePointFallback`]) whose preferred hook is attached: nothing is
 /// lost.
 pub const STANDBY: &str = "standby";
 
@@ -2007,6 +2067,55 @@ pub fn kprobes_available() -> bool {
         || std::path::Path::new(tracefs::TRACEFS)
             .join("kprobe_events")
             .exists()
+}
+
+/// The active LSMs, in order.
+pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
+
+/// Whether BPF LSM programs can run: `bpf` among the active LSMs (a kernel
+/// built with `CONFIG_BPF_LSM` but booted without `bpf` in `lsm=` loads
+/// them, and they never run). securityfs is mounted when it is not.
+pub fn bpf_lsm_active() -> Result<(), String> {
+    let path = std::path::Path::new(LSM_LIST);
+    if !path.exists() {
+        // Not mounted at boot on some systems (this one's included).
+        let fs = c"securityfs";
+        // SAFETY: plain mount(2) with valid NUL-terminated strings; a
+        // failure shows as the unreadable list below.
+        let _ = unsafe {
+            libc::mount(
+                fs.as_ptr(),
+                c"/sys/kernel/security".as_ptr(),
+                fs.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+    }
+    match std::fs::read_to_string(path) {
+        Ok(list) if list.trim().split(',').any(|l| l == "bpf") => {
+            // Listed, and still refused on some kernels (this machine's
+            // 6.18 answers EPERM to any BPF LSM program).
+            match aya::sys::is_program_supported(aya::programs::ProgramType::Lsm(
+                aya::programs::LsmAttachType::Mac,
+            )) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    Err("the kernel refuses BPF LSM programs (a probe program did not load)".into())
+                }
+                Err(e) => Err(format!(
+                    "the kernel refuses BPF LSM programs (a probe program did not load: {e})"
+                )),
+            }
+        }
+        Ok(list) => Err(format!(
+            "the BPF LSM is not active ({LSM_LIST}: {}; boot with lsm=...,bpf)",
+            list.trim()
+        )),
+        Err(e) => Err(format!(
+            "{LSM_LIST} unreadable ({e}): the BPF LSM is not known to be active"
+        )),
+    }
 }
 
 /// Load measurements of one program (`doctor`, the kernel matrix).

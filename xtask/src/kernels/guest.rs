@@ -108,9 +108,26 @@ pub fn guest(args: &GuestArgs) -> Result<()> {
         .output()
         .map_err(|e| format!("{}: {e}", args.picket.display()))?;
     let _ = std::fs::write(args.out.join("doctor.json"), &doc.stdout);
+    // The active LSMs, read here independently of Picket.
+    r.lsm = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let bpf_lsm = r.lsm.split(',').any(|l| l == "bpf");
     match serde_json::from_slice::<DoctorReport>(&doc.stdout) {
         Ok(d) => {
             for p in &d.programs {
+                // A BPF LSM hook is absent where `bpf` is not an active LSM,
+                // and where the kernel refuses every BPF LSM program (this
+                // project's 6.18 machine: EPERM for any program of the type,
+                // which Picket's loader probes; `--kernel host` only).
+                let refused = p
+                    .reason
+                    .as_deref()
+                    .is_some_and(|why| why.contains("the kernel refuses BPF LSM programs"));
+                if p.hook.starts_with("BPF LSM ") && (!bpf_lsm || refused) {
+                    r.hooks_absent.insert(p.program.clone());
+                }
                 if let Some(tp) = p.hook.strip_prefix("tracepoint ")
                     && let Some((cat, name)) = tp.split_once(':')
                     && !Path::new("/sys/kernel/tracing/events")
@@ -259,11 +276,19 @@ fn smoke(args: &GuestArgs, r: &mut GuestResult) -> Result<()> {
     let o = in_cgroup(&attack, &format!("{} {}", evil.display(), marker.display()))
         .map_err(|e| e.to_string())?;
     let ran = marker.exists();
-    // sh reports a child killed by SIGKILL as 128 + 9.
-    r.kill_at_exec = !ran && o.status.code() == Some(137);
+    // sh reports a child killed by SIGKILL as 128 + 9, and an exec that
+    // failed (the BPF LSM deny: EPERM, "Operation not permitted") as 126.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    r.exec_denied = o.status.code() == Some(126) && stderr.contains("Operation not permitted");
+    r.kill_at_exec = !ran && (o.status.code() == Some(137) || r.exec_denied);
     r.kill_detail = format!(
-        "exit status {:?}, program {}",
+        "exit status {:?}{}, program {}",
         o.status.code(),
+        if stderr.trim().is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", stderr.trim())
+        },
         if ran { "ran" } else { "never ran" }
     );
     // A benign root workload: forks, execs, large allocations (the memory
@@ -295,11 +320,25 @@ fn collect(path: &Path, r: &mut GuestResult) -> Result<()> {
         if let Some(a) = v.get("alert") {
             let rule = a["rule"]["id"].as_str().unwrap_or_default().to_string();
             let ctr = a["event"]["container"]["id"].as_str().unwrap_or_default();
-            if rule == "containment-action"
-                && a["event"]["containment"]["rule_id"] == KILL_RULE
-                && a["event"]["containment"]["trigger"] == "kernel"
-            {
-                r.kill_detail.push_str(", kernel kill audited");
+            if rule == "containment-action" && a["event"]["containment"]["rule_id"] == KILL_RULE {
+                let message = a["event"]["containment"]["message"]
+                    .as_str()
+                    .unwrap_or_default();
+                match a["event"]["containment"]["trigger"].as_str() {
+                    Some("kernel") if message.starts_with("denied exec") => {
+                        r.kill_path = super::KILL_DENIED_LSM.into();
+                        r.kill_detail.push_str(", kernel deny audited");
+                    }
+                    Some("kernel") => {
+                        r.kill_path = super::KILL_IN_KERNEL.into();
+                        r.kill_detail.push_str(", kernel kill audited");
+                    }
+                    Some("rule") if r.kill_path.is_empty() => {
+                        r.kill_path = super::KILL_IN_USER_SPACE.into();
+                        r.kill_detail.push_str(", user-space kill audited");
+                    }
+                    _ => {}
+                }
             }
             if ctr == BENIGN_CTR {
                 r.benign_rules.insert(rule);
