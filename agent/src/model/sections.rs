@@ -27,6 +27,29 @@ pub struct Executable {
     /// for host processes and when unknown (the process was already gone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_after_container_start: Option<bool>,
+    /// `path` is only the deepest part of the path: the kernel's walk
+    /// stopped below the root (more than 32 directories) and
+    /// `/proc/<pid>/exe` could not complete it (the process was gone).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub path_truncated: bool,
+}
+
+/// `process.env.*`: the environment variables of a new program that
+/// matter to detection (exec events only), captured by the kernel at exec.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessEnv {
+    /// `LD_PRELOAD`; absent when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ld_preload: Option<String>,
+    /// `LD_LIBRARY_PATH`; absent when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ld_library_path: Option<String>,
+    /// The kernel's bounded scan could not see the whole environment (more
+    /// than 256 variables, or a value longer than 255 bytes) and `/proc`
+    /// could not complete it: an unset variable above may be set.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
 }
 
 /// `process.user`, `process.group`, ...: a numeric id.
@@ -195,6 +218,9 @@ pub struct Process {
     pub args_truncated: bool,
     #[serde(default)]
     pub working_directory: String,
+    /// exec events: `LD_PRELOAD` and `LD_LIBRARY_PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<ProcessEnv>,
     /// Effective user.
     #[serde(default)]
     pub user: User,
