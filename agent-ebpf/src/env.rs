@@ -76,9 +76,8 @@ pub extern "C" fn picket_scan_env(start_stack: u64) -> i64 {
         }
         sc.name[0] = 0;
         sc.name[1] = 0;
-        let n = unsafe {
-            bpf_probe_read_user_str(sc.name.as_mut_ptr() as *mut _, 17, p as *const _)
-        };
+        let n =
+            unsafe { bpf_probe_read_user_str(sc.name.as_mut_ptr() as *mut _, 17, p as *const _) };
         if n < (PRELOAD_NAME + 1) as i64 {
             continue;
         }

@@ -18,8 +18,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{current_task, off, offsets_ready, process_start, read, read_ptr},
     env,
+    kernel::{current_task, off, offsets_ready, process_start, read, read_ptr},
     maps::{ARGV_SCRATCH, ARGV_STAGE, EVENTS, cgroup_allowed, count_lost},
     path,
 };

@@ -366,7 +366,8 @@ fn exec_env(proc_root: &std::path::Path, e: &ExecEvent) -> model::ProcessEnv {
         ),
         truncated: false,
     };
-    let incomplete = exec_flags::ENV_TRUNCATED | exec_flags::ENV_VALUE_TRUNCATED | exec_flags::ENV_MISSING;
+    let incomplete =
+        exec_flags::ENV_TRUNCATED | exec_flags::ENV_VALUE_TRUNCATED | exec_flags::ENV_MISSING;
     if e.flags & incomplete == 0 {
         return env;
     }

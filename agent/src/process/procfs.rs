@@ -190,6 +190,72 @@ pub fn read_all(proc_root: &Path) -> Vec<ExecInfo> {
 mod tests {
     use super::*;
 
+    /// A fake procfs with one process 42 started at tick 777.
+    fn fake_proc(cmdline: &[u8], environ: &[u8]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("42");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let stat = "42 (p) S 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0";
+        std::fs::write(dir.join("stat"), stat).expect("stat");
+        std::fs::write(dir.join("cmdline"), cmdline).expect("cmdline");
+        std::fs::write(dir.join("environ"), environ).expect("environ");
+        std::os::unix::fs::symlink("/very/deep/a/b/exe (deleted)", dir.join("exe")).expect("exe");
+        root
+    }
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn argv_is_completed_only_when_it_extends_the_kernel_copy() {
+        let p = fake_proc(b"prog\0a\0bbbb\0--evil\0", b"");
+        let root = p.path();
+        let full = strs(&["prog", "a", "bbbb", "--evil"]);
+        // The last captured argument may be cut short.
+        assert_eq!(
+            complete_args(root, 42, 777, &strs(&["prog", "a", "bb"])),
+            Some(full.clone())
+        );
+        assert_eq!(complete_args(root, 42, 777, &strs(&[])), Some(full));
+        // Another program (exec'd again), another process, or gone.
+        assert_eq!(complete_args(root, 42, 777, &strs(&["other", "a"])), None);
+        assert_eq!(complete_args(root, 42, 778, &strs(&["prog"])), None);
+        assert_eq!(complete_args(root, 43, 777, &strs(&["prog"])), None);
+        // Longer than captured is required.
+        assert_eq!(
+            complete_args(root, 42, 777, &strs(&["prog", "a", "bbbb", "--evil", "x"])),
+            None
+        );
+    }
+
+    #[test]
+    fn exe_is_completed_when_the_link_ends_with_the_walked_part() {
+        let p = fake_proc(b"", b"");
+        let root = p.path();
+        assert_eq!(
+            complete_exe(root, 42, 777, "/a/b/exe").as_deref(),
+            Some("/very/deep/a/b/exe")
+        );
+        assert_eq!(complete_exe(root, 42, 777, "/c/exe"), None);
+        assert_eq!(complete_exe(root, 42, 1, "/a/b/exe"), None);
+    }
+
+    #[test]
+    fn environ_gives_the_last_value_of_a_variable() {
+        let p = fake_proc(
+            b"",
+            b"A=1\0LD_PRELOAD=/x.so\0LD_PRELOADX=no\0LD_PRELOAD=/y.so\0",
+        );
+        let root = p.path();
+        assert_eq!(
+            environ_var(root, 42, 777, "LD_PRELOAD"),
+            Some(Some("/y.so".into()))
+        );
+        assert_eq!(environ_var(root, 42, 777, "LD_LIBRARY_PATH"), Some(None));
+        assert_eq!(environ_var(root, 42, 9, "LD_PRELOAD"), None);
+    }
+
     #[test]
     fn stat_with_hostile_comm() {
         let s =
@@ -272,7 +338,12 @@ pub fn complete_exe(proc_root: &Path, pid: u32, start_ticks: u64, tail: &str) ->
 /// the dynamic loader reads it): `Some(None)` when the variable is not set,
 /// `None` when the environment could not be read or is larger than
 /// [`COMPLETE_BYTES_MAX`].
-pub fn environ_var(proc_root: &Path, pid: u32, start_ticks: u64, name: &str) -> Option<Option<String>> {
+pub fn environ_var(
+    proc_root: &Path,
+    pid: u32,
+    start_ticks: u64,
+    name: &str,
+) -> Option<Option<String>> {
     let dir = same_process(proc_root, pid, start_ticks)?;
     let raw = std::fs::read(dir.join("environ")).ok()?;
     if raw.len() > COMPLETE_BYTES_MAX {

@@ -456,6 +456,17 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
             .as_ref()
             .and_then(|v| v.ld_library_path.as_deref())
             .map_or(Absent, S)),
+        field!(
+            "process.env.ld_preload_outside_system_dirs",
+            Bool,
+            &[K::Exec],
+            |e| e
+                .process
+                .env
+                .as_ref()
+                .and_then(|v| v.ld_preload_outside_system_dirs())
+                .map_or(Absent, B)
+        ),
         field!("process.env.truncated", Bool, &[K::Exec], |e| e
             .process
             .env
