@@ -1593,7 +1593,7 @@ async fn an_executable_forty_directories_deep_has_its_whole_path() {
     .await;
     drop(child);
     assert_eq!(ev.process.executable.path, exe.display().to_string());
-    assert!(!ev.process.executable.path_truncated);
+    assert!(!ev.process.executable_truncated);
     t.done();
 }
 

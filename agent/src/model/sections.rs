@@ -27,11 +27,6 @@ pub struct Executable {
     /// for host processes and when unknown (the process was already gone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_after_container_start: Option<bool>,
-    /// `path` is only the deepest part of the path: the kernel's walk
-    /// stopped below the root (more than 32 directories) and
-    /// `/proc/<pid>/exe` could not complete it (the process was gone).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub path_truncated: bool,
 }
 
 /// Directories of the system's own shared libraries: a library preloaded
@@ -249,9 +244,15 @@ pub struct Process {
     pub command_line: String,
     #[serde(default)]
     pub command_args: Vec<String>,
-    /// argv was longer than Picket captures (16 args / 1 KiB).
+    /// argv was longer than the kernel captures (16 args / 1 KiB) and
+    /// `/proc/<pid>/cmdline` could not complete it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub args_truncated: bool,
+    /// `executable.path` is only the deepest part of the path: the kernel's
+    /// walk stopped below the root (more than 32 directories) and
+    /// `/proc/<pid>/exe` could not complete it (the process was gone).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub executable_truncated: bool,
     #[serde(default)]
     pub working_directory: String,
     /// exec events: `LD_PRELOAD` and `LD_LIBRARY_PATH`.

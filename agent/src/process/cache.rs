@@ -507,10 +507,8 @@ impl ProcessCache {
             parent_vpid,
             parent_exec_id: e.parent_exec_id.clone(),
             start_time: self.start_time(i.start_ns),
-            executable: Executable {
-                path_truncated: i.exe_truncated,
-                ..executable(&i.exe)
-            },
+            executable: executable(&i.exe),
+            executable_truncated: i.exe_truncated,
             command_line: i.args.join(" "),
             command_args: i.args.clone(),
             args_truncated: i.args_truncated,

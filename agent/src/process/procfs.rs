@@ -186,6 +186,87 @@ pub fn read_all(proc_root: &Path) -> Vec<ExecInfo> {
     out
 }
 
+/// Bounds of a value completed from `/proc` (argv, environment): a hostile
+/// program cannot make the agent hold more than this per event.
+pub const COMPLETE_ARGS_MAX: usize = 256;
+pub const COMPLETE_BYTES_MAX: usize = 64 * 1024;
+
+/// `/proc/<pid>` when it is still the process that started at
+/// `start_ticks` (a pid reused since is another process).
+fn same_process(proc_root: &Path, pid: u32, start_ticks: u64) -> Option<PathBuf> {
+    let dir = proc_root.join(pid.to_string());
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    (parse_stat(&stat)?.1 == start_ticks).then_some(dir)
+}
+
+/// The whole argv of a process whose kernel record was cut (`captured`, at
+/// most `ARGV_MAX_ARGS` arguments, the last one possibly cut short), from
+/// `/proc/<pid>/cmdline` while the process still runs. `None` when the
+/// process is gone, is another one, shows arguments that do not extend
+/// `captured` (it exec'd again, or rewrote its argv), or has more than
+/// [`COMPLETE_ARGS_MAX`] arguments / [`COMPLETE_BYTES_MAX`] bytes.
+pub fn complete_args(
+    proc_root: &Path,
+    pid: u32,
+    start_ticks: u64,
+    captured: &[String],
+) -> Option<Vec<String>> {
+    let dir = same_process(proc_root, pid, start_ticks)?;
+    let raw = std::fs::read(dir.join("cmdline")).ok()?;
+    if raw.len() > COMPLETE_BYTES_MAX {
+        return None;
+    }
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    let full: Vec<String> = raw
+        .split(|&c| c == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if full.len() > COMPLETE_ARGS_MAX || full.len() < captured.len() {
+        return None;
+    }
+    let extends = match captured.split_last() {
+        None => true,
+        Some((last, head)) => full[..head.len()] == *head && full[head.len()].starts_with(last),
+    };
+    extends.then_some(full)
+}
+
+/// The whole path of an executable whose kernel walk stopped below the
+/// root (`tail`: the deepest components it did resolve, `/a/b/exe`), from
+/// `/proc/<pid>/exe` while the process still runs it. `None` when the
+/// process is gone or is another one, or the link does not end with `tail`.
+pub fn complete_exe(proc_root: &Path, pid: u32, start_ticks: u64, tail: &str) -> Option<String> {
+    let dir = same_process(proc_root, pid, start_ticks)?;
+    let full = std::fs::read_link(dir.join("exe")).ok()?;
+    let full = full.to_str()?;
+    let full = full.strip_suffix(" (deleted)").unwrap_or(full);
+    (full.ends_with(tail) && full.len() > tail.len()).then(|| full.to_string())
+}
+
+/// `name`'s value in `/proc/<pid>/environ` (the last one when set twice, as
+/// the dynamic loader reads it): `Some(None)` when the variable is not set,
+/// `None` when the environment could not be read or is larger than
+/// [`COMPLETE_BYTES_MAX`].
+pub fn environ_var(
+    proc_root: &Path,
+    pid: u32,
+    start_ticks: u64,
+    name: &str,
+) -> Option<Option<String>> {
+    let dir = same_process(proc_root, pid, start_ticks)?;
+    let raw = std::fs::read(dir.join("environ")).ok()?;
+    if raw.len() > COMPLETE_BYTES_MAX {
+        return None;
+    }
+    let prefix = format!("{name}=");
+    Some(
+        raw.split(|&c| c == 0)
+            .filter_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+            .next_back()
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,85 +356,4 @@ mod tests {
         assert_eq!(s.cap_eff, 0x1ff_ffff_ffff);
         assert_eq!(s.cap_prm, 0);
     }
-}
-
-/// Bounds of a value completed from `/proc` (argv, environment): a hostile
-/// program cannot make the agent hold more than this per event.
-pub const COMPLETE_ARGS_MAX: usize = 256;
-pub const COMPLETE_BYTES_MAX: usize = 64 * 1024;
-
-/// `/proc/<pid>` when it is still the process that started at
-/// `start_ticks` (a pid reused since is another process).
-fn same_process(proc_root: &Path, pid: u32, start_ticks: u64) -> Option<PathBuf> {
-    let dir = proc_root.join(pid.to_string());
-    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-    (parse_stat(&stat)?.1 == start_ticks).then_some(dir)
-}
-
-/// The whole argv of a process whose kernel record was cut (`captured`, at
-/// most `ARGV_MAX_ARGS` arguments, the last one possibly cut short), from
-/// `/proc/<pid>/cmdline` while the process still runs. `None` when the
-/// process is gone, is another one, shows arguments that do not extend
-/// `captured` (it exec'd again, or rewrote its argv), or has more than
-/// [`COMPLETE_ARGS_MAX`] arguments / [`COMPLETE_BYTES_MAX`] bytes.
-pub fn complete_args(
-    proc_root: &Path,
-    pid: u32,
-    start_ticks: u64,
-    captured: &[String],
-) -> Option<Vec<String>> {
-    let dir = same_process(proc_root, pid, start_ticks)?;
-    let raw = std::fs::read(dir.join("cmdline")).ok()?;
-    if raw.len() > COMPLETE_BYTES_MAX {
-        return None;
-    }
-    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
-    let full: Vec<String> = raw
-        .split(|&c| c == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    if full.len() > COMPLETE_ARGS_MAX || full.len() < captured.len() {
-        return None;
-    }
-    let extends = match captured.split_last() {
-        None => true,
-        Some((last, head)) => full[..head.len()] == *head && full[head.len()].starts_with(last),
-    };
-    extends.then_some(full)
-}
-
-/// The whole path of an executable whose kernel walk stopped below the
-/// root (`tail`: the deepest components it did resolve, `/a/b/exe`), from
-/// `/proc/<pid>/exe` while the process still runs it. `None` when the
-/// process is gone or is another one, or the link does not end with `tail`.
-pub fn complete_exe(proc_root: &Path, pid: u32, start_ticks: u64, tail: &str) -> Option<String> {
-    let dir = same_process(proc_root, pid, start_ticks)?;
-    let full = std::fs::read_link(dir.join("exe")).ok()?;
-    let full = full.to_str()?;
-    let full = full.strip_suffix(" (deleted)").unwrap_or(full);
-    (full.ends_with(tail) && full.len() > tail.len()).then(|| full.to_string())
-}
-
-/// `name`'s value in `/proc/<pid>/environ` (the last one when set twice, as
-/// the dynamic loader reads it): `Some(None)` when the variable is not set,
-/// `None` when the environment could not be read or is larger than
-/// [`COMPLETE_BYTES_MAX`].
-pub fn environ_var(
-    proc_root: &Path,
-    pid: u32,
-    start_ticks: u64,
-    name: &str,
-) -> Option<Option<String>> {
-    let dir = same_process(proc_root, pid, start_ticks)?;
-    let raw = std::fs::read(dir.join("environ")).ok()?;
-    if raw.len() > COMPLETE_BYTES_MAX {
-        return None;
-    }
-    let prefix = format!("{name}=");
-    Some(
-        raw.split(|&c| c == 0)
-            .filter_map(|kv| kv.strip_prefix(prefix.as_bytes()))
-            .next_back()
-            .map(|v| String::from_utf8_lossy(v).into_owned()),
-    )
 }

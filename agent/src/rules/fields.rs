@@ -440,10 +440,9 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
         field!("process.args_truncated", Bool, ALL, |e| B(e
             .process
             .args_truncated)),
-        field!("process.executable.path_truncated", Bool, ALL, |e| B(e
+        field!("process.executable_truncated", Bool, ALL, |e| B(e
             .process
-            .executable
-            .path_truncated)),
+            .executable_truncated)),
         field!("process.env.ld_preload", Str, &[K::Exec], |e| e
             .process
             .env
