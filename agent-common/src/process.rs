@@ -26,7 +26,7 @@ pub const ENV_VALUE_MAX: usize = 256;
 /// captures (`LD_PRELOAD`, `LD_LIBRARY_PATH`); more set
 /// `exec_flags::ENV_TRUNCATED` and the agent completes from
 /// `/proc/<pid>/environ`.
-pub const ENV_SCAN_MAX: usize = 256;
+pub const ENV_SCAN_MAX: usize = 128;
 
 /// `ExecEvent::flags` bits.
 pub mod exec_flags {

@@ -25,6 +25,13 @@ pub struct EnvScratch {
     pub ld_library_path: [u8; ENV_VALUE_MAX],
     /// The first 16 bytes of the entry being looked at (+ NUL).
     name: [u64; 3],
+    /// The running result (lengths and flags, see [`picket_scan_env`]).
+    /// Kept in map memory, not in registers: the verifier tracks the exact
+    /// value of a register, so each combination found so far would be a
+    /// separate state through every later iteration of the loop (this blew
+    /// the 1M-instruction budget of the 6.1 verifier); map memory reads
+    /// back as an unknown scalar and the states of the three branches merge.
+    result: u64,
 }
 
 #[map]
@@ -62,9 +69,11 @@ pub extern "C" fn picket_scan_env(start_stack: u64) -> i64 {
         return -1;
     }
     let envp = start_stack.wrapping_add(8).wrapping_add((argc + 1) * 8);
-    let mut flags = 0u32;
-    let mut preload_len = 0u64;
-    let mut libpath_len = 0u64;
+    let result = &raw mut sc.result;
+    // SAFETY (all volatile accesses): pointers into this CPU's map value.
+    // Volatile stores, not `= 0`/`= [0; N]`: LLVM would call `memset`, a
+    // byte loop the verifier walks again in every iteration.
+    unsafe { core::ptr::write_volatile(result, 0) };
     let mut ended = false;
     for i in 0..ENV_SCAN_MAX {
         let Ok(p) = (unsafe { bpf_probe_read_user((envp + i as u64 * 8) as *const u64) }) else {
@@ -74,14 +83,22 @@ pub extern "C" fn picket_scan_env(start_stack: u64) -> i64 {
             ended = true;
             break;
         }
-        sc.name[0] = 0;
-        sc.name[1] = 0;
-        let n =
-            unsafe { bpf_probe_read_user_str(sc.name.as_mut_ptr() as *mut _, 17, p as *const _) };
+        unsafe {
+            core::ptr::write_volatile(&raw mut sc.name[0], 0);
+            core::ptr::write_volatile(&raw mut sc.name[1], 0);
+        }
+        let n = unsafe {
+            bpf_probe_read_user_str(sc.name.as_mut_ptr() as *mut _, 17, p as *const _)
+        };
         if n < (PRELOAD_NAME + 1) as i64 {
             continue;
         }
-        let (w0, w1) = (sc.name[0], sc.name[1]);
+        let (w0, w1) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const sc.name[0]),
+                core::ptr::read_volatile(&raw const sc.name[1]),
+            )
+        };
         if w0 == LD_PRELO && w1 & 0xff_ffff == AD_EQ {
             let r = unsafe {
                 bpf_probe_read_user_str(
@@ -91,10 +108,16 @@ pub extern "C" fn picket_scan_env(start_stack: u64) -> i64 {
                 )
             };
             if r > 0 {
-                flags |= exec_flags::LD_PRELOAD;
-                preload_len = (r - 1) as u64;
+                let mut f = (exec_flags::LD_PRELOAD as u64) << 32;
                 if r as usize >= ENV_VALUE_MAX {
-                    flags |= exec_flags::ENV_VALUE_TRUNCATED;
+                    f |= (exec_flags::ENV_VALUE_TRUNCATED as u64) << 32;
+                }
+                unsafe {
+                    let old = core::ptr::read_volatile(result);
+                    core::ptr::write_volatile(
+                        result,
+                        (old & !0xffff) | f | ((r - 1) as u64 & 0xffff),
+                    );
                 }
             }
         } else if n >= (LIBPATH_NAME + 1) as i64 && w0 == LD_LIBRA && w1 == RY_PATH_EQ {
@@ -106,16 +129,23 @@ pub extern "C" fn picket_scan_env(start_stack: u64) -> i64 {
                 )
             };
             if r > 0 {
-                flags |= exec_flags::LD_LIBRARY_PATH;
-                libpath_len = (r - 1) as u64;
+                let mut f = (exec_flags::LD_LIBRARY_PATH as u64) << 32;
                 if r as usize >= ENV_VALUE_MAX {
-                    flags |= exec_flags::ENV_VALUE_TRUNCATED;
+                    f |= (exec_flags::ENV_VALUE_TRUNCATED as u64) << 32;
+                }
+                unsafe {
+                    let old = core::ptr::read_volatile(result);
+                    core::ptr::write_volatile(
+                        result,
+                        (old & !0xffff_0000) | f | (((r - 1) as u64 & 0xffff) << 16),
+                    );
                 }
             }
         }
     }
+    let mut out = unsafe { core::ptr::read_volatile(result) };
     if !ended {
-        flags |= exec_flags::ENV_TRUNCATED;
+        out |= (exec_flags::ENV_TRUNCATED as u64) << 32;
     }
-    ((preload_len & 0xffff) | ((libpath_len & 0xffff) << 16) | ((flags as u64) << 32)) as i64
+    out as i64
 }

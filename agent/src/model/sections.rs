@@ -77,7 +77,7 @@ pub struct ProcessEnv {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ld_library_path: Option<String>,
     /// The kernel's bounded scan could not see the whole environment (more
-    /// than 256 variables, or a value longer than 255 bytes) and `/proc`
+    /// than 128 variables, or a value longer than 255 bytes) and `/proc`
     /// could not complete it: an unset variable above may be set.
     #[serde(default, skip_serializing_if = "is_false")]
     pub truncated: bool,
