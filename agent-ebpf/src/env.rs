@@ -87,9 +87,8 @@ pub extern "C" fn picket_scan_env(start_stack: u64) -> i64 {
             core::ptr::write_volatile(&raw mut sc.name[0], 0);
             core::ptr::write_volatile(&raw mut sc.name[1], 0);
         }
-        let n = unsafe {
-            bpf_probe_read_user_str(sc.name.as_mut_ptr() as *mut _, 17, p as *const _)
-        };
+        let n =
+            unsafe { bpf_probe_read_user_str(sc.name.as_mut_ptr() as *mut _, 17, p as *const _) };
         if n < (PRELOAD_NAME + 1) as i64 {
             continue;
         }
