@@ -22,6 +22,15 @@ pub mod file_match {
     /// Path filtering was off (`settings::file_filter::ALL_PATHS`): the
     /// open was reported without consulting the tries.
     pub const UNFILTERED: u32 = 1 << 3;
+    /// The path could not be read at syscall entry (its page was not
+    /// faulted in yet) and was read at exit instead, after the kernel's own
+    /// copy of the path had faulted the page in.
+    pub const REREAD: u32 = 1 << 4;
+    /// The path equals an exact path literal of an enabled rule
+    /// ([`super::path_tag::EXACT_OPEN`]): rate-limited in the priority
+    /// lane (`ratelimit::PRIORITY_LANE`), so a storm of opens of merely
+    /// monitored paths cannot push it into a summary.
+    pub const PRIORITY: u32 = 1 << 5;
 }
 
 /// An open(2)/openat(2)/openat2(2) of a path that matched a configured prefix
@@ -72,6 +81,17 @@ pub mod path_tag {
     pub const OPEN: u32 = 1 << 0;
     /// The literal is monitored for `file_change`.
     pub const CHANGE: u32 = 1 << 1;
+    /// The entry itself is an exact path (`==`, `in`) of an enabled
+    /// `file_open` rule. Not inherited by longer entries: it applies only
+    /// when the whole path equals the entry, which the kernel checks with
+    /// the entry's length stored at [`LEN_SHIFT`].
+    pub const EXACT_OPEN: u32 = 1 << 2;
+    /// Bits `LEN_SHIFT..LEN_SHIFT + 8` of an `EXACT_OPEN` entry's value:
+    /// the entry's length in bytes (an LPM lookup does not say how long
+    /// the matching entry was).
+    pub const LEN_SHIFT: u32 = 16;
+    /// The kind bits (inherited by longer entries).
+    pub const KINDS: u32 = OPEN | CHANGE;
 }
 
 /// `FileChangeEvent::op`: the syscall (the agent names the operation:

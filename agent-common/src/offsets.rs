@@ -91,6 +91,13 @@ offsets! {
     upid_size => "sizeof:upid",
     pid_namespace_ns => "pid_namespace.ns",
     mm_exe_file => "mm_struct.exe_file",
+    /// Top of the new program's stack (argc, argv[], NULL, envp[], NULL).
+    mm_start_stack => "mm_struct.start_stack",
+    /// `inode` change time; the member moved twice (`i_ctime` timespec64,
+    /// `__i_ctime` in 6.6, `i_ctime_sec`/`i_ctime_nsec` in 6.11): the
+    /// alternatives are tried in order.
+    inode_ctime_sec => "inode.i_ctime_sec|inode.__i_ctime.tv_sec|inode.i_ctime.tv_sec",
+    inode_ctime_nsec => "inode.i_ctime_nsec|inode.__i_ctime.tv_nsec|inode.i_ctime.tv_nsec",
     file_f_path => "file.f_path",
     file_f_inode => "file.f_inode",
     path_mnt => "path.mnt",

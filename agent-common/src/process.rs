@@ -20,6 +20,13 @@ pub const PATH_COMPONENT_MAX: usize = 256;
 pub const PATH_MAX_DEPTH: usize = 32;
 /// Bytes of the filename as passed to execve (from the tracepoint).
 pub const FILENAME_MAX: usize = 256;
+/// Bytes of a captured environment variable's value (with the NUL).
+pub const ENV_VALUE_MAX: usize = 256;
+/// Environment entries the kernel scans at exec for the variables it
+/// captures (`LD_PRELOAD`, `LD_LIBRARY_PATH`); more set
+/// `exec_flags::ENV_TRUNCATED` and the agent completes from
+/// `/proc/<pid>/environ`.
+pub const ENV_SCAN_MAX: usize = 128;
 
 /// `ExecEvent::flags` bits.
 pub mod exec_flags {
@@ -42,6 +49,21 @@ pub mod exec_flags {
     pub const EXECVEAT: u32 = 1 << 9;
     pub const FILENAME_TRUNCATED: u32 = 1 << 10;
     pub const LOGINUID_MISSING: u32 = 1 << 11;
+    /// `LD_PRELOAD` is set in the new program's environment (value in
+    /// `ExecEvent::ld_preload`, possibly empty).
+    pub const LD_PRELOAD: u32 = 1 << 12;
+    /// `LD_LIBRARY_PATH` is set (value in `ExecEvent::ld_library_path`).
+    pub const LD_LIBRARY_PATH: u32 = 1 << 13;
+    /// The environment has more than `ENV_SCAN_MAX` entries: a variable
+    /// after them was not looked at.
+    pub const ENV_TRUNCATED: u32 = 1 << 14;
+    /// A captured value was longer than `ENV_VALUE_MAX` - 1 bytes.
+    pub const ENV_VALUE_TRUNCATED: u32 = 1 << 15;
+    /// The environment could not be read (offsets missing or a fault).
+    pub const ENV_MISSING: u32 = 1 << 16;
+    /// The executable's inode change time is unknown (offsets missing on
+    /// this kernel, or the read faulted).
+    pub const EXE_CTIME_MISSING: u32 = 1 << 17;
 }
 
 /// Credentials of a task (from `task->cred`).
@@ -113,6 +135,15 @@ pub struct ExecEvent {
     pub cwd_len: u32,
     pub filename_len: u32,
     pub _pad: u32,
+    /// Change time (`inode->i_ctime`, wall clock) of the executable file,
+    /// read at exec from `mm->exe_file`: when it was last written, created,
+    /// renamed or chmod'ed (user space cannot set it back, unlike mtime).
+    pub exe_ctime_sec: i64,
+    pub exe_ctime_nsec: u32,
+    /// Bytes in `ld_preload` and `ld_library_path`, without the NUL.
+    pub ld_preload_len: u32,
+    pub ld_library_path_len: u32,
+    pub _pad2: u32,
     /// The task's `comm` after exec.
     pub comm: [u8; 16],
     /// Filename as passed to execve (may be relative).
@@ -120,6 +151,10 @@ pub struct ExecEvent {
     pub argv: [u8; ARGV_MAX],
     pub exe: [u8; PATH_BUF],
     pub cwd: [u8; PATH_BUF],
+    /// Value of `LD_PRELOAD` in the new program's environment.
+    pub ld_preload: [u8; ENV_VALUE_MAX],
+    /// Value of `LD_LIBRARY_PATH`.
+    pub ld_library_path: [u8; ENV_VALUE_MAX],
 }
 
 /// A new process (not a thread), written at `sched_process_fork`.

@@ -29,8 +29,20 @@ pub struct RateKey {
     pub cgroup_id: u64,
     /// An `EventKind` value.
     pub kind: u32,
-    pub _pad: u32,
+    /// [`NORMAL_LANE`] or [`PRIORITY_LANE`].
+    pub lane: u32,
 }
+
+/// `RateKey::lane` of ordinary records.
+pub const NORMAL_LANE: u32 = 0;
+/// `RateKey::lane` of records a rule would alert on whatever else happens
+/// (a `file_open` of an exact rule path, `file::file_match::PRIORITY`):
+/// they have their own window, so a storm of merely monitored records
+/// cannot exhaust it, with a limit [`PRIORITY_MULTIPLIER`] times the
+/// kind's (a storm of alerting records is bounded too, and counted).
+pub const PRIORITY_LANE: u32 = 1;
+/// Limit of the priority lane relative to the kind's `max_events`.
+pub const PRIORITY_MULTIPLIER: u32 = 8;
 
 /// Value of `RATE_STATE`.
 #[repr(C)]
@@ -53,7 +65,8 @@ pub struct RateSummaryEvent {
     pub header: EventHeader,
     /// The `EventKind` of the suppressed records.
     pub kind: u32,
-    pub _pad: u32,
+    /// The `RateKey::lane` the records were suppressed in.
+    pub lane: u32,
     /// Records suppressed for (cgroup, kind) since the programs were loaded.
     pub total: u64,
     /// `total` minus the previous summary's (the agent recomputes it from

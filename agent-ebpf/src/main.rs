@@ -14,6 +14,7 @@
 
 mod creds;
 mod enforce;
+mod env;
 mod file;
 mod filechange;
 mod kernel;

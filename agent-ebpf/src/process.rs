@@ -3,8 +3,8 @@
 use agent_common::{
     EventHeader, EventKind,
     process::{
-        ARGV_MAX, ARGV_MAX_ARGS, ArgvStage, Creds, ExecEvent, ExitEvent, FILENAME_MAX, ForkEvent,
-        Namespaces, PATH_BUF, StdioInfo, exec_flags,
+        ARGV_MAX, ARGV_MAX_ARGS, ArgvStage, Creds, ENV_VALUE_MAX, ExecEvent, ExitEvent,
+        FILENAME_MAX, ForkEvent, Namespaces, PATH_BUF, StdioInfo, exec_flags,
     },
 };
 use aya_ebpf::{
@@ -18,6 +18,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    env,
     kernel::{current_task, off, offsets_ready, process_start, read, read_ptr},
     maps::{ARGV_SCRATCH, ARGV_STAGE, EVENTS, cgroup_allowed, count_lost},
     path,
@@ -227,6 +228,58 @@ fn try_exec(ctx: &TracePointContext) -> Option<()> {
             }
         }
         None => flags |= exec_flags::EXE_MISSING,
+    }
+
+    // Change time of the executable (drift: written after the container
+    // started?), decided here from the file being executed, not later from
+    // /proc/<pid>/exe, which by then may show a program it exec'd.
+    ev.exe_ctime_sec = 0;
+    ev.exe_ctime_nsec = 0;
+    let inode = exe.and_then(|f| read_ptr(f, off!(file_f_inode)));
+    match inode.and_then(|i| read::<i64>(i, off!(inode_ctime_sec))) {
+        Some(sec) => {
+            ev.exe_ctime_sec = sec;
+            ev.exe_ctime_nsec = inode
+                .and_then(|i| read::<u32>(i, off!(inode_ctime_nsec)))
+                .unwrap_or(0);
+        }
+        None => flags |= exec_flags::EXE_CTIME_MISSING,
+    }
+
+    // LD_PRELOAD / LD_LIBRARY_PATH from the new stack (see `env`).
+    ev.ld_preload_len = 0;
+    ev.ld_library_path_len = 0;
+    ev._pad2 = 0;
+    let stack = read_ptr(task, off!(task_mm)).and_then(|mm| read::<u64>(mm, off!(mm_start_stack)));
+    let r: i64 = match stack {
+        Some(s) => env::picket_scan_env(s),
+        None => -1,
+    };
+    if r < 0 {
+        flags |= exec_flags::ENV_MISSING;
+    } else if let Some(sc) = env::ENV_SCRATCH.get_ptr(0) {
+        let f = (r >> 32) as u32;
+        flags |= f;
+        if f & exec_flags::LD_PRELOAD != 0 {
+            ev.ld_preload_len = ((r & 0xffff) as u32).min(ENV_VALUE_MAX as u32 - 1);
+            unsafe {
+                bpf_probe_read_kernel(
+                    ev.ld_preload.as_mut_ptr() as *mut _,
+                    ENV_VALUE_MAX as u32,
+                    (*sc).ld_preload.as_ptr() as *const _,
+                )
+            };
+        }
+        if f & exec_flags::LD_LIBRARY_PATH != 0 {
+            ev.ld_library_path_len = (((r >> 16) & 0xffff) as u32).min(ENV_VALUE_MAX as u32 - 1);
+            unsafe {
+                bpf_probe_read_kernel(
+                    ev.ld_library_path.as_mut_ptr() as *mut _,
+                    ENV_VALUE_MAX as u32,
+                    (*sc).ld_library_path.as_ptr() as *const _,
+                )
+            };
+        }
     }
 
     // Working directory: current->fs->pwd.

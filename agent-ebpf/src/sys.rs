@@ -11,7 +11,10 @@
 use agent_common::{
     EventHeader, EventKind,
     process::Creds,
-    ratelimit::{RateKey, RateLimit, RateState, RateSummaryEvent},
+    ratelimit::{
+        NORMAL_LANE, PRIORITY_LANE, PRIORITY_MULTIPLIER, RateKey, RateLimit, RateState,
+        RateSummaryEvent,
+    },
     settings::FILTER_GENERATIONS,
 };
 use aya_ebpf::{
@@ -255,16 +258,33 @@ pub fn submit<T: 'static>(entry: RingBufEntry<T>, kind: EventKind) {
 /// count must be exact: the agent reports it).
 #[inline(always)]
 pub fn rate_allowed(kind: EventKind) -> bool {
+    rate_allowed_lane(kind, false)
+}
+
+/// [`rate_allowed`] in the lane of `priority` records (records a rule
+/// alerts on whatever else happens): their own window and counters, with
+/// `PRIORITY_MULTIPLIER` times the limit, so a storm of merely monitored
+/// records cannot push them into a summary.
+#[inline(always)]
+pub fn rate_allowed_lane(kind: EventKind, priority: bool) -> bool {
     let Some(lim) = RATE_LIMITS.get(filter_gen() * EventKind::COUNT + kind as u32) else {
         return true;
     };
     if lim.max_events == 0 {
         return true;
     }
+    let (lane, max_events) = if priority {
+        (
+            PRIORITY_LANE,
+            (lim.max_events as u64).saturating_mul(PRIORITY_MULTIPLIER as u64),
+        )
+    } else {
+        (NORMAL_LANE, lim.max_events as u64)
+    };
     let key = RateKey {
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         kind: kind as u32,
-        _pad: 0,
+        lane,
     };
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let st = match RATE_STATE.get_ptr_mut(&key) {
@@ -294,7 +314,7 @@ pub fn rate_allowed(kind: EventKind) -> bool {
     // each record is either sent or added to `RATE_SUPPRESSED`.
     let n = st.in_window;
     st.in_window = n + 1;
-    if n < lim.max_events as u64 {
+    if n < max_events {
         return true;
     }
     !count_suppressed(&key)
@@ -350,7 +370,7 @@ fn send_summary(key: &RateKey, st: &mut RateState, window_ns: u64) {
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     ev.header = header(kind, core::mem::size_of::<RateSummaryEvent>());
     ev.kind = key.kind;
-    ev._pad = 0;
+    ev.lane = key.lane;
     ev.total = total;
     ev.count = total - st.reported;
     ev.window_ns = window_ns;

@@ -1400,3 +1400,322 @@ async fn bind_mount_of_a_host_path_into_a_container() {
     assert!(kinds.contains(&EventKindName::Namespace), "{kinds:?}");
     t.done();
 }
+
+/// A child that is killed and reaped when dropped (also on test failure).
+struct Running(std::process::Child);
+
+impl Running {
+    fn spawn_in(cg: &TestCgroup, cmd: &mut Command) -> Self {
+        cg.enter(cmd);
+        Self(cmd.spawn().expect("spawn"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Capture limit: a path passed to open(2) from a page that was never
+/// touched cannot be read by the probe at syscall entry (probes do not
+/// fault pages in). The kernel's own copy of the path faults it in, so the
+/// exit reads it again: the open is reported with its path. The script
+/// proves the page was absent at the open (`/proc/self/pagemap`, bit 63)
+/// and present after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_whose_path_page_was_never_touched_is_reported() {
+    let t = kernel_test!(an_open_whose_path_page_was_never_touched_is_reported);
+    let cg = TestCgroup::unique("fault");
+    let files = Files::new();
+    let target = files.path("secret/a");
+    // The path literal sits at the start of a file mapped privately and
+    // never read before the open.
+    let lit = files.path("literal.bin");
+    let mut page = target.clone().into_bytes();
+    page.resize(8192, 0);
+    std::fs::write(&lit, &page).expect("write literal");
+    let mut agent = agent_with(&cg, files.filters(false)).await;
+    let script = format!(
+        "import ctypes, mmap, os, struct\n\
+         def present(addr):\n\
+         \x20 with open('/proc/self/pagemap', 'rb') as f:\n\
+         \x20   f.seek(addr // 4096 * 8)\n\
+         \x20   return struct.unpack('<Q', f.read(8))[0] >> 63\n\
+         fd = os.open('{lit}', os.O_RDONLY)\n\
+         m = mmap.mmap(fd, 8192, access=mmap.ACCESS_COPY)\n\
+         addr = ctypes.addressof(ctypes.c_char.from_buffer(m))\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.open.argtypes = [ctypes.c_void_p, ctypes.c_int]\n\
+         before = present(addr)\n\
+         r = libc.open(addr, os.O_RDONLY)\n\
+         print(before, present(addr), r >= 0)\n"
+    );
+    let out = run_in(&cg, &mut py(&script));
+    assert_eq!(
+        stdout_lines(&out),
+        ["0 1 True"],
+        "absent before, present after"
+    );
+    let mut seen = Vec::new();
+    let ev = wait_for(&mut agent, &mut seen, WAIT, "the open", |e| {
+        e.kind() == EventKindName::FileOpen
+    })
+    .await;
+    let f = ev.file.as_ref().expect("file");
+    assert_eq!((f.path.as_str(), f.write), (target.as_str(), false));
+    assert!(syscall(&ev).1 >= 0, "opened: {:?}", ev.syscall);
+    drain(&mut agent, &mut seen, Duration::from_millis(500)).await;
+    assert_eq!(
+        seen.iter()
+            .filter(|e| e.kind() == EventKindName::FileOpen)
+            .count(),
+        1
+    );
+    t.done();
+}
+
+/// Capture limit: a storm of opens of a merely monitored path exhausts the
+/// per-cgroup limit, but the open of an exact path a rule names (derived
+/// from the rule, as `picket run` does) takes the priority lane and is
+/// delivered; the decoys beyond the limit are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decoy_storm_cannot_push_a_rule_path_into_the_summary() {
+    let t = kernel_test!(a_decoy_storm_cannot_push_a_rule_path_into_the_summary);
+    let cg = TestCgroup::unique("decoy");
+    let files = Files::new();
+    let shadow = files.path("secret/shadow");
+    let decoy = files.path("secret/shadow-");
+    std::fs::write(&shadow, b"root:*:").expect("write");
+    std::fs::write(&decoy, b"root:*:").expect("write");
+    let yaml = format!(
+        "rules:\n  - id: shadow-read\n    name: shadow-read\n    severity: high\n    events: [file_open]\n    condition: 'file.path in [\"{shadow}\"]'\n    output: 'read %file.path'\n    tags: [T1003.008]\n"
+    );
+    let rules = picket::rules::RuleSet::from_sources(vec![("r.yaml".into(), yaml)])
+        .unwrap_or_else(|d| panic!("{}", picket::rules::diagnostics::render(&d)));
+    let mut base = files.filters(false);
+    base.rates.insert(
+        EventKindName::FileOpen,
+        Rate {
+            max_events: 20,
+            window: Duration::from_secs(5),
+        },
+    );
+    let derived = picket::sensor::rule_filters::derive_filters(
+        &rules,
+        &picket::sensor::rule_filters::FilterConfig {
+            base,
+            keep_all_kinds: true,
+        },
+    );
+    assert_eq!(
+        derived.filters.file_exact,
+        [shadow.clone()].into(),
+        "the rule's exact path"
+    );
+    let mut agent = agent_with(&cg, derived.filters).await;
+    // 300 decoys (prefix `secret/` and the prefix entry `secret/shadow`
+    // both match them), then the real read.
+    let script = format!(
+        "import os\n\
+         for i in range(300):\n  os.close(os.open('{decoy}', os.O_RDONLY))\n\
+         os.close(os.open('{shadow}', os.O_RDONLY))\n"
+    );
+    run_in(&cg, &mut py(&script));
+    let mut seen = Vec::new();
+    wait_for(&mut agent, &mut seen, WAIT, "the rule path's open", |e| {
+        e.file.as_ref().is_some_and(|f| f.path == shadow)
+    })
+    .await;
+    drain(&mut agent, &mut seen, Duration::from_millis(800)).await;
+    let count = |p: &str| {
+        seen.iter()
+            .filter(|e| e.kind() == EventKindName::FileOpen)
+            .filter(|e| e.file.as_ref().is_some_and(|f| f.path == p))
+            .count()
+    };
+    assert_eq!((count(&decoy), count(&shadow)), (20, 1));
+    t.done();
+}
+
+/// Capture limit: argv is captured to 16 arguments in the kernel; the
+/// agent completes it from /proc/<pid>/cmdline while the process runs, so
+/// an option after 20 padding arguments is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argv_beyond_sixteen_arguments_is_completed() {
+    let t = kernel_test!(argv_beyond_sixteen_arguments_is_completed);
+    let cg = TestCgroup::unique("argv");
+    let mut agent = agent_with(&cg, SensorFilters::default()).await;
+    let mut args: Vec<String> = vec!["-c".into(), "import time; time.sleep(30)".into()];
+    args.extend((1..=20).map(|i| format!("pad{i}")));
+    args.push("--evil".into());
+    let mut cmd = Command::new(PY);
+    cmd.args(&args);
+    let child = Running::spawn_in(&cg, &mut cmd);
+    let mut seen = Vec::new();
+    let ev = wait_for(&mut agent, &mut seen, WAIT, "exec of python", |e| {
+        e.kind() == EventKindName::Exec && e.process.pid == child.0.id()
+    })
+    .await;
+    drop(child);
+    let mut want = vec![PY.to_string()];
+    want.extend(args);
+    assert_eq!(ev.process.command_args, want);
+    assert_eq!(ev.process.command_args.len(), 24);
+    assert!(!ev.process.args_truncated);
+    t.done();
+}
+
+/// Capture limit: the kernel walks at most 32 directories of the
+/// executable's path; the agent completes a deeper one from
+/// /proc/<pid>/exe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executable_forty_directories_deep_has_its_whole_path() {
+    let t = kernel_test!(an_executable_forty_directories_deep_has_its_whole_path);
+    let cg = TestCgroup::unique("deep");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut deep = std::fs::canonicalize(dir.path()).expect("canonicalize");
+    for i in 0..40 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).expect("mkdir");
+    let exe = deep.join("sleepy");
+    std::fs::copy("/usr/bin/sleep", &exe).expect("copy");
+    let mut agent = agent_with(&cg, SensorFilters::default()).await;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("30");
+    let child = Running::spawn_in(&cg, &mut cmd);
+    let mut seen = Vec::new();
+    let ev = wait_for(&mut agent, &mut seen, WAIT, "exec of the deep copy", |e| {
+        e.kind() == EventKindName::Exec && e.process.pid == child.0.id()
+    })
+    .await;
+    drop(child);
+    assert_eq!(ev.process.executable.path, exe.display().to_string());
+    assert!(!ev.process.executable_truncated);
+    t.done();
+}
+
+/// LD_PRELOAD and LD_LIBRARY_PATH are captured from the new program's
+/// stack at exec; one set after 300 other variables (past the kernel's
+/// bounded scan) is completed from /proc/<pid>/environ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ld_preload_and_library_path_at_exec() {
+    let t = kernel_test!(ld_preload_and_library_path_at_exec);
+    let cg = TestCgroup::unique("ldenv");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A copy of sleep per case, to tell the execs apart by name.
+    let copy = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::copy("/usr/bin/sleep", &p).expect("copy");
+        p
+    };
+    let (plain, preload, crowded) = (copy("plain"), copy("preload"), copy("crowded"));
+    let lib = dir.path().join("evil.so").display().to_string();
+    let mut agent = agent_with(&cg, SensorFilters::default()).await;
+    let mut cmd = Command::new(&plain);
+    cmd.arg("0")
+        .env_remove("LD_PRELOAD")
+        .env_remove("LD_LIBRARY_PATH");
+    run_in(&cg, &mut cmd);
+    // ld.so warns about a preload it cannot load and runs the program.
+    let mut cmd = Command::new(&preload);
+    cmd.arg("0")
+        .env("LD_PRELOAD", &lib)
+        .env("LD_LIBRARY_PATH", "/opt/x/lib:/tmp");
+    run_in(&cg, &mut cmd);
+    // Command sorts the environment: A_PAD_* come before LD_PRELOAD.
+    let mut cmd = Command::new(&crowded);
+    cmd.arg("30")
+        .env("LD_PRELOAD", &lib)
+        .env_remove("LD_LIBRARY_PATH");
+    for i in 0..300 {
+        cmd.env(format!("A_PAD_{i:03}"), "x");
+    }
+    let running = Running::spawn_in(&cg, &mut cmd);
+    let mut seen = Vec::new();
+    let mut env_of = async |name: &str| {
+        wait_for(&mut agent, &mut seen, WAIT, name, |e| {
+            e.kind() == EventKindName::Exec && e.process.executable.name == name
+        })
+        .await
+        .process
+        .env
+        .expect("env section")
+    };
+    let plain = env_of("plain").await;
+    assert_eq!(
+        (plain.ld_preload, plain.ld_library_path, plain.truncated),
+        (None, None, false)
+    );
+    let preload = env_of("preload").await;
+    assert_eq!(
+        (
+            preload.ld_preload.as_deref(),
+            preload.ld_library_path.as_deref(),
+            preload.truncated
+        ),
+        (Some(lib.as_str()), Some("/opt/x/lib:/tmp"), false)
+    );
+    let crowded = env_of("crowded").await;
+    assert_eq!(
+        (
+            crowded.ld_preload.as_deref(),
+            crowded.ld_library_path,
+            crowded.truncated
+        ),
+        (Some(lib.as_str()), None, false)
+    );
+    drop(running);
+    t.done();
+}
+
+/// Drift is decided at exec from the executed file's change time: a binary
+/// dropped into a container that immediately execs a system binary is
+/// still flagged on its own exec (its /proc/<pid>/exe already shows the
+/// system binary when the agent looks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_binary_that_execs_at_once_is_flagged() {
+    let t = kernel_test!(a_dropped_binary_that_execs_at_once_is_flagged);
+    let pod_uid = "1b2c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d";
+    let ctr = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d7c8e2c1d9f7a6e5d3c2b1a0f";
+    let cg = TestCgroup::create(&format!(
+        "picket-test-drift-{}/kubepods/besteffort/pod{pod_uid}/cri-containerd-{ctr}.scope",
+        std::process::id()
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dropped = dir.path().join("dropper");
+    let mut agent = agent_with(&cg, SensorFilters::default()).await;
+    // The container's init copies dash after it started and runs the copy,
+    // which replaces itself with /bin/true at once.
+    let script = format!(
+        "sleep 0.1; cp /usr/bin/dash {d} && {d} -c 'exec /usr/bin/true'",
+        d = dropped.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--fork", "--pid", "--mount", "/bin/sh", "-c", &script]);
+    run_in(&cg, &mut cmd);
+    let path = std::fs::canonicalize(&dropped)
+        .expect("canonicalize")
+        .display()
+        .to_string();
+    let mut seen = Vec::new();
+    let ev = wait_for(&mut agent, &mut seen, WAIT, "exec of the dropper", |e| {
+        e.kind() == EventKindName::Exec && e.process.executable.path == path
+    })
+    .await;
+    assert_eq!(
+        ev.process.executable.written_after_container_start,
+        Some(true)
+    );
+    let ev = wait_for(&mut agent, &mut seen, WAIT, "exec of true", |e| {
+        e.kind() == EventKindName::Exec && e.process.executable.path == "/usr/bin/true"
+    })
+    .await;
+    assert_eq!(
+        ev.process.executable.written_after_container_start,
+        Some(false)
+    );
+    t.done();
+}

@@ -28,10 +28,7 @@ pub fn resolve_kernel_offsets(btf: &Btf) -> (KernelOffsets, Vec<OffsetError>) {
     let mut offsets = KernelOffsets::missing();
     let mut errors = Vec::new();
     for &(field, path) in KernelOffsets::FIELDS {
-        let value = match path.strip_prefix(SIZEOF_PREFIX) {
-            Some(ty) => btf.type_size(ty),
-            None => btf.member_offset(path),
-        };
+        let value = resolve_path(btf, path);
         match value {
             Ok(v) => {
                 if let Some(slot) = offsets.get_mut(field) {
@@ -46,4 +43,21 @@ pub fn resolve_kernel_offsets(btf: &Btf) -> (KernelOffsets, Vec<OffsetError>) {
         }
     }
     (offsets, errors)
+}
+
+/// One `FIELDS` path: a type size (`sizeof:T`), or member paths separated
+/// by `|` tried in order (a member renamed across kernel versions); the
+/// error is the last alternative's.
+fn resolve_path(btf: &Btf, path: &str) -> Result<u32, BtfError> {
+    if let Some(ty) = path.strip_prefix(SIZEOF_PREFIX) {
+        return btf.type_size(ty);
+    }
+    let mut last = Err(BtfError::InvalidPath(path.to_owned()));
+    for alt in path.split('|') {
+        last = btf.member_offset(alt);
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
 }

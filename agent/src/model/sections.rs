@@ -29,6 +29,60 @@ pub struct Executable {
     pub written_after_container_start: Option<bool>,
 }
 
+/// Directories of the system's own shared libraries: a library preloaded
+/// from below them was installed with the system or image (writing there
+/// needs root and is itself watched by the file rules).
+pub const SYSTEM_LIBRARY_DIRS: &[&str] = &[
+    "/lib/",
+    "/lib64/",
+    "/lib32/",
+    "/usr/lib/",
+    "/usr/lib64/",
+    "/usr/lib32/",
+];
+
+impl ProcessEnv {
+    /// The entries of `LD_PRELOAD` as the dynamic loader splits them
+    /// (on spaces and colons).
+    pub fn ld_preload_libs(&self) -> impl Iterator<Item = &str> {
+        self.ld_preload
+            .as_deref()
+            .unwrap_or_default()
+            .split([' ', ':'])
+            .filter(|l| !l.is_empty())
+    }
+
+    /// Whether any `LD_PRELOAD` entry is not an absolute path below
+    /// [`SYSTEM_LIBRARY_DIRS`] (a relative path, a bare name searched in
+    /// `LD_LIBRARY_PATH`, or a path with `..` counts as outside); `None`
+    /// when `LD_PRELOAD` is not set or empty.
+    pub fn ld_preload_outside_system_dirs(&self) -> Option<bool> {
+        let mut libs = self.ld_preload_libs().peekable();
+        libs.peek()?;
+        Some(libs.any(|l| {
+            l.split('/').any(|c| c == "..") || !SYSTEM_LIBRARY_DIRS.iter().any(|d| l.starts_with(d))
+        }))
+    }
+}
+
+/// `process.env.*`: the environment variables of a new program that
+/// matter to detection (exec events only), captured by the kernel at exec.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessEnv {
+    /// `LD_PRELOAD`; absent when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ld_preload: Option<String>,
+    /// `LD_LIBRARY_PATH`; absent when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ld_library_path: Option<String>,
+    /// The kernel's bounded scan could not see the whole environment (more
+    /// than 128 variables, or a value longer than 255 bytes) and `/proc`
+    /// could not complete it: an unset variable above may be set.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
 /// `process.user`, `process.group`, ...: a numeric id.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,11 +244,20 @@ pub struct Process {
     pub command_line: String,
     #[serde(default)]
     pub command_args: Vec<String>,
-    /// argv was longer than Picket captures (16 args / 1 KiB).
+    /// argv was longer than the kernel captures (16 args / 1 KiB) and
+    /// `/proc/<pid>/cmdline` could not complete it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub args_truncated: bool,
+    /// `executable.path` is only the deepest part of the path: the kernel's
+    /// walk stopped below the root (more than 32 directories) and
+    /// `/proc/<pid>/exe` could not complete it (the process was gone).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub executable_truncated: bool,
     #[serde(default)]
     pub working_directory: String,
+    /// exec events: `LD_PRELOAD` and `LD_LIBRARY_PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<ProcessEnv>,
     /// Effective user.
     #[serde(default)]
     pub user: User,
@@ -699,4 +762,35 @@ pub struct ContainmentAudit {
     pub reason: String,
     /// Human description of the target (`pod ns/name container abc pid 42`).
     pub target: String,
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::ProcessEnv;
+
+    fn outside(v: &str) -> Option<bool> {
+        ProcessEnv {
+            ld_preload: Some(v.into()),
+            ..Default::default()
+        }
+        .ld_preload_outside_system_dirs()
+    }
+
+    #[test]
+    fn ld_preload_entries_outside_the_system_library_dirs() {
+        assert_eq!(outside(""), None);
+        assert_eq!(outside(" : "), None);
+        assert_eq!(
+            outside("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+            Some(false)
+        );
+        assert_eq!(
+            outside("/lib/a.so /usr/lib64/b.so:/lib32/c.so"),
+            Some(false)
+        );
+        assert_eq!(outside("/usr/lib/a.so:/tmp/evil.so"), Some(true));
+        assert_eq!(outside("/usr/lib/../../tmp/x.so"), Some(true));
+        assert_eq!(outside("libhook.so"), Some(true));
+        assert_eq!(outside("/usr/libexec/x.so"), Some(true));
+    }
 }

@@ -5,7 +5,7 @@ use agent_common::process::{ExecEvent, ExitEvent, ForkEvent, exec_flags};
 use crate::{
     container::{self, CgroupResolver},
     model::{self, ChildProcess, Event, EventKindName, ExitStatus, Host, Thread},
-    process::{ExecInfo, ProcessCache, sockets, users::UserNames},
+    process::{self, ExecInfo, ProcessCache, sockets, start_ticks, users::UserNames},
     sensor::{
         RawEvent,
         decode::{cstr, path_from_components, split_args},
@@ -185,16 +185,18 @@ impl Pipeline {
 
     fn exec(&mut self, e: &ExecEvent) -> Event {
         let h = &e.header;
-        let args = split_args(&e.argv, e.argv_len);
+        let (args, args_truncated) = exec_args(&self.cfg.proc_root, e);
+        let (exe, exe_truncated) = exec_exe(&self.cfg.proc_root, e);
         let info = ExecInfo {
             pid: h.pid,
             start_ns: h.start_boottime_ns,
             ppid: e.ppid,
             parent_start_ns: e.parent_start_boottime_ns,
             vpid: e.ns.ns_pid,
-            exe: exe_path(e),
+            exe,
+            exe_truncated,
             args,
-            args_truncated: e.flags & exec_flags::ARGV_TRUNCATED != 0,
+            args_truncated,
             cwd: if e.flags & exec_flags::CWD_MISSING != 0 {
                 String::new()
             } else {
@@ -221,13 +223,19 @@ impl Pipeline {
         let mut ev = self.base(EventKindName::Exec, h);
         self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
         self.stdio_sockets(&mut ev);
+        ev.process.env = Some(exec_env(&self.cfg.proc_root, e));
         if let Some(ns) = pidns
             && ev.container.is_some()
         {
-            ev.process.executable.written_after_container_start = self
-                .cache
-                .container_start(ns)
-                .and_then(|start| written_after(&self.cfg.proc_root, h.pid, start));
+            ev.process.executable.written_after_container_start =
+                self.cache.container_start(ns).and_then(|start| {
+                    if e.flags & exec_flags::EXE_CTIME_MISSING == 0 {
+                        // Decided from the file the kernel executed.
+                        Some(ctime_ns(e) > start.as_nanosecond())
+                    } else {
+                        written_after(&self.cfg.proc_root, h.pid, start)
+                    }
+                });
         }
         ev
     }
@@ -308,6 +316,82 @@ pub fn decode_wait_status(raw: u32) -> ExitStatus {
 /// empty walk means a pseudo file that is its own root, such as the sealed
 /// memfd copy runc 1.1 re-executes as `runc init` (execve of
 /// `/proc/self/exe`); the execve path names it better than `/`.
+/// argv of an exec record, completed from `/proc/<pid>/cmdline` when the
+/// kernel's copy was cut (`ARGV_TRUNCATED`); the flag is whether it stays
+/// incomplete.
+fn exec_args(proc_root: &std::path::Path, e: &ExecEvent) -> (Vec<String>, bool) {
+    let args = split_args(&e.argv, e.argv_len);
+    if e.flags & exec_flags::ARGV_TRUNCATED == 0 {
+        return (args, false);
+    }
+    let h = &e.header;
+    match process::complete_args(proc_root, h.pid, start_ticks(h.start_boottime_ns), &args) {
+        Some(full) => (full, false),
+        None => (args, true),
+    }
+}
+
+/// The executable's path, completed from `/proc/<pid>/exe` when the
+/// kernel's walk stopped below the root (`EXE_TRUNCATED`); the flag is
+/// whether it stays incomplete.
+fn exec_exe(proc_root: &std::path::Path, e: &ExecEvent) -> (String, bool) {
+    let tail = exe_path(e);
+    if e.flags & (exec_flags::EXE_TRUNCATED | exec_flags::EXE_MISSING) != exec_flags::EXE_TRUNCATED
+    {
+        return (tail, false);
+    }
+    let h = &e.header;
+    match process::complete_exe(proc_root, h.pid, start_ticks(h.start_boottime_ns), &tail) {
+        Some(full) => (full, false),
+        None => (tail, true),
+    }
+}
+
+/// `LD_PRELOAD` / `LD_LIBRARY_PATH` of an exec record; when the kernel's
+/// bounded scan did not see the whole environment, the variables it did not
+/// find are looked up in `/proc/<pid>/environ`.
+fn exec_env(proc_root: &std::path::Path, e: &ExecEvent) -> model::ProcessEnv {
+    let value = |set: u32, buf: &[u8], len: u32| {
+        (e.flags & set != 0).then(|| {
+            let len = (len as usize).min(buf.len());
+            String::from_utf8_lossy(&buf[..len]).into_owned()
+        })
+    };
+    let mut env = model::ProcessEnv {
+        ld_preload: value(exec_flags::LD_PRELOAD, &e.ld_preload, e.ld_preload_len),
+        ld_library_path: value(
+            exec_flags::LD_LIBRARY_PATH,
+            &e.ld_library_path,
+            e.ld_library_path_len,
+        ),
+        truncated: false,
+    };
+    let incomplete =
+        exec_flags::ENV_TRUNCATED | exec_flags::ENV_VALUE_TRUNCATED | exec_flags::ENV_MISSING;
+    if e.flags & incomplete == 0 {
+        return env;
+    }
+    let h = &e.header;
+    let ticks = start_ticks(h.start_boottime_ns);
+    let mut truncated = false;
+    for (name, slot) in [
+        ("LD_PRELOAD", &mut env.ld_preload),
+        ("LD_LIBRARY_PATH", &mut env.ld_library_path),
+    ] {
+        match process::environ_var(proc_root, h.pid, ticks, name) {
+            Some(v) => *slot = v,
+            None => truncated = true,
+        }
+    }
+    env.truncated = truncated;
+    env
+}
+
+/// The executable's inode change time (wall clock), ns.
+fn ctime_ns(e: &ExecEvent) -> i128 {
+    i128::from(e.exe_ctime_sec) * 1_000_000_000 + i128::from(e.exe_ctime_nsec)
+}
+
 fn exe_path(e: &ExecEvent) -> String {
     if e.flags & exec_flags::EXE_MISSING != 0 {
         return cstr(&e.filename);

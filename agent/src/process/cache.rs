@@ -91,6 +91,9 @@ pub struct ExecInfo {
     pub parent_start_ns: u64,
     pub vpid: u32,
     pub exe: String,
+    /// `exe` is the deepest part of a path the kernel could not walk to
+    /// the root, and `/proc/<pid>/exe` could not complete it.
+    pub exe_truncated: bool,
     pub args: Vec<String>,
     pub args_truncated: bool,
     pub cwd: String,
@@ -505,10 +508,13 @@ impl ProcessCache {
             parent_exec_id: e.parent_exec_id.clone(),
             start_time: self.start_time(i.start_ns),
             executable: executable(&i.exe),
+            executable_truncated: i.exe_truncated,
             command_line: i.args.join(" "),
             command_args: i.args.clone(),
             args_truncated: i.args_truncated,
             working_directory: i.cwd.clone(),
+            // Exec events set it from their own record.
+            env: None,
             user: model::User {
                 id: i.euid,
                 name: None,

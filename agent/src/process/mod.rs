@@ -17,6 +17,7 @@ pub mod users;
 pub use cache::{
     CacheConfig, CacheStats, ExecInfo, ProcessCache, ProcessEntry, exec_id, start_ticks,
 };
+pub use procfs::{complete_args, complete_exe, environ_var};
 
 #[cfg(test)]
 mod tests;

@@ -159,6 +159,7 @@ pub fn read_all(proc_root: &Path) -> Vec<ExecInfo> {
             parent_start_ns: parent_ticks * 10_000_000,
             vpid: st.nspid.last().copied().unwrap_or(pid),
             exe: link(&dir, "exe"),
+            exe_truncated: false,
             args,
             args_truncated,
             cwd: link(&dir, "cwd"),
@@ -185,9 +186,156 @@ pub fn read_all(proc_root: &Path) -> Vec<ExecInfo> {
     out
 }
 
+/// Bounds of a value completed from `/proc` (argv, environment): a hostile
+/// program cannot make the agent hold more than this per event.
+pub const COMPLETE_ARGS_MAX: usize = 256;
+pub const COMPLETE_BYTES_MAX: usize = 64 * 1024;
+
+/// `/proc/<pid>` when it is still the process that started at
+/// `start_ticks` (a pid reused since is another process).
+fn same_process(proc_root: &Path, pid: u32, start_ticks: u64) -> Option<PathBuf> {
+    let dir = proc_root.join(pid.to_string());
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    (parse_stat(&stat)?.1 == start_ticks).then_some(dir)
+}
+
+/// The whole argv of a process whose kernel record was cut (`captured`, at
+/// most `ARGV_MAX_ARGS` arguments, the last one possibly cut short), from
+/// `/proc/<pid>/cmdline` while the process still runs. `None` when the
+/// process is gone, is another one, shows arguments that do not extend
+/// `captured` (it exec'd again, or rewrote its argv), or has more than
+/// [`COMPLETE_ARGS_MAX`] arguments / [`COMPLETE_BYTES_MAX`] bytes.
+pub fn complete_args(
+    proc_root: &Path,
+    pid: u32,
+    start_ticks: u64,
+    captured: &[String],
+) -> Option<Vec<String>> {
+    let dir = same_process(proc_root, pid, start_ticks)?;
+    let raw = std::fs::read(dir.join("cmdline")).ok()?;
+    if raw.len() > COMPLETE_BYTES_MAX {
+        return None;
+    }
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    let full: Vec<String> = raw
+        .split(|&c| c == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if full.len() > COMPLETE_ARGS_MAX || full.len() < captured.len() {
+        return None;
+    }
+    let extends = match captured.split_last() {
+        None => true,
+        Some((last, head)) => full[..head.len()] == *head && full[head.len()].starts_with(last),
+    };
+    extends.then_some(full)
+}
+
+/// The whole path of an executable whose kernel walk stopped below the
+/// root (`tail`: the deepest components it did resolve, `/a/b/exe`), from
+/// `/proc/<pid>/exe` while the process still runs it. `None` when the
+/// process is gone or is another one, or the link does not end with `tail`.
+pub fn complete_exe(proc_root: &Path, pid: u32, start_ticks: u64, tail: &str) -> Option<String> {
+    let dir = same_process(proc_root, pid, start_ticks)?;
+    let full = std::fs::read_link(dir.join("exe")).ok()?;
+    let full = full.to_str()?;
+    let full = full.strip_suffix(" (deleted)").unwrap_or(full);
+    (full.ends_with(tail) && full.len() > tail.len()).then(|| full.to_string())
+}
+
+/// `name`'s value in `/proc/<pid>/environ` (the last one when set twice, as
+/// the dynamic loader reads it): `Some(None)` when the variable is not set,
+/// `None` when the environment could not be read or is larger than
+/// [`COMPLETE_BYTES_MAX`].
+pub fn environ_var(
+    proc_root: &Path,
+    pid: u32,
+    start_ticks: u64,
+    name: &str,
+) -> Option<Option<String>> {
+    let dir = same_process(proc_root, pid, start_ticks)?;
+    let raw = std::fs::read(dir.join("environ")).ok()?;
+    if raw.len() > COMPLETE_BYTES_MAX {
+        return None;
+    }
+    let prefix = format!("{name}=");
+    Some(
+        raw.split(|&c| c == 0)
+            .filter_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+            .next_back()
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake procfs with one process 42 started at tick 777.
+    fn fake_proc(cmdline: &[u8], environ: &[u8]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("42");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let stat = "42 (p) S 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0";
+        std::fs::write(dir.join("stat"), stat).expect("stat");
+        std::fs::write(dir.join("cmdline"), cmdline).expect("cmdline");
+        std::fs::write(dir.join("environ"), environ).expect("environ");
+        std::os::unix::fs::symlink("/very/deep/a/b/exe (deleted)", dir.join("exe")).expect("exe");
+        root
+    }
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn argv_is_completed_only_when_it_extends_the_kernel_copy() {
+        let p = fake_proc(b"prog\0a\0bbbb\0--evil\0", b"");
+        let root = p.path();
+        let full = strs(&["prog", "a", "bbbb", "--evil"]);
+        // The last captured argument may be cut short.
+        assert_eq!(
+            complete_args(root, 42, 777, &strs(&["prog", "a", "bb"])),
+            Some(full.clone())
+        );
+        assert_eq!(complete_args(root, 42, 777, &strs(&[])), Some(full));
+        // Another program (exec'd again), another process, or gone.
+        assert_eq!(complete_args(root, 42, 777, &strs(&["other", "a"])), None);
+        assert_eq!(complete_args(root, 42, 778, &strs(&["prog"])), None);
+        assert_eq!(complete_args(root, 43, 777, &strs(&["prog"])), None);
+        // Longer than captured is required.
+        assert_eq!(
+            complete_args(root, 42, 777, &strs(&["prog", "a", "bbbb", "--evil", "x"])),
+            None
+        );
+    }
+
+    #[test]
+    fn exe_is_completed_when_the_link_ends_with_the_walked_part() {
+        let p = fake_proc(b"", b"");
+        let root = p.path();
+        assert_eq!(
+            complete_exe(root, 42, 777, "/a/b/exe").as_deref(),
+            Some("/very/deep/a/b/exe")
+        );
+        assert_eq!(complete_exe(root, 42, 777, "/c/exe"), None);
+        assert_eq!(complete_exe(root, 42, 1, "/a/b/exe"), None);
+    }
+
+    #[test]
+    fn environ_gives_the_last_value_of_a_variable() {
+        let p = fake_proc(
+            b"",
+            b"A=1\0LD_PRELOAD=/x.so\0LD_PRELOADX=no\0LD_PRELOAD=/y.so\0",
+        );
+        let root = p.path();
+        assert_eq!(
+            environ_var(root, 42, 777, "LD_PRELOAD"),
+            Some(Some("/y.so".into()))
+        );
+        assert_eq!(environ_var(root, 42, 777, "LD_LIBRARY_PATH"), Some(None));
+        assert_eq!(environ_var(root, 42, 9, "LD_PRELOAD"), None);
+    }
 
     #[test]
     fn stat_with_hostile_comm() {

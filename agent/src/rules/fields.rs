@@ -445,6 +445,37 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
         field!("process.args_truncated", Bool, ALL, |e| B(e
             .process
             .args_truncated)),
+        field!("process.executable_truncated", Bool, ALL, |e| B(e
+            .process
+            .executable_truncated)),
+        field!("process.env.ld_preload", Str, &[K::Exec], |e| e
+            .process
+            .env
+            .as_ref()
+            .and_then(|v| v.ld_preload.as_deref())
+            .map_or(Absent, S)),
+        field!("process.env.ld_library_path", Str, &[K::Exec], |e| e
+            .process
+            .env
+            .as_ref()
+            .and_then(|v| v.ld_library_path.as_deref())
+            .map_or(Absent, S)),
+        field!(
+            "process.env.ld_preload_outside_system_dirs",
+            Bool,
+            &[K::Exec],
+            |e| e
+                .process
+                .env
+                .as_ref()
+                .and_then(|v| v.ld_preload_outside_system_dirs())
+                .map_or(Absent, B)
+        ),
+        field!("process.env.truncated", Bool, &[K::Exec], |e| e
+            .process
+            .env
+            .as_ref()
+            .map_or(Absent, |v| B(v.truncated))),
         field!("process.working_directory", Str, ALL, |e| S(&e
             .process
             .working_directory)),

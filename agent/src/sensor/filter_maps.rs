@@ -172,13 +172,13 @@ impl FilterMaps {
         replace_trie(
             &mut self.prefixes[i],
             "FILE_PREFIXES",
-            &tagged_paths(&f.file_prefixes, &f.change_prefixes, false),
+            &tagged_paths(&f.file_prefixes, &f.change_prefixes, &f.file_exact, false),
             false,
         )?;
         replace_trie(
             &mut self.suffixes[i],
             "FILE_SUFFIXES",
-            &tagged_paths(&f.file_suffixes, &f.change_suffixes, true),
+            &tagged_paths(&f.file_suffixes, &f.change_suffixes, &BTreeSet::new(), true),
             true,
         )?;
         let mut mode = 0;
@@ -238,13 +238,16 @@ impl FilterMaps {
 /// `file_change` literals `change`, each with its `path_tag` bits.
 ///
 /// An LPM lookup returns only the longest matching entry, so every entry
-/// also carries the tags of the entries it extends (a prefix entry extends
-/// the shorter prefixes it starts with; a suffix entry, the shorter suffixes
-/// it ends with): then the one entry the kernel finds says every kind any
-/// matching literal applies to.
+/// also carries the kind tags of the entries it extends (a prefix entry
+/// extends the shorter prefixes it starts with; a suffix entry, the shorter
+/// suffixes it ends with): then the one entry the kernel finds says every
+/// kind any matching literal applies to. An entry in `exact` (exact paths
+/// of `file_open` rules; prefixes only) also gets `EXACT_OPEN` and its
+/// length, which are its own and never inherited.
 pub fn tagged_paths(
     open: &BTreeSet<String>,
     change: &BTreeSet<String>,
+    exact: &BTreeSet<String>,
     suffix: bool,
 ) -> BTreeMap<String, u32> {
     let mut own: BTreeMap<String, u32> = BTreeMap::new();
@@ -256,7 +259,7 @@ pub fn tagged_paths(
     }
     own.keys()
         .map(|p| {
-            let tag = own
+            let mut tag = own
                 .iter()
                 .filter(|(q, _)| {
                     if suffix {
@@ -265,7 +268,10 @@ pub fn tagged_paths(
                         p.starts_with(q.as_str())
                     }
                 })
-                .fold(0, |t, (_, qt)| t | qt);
+                .fold(0, |t, (_, qt)| t | (qt & path_tag::KINDS));
+            if !suffix && p.len() < FILE_PATH_MAX && exact.contains(p) && open.contains(p) {
+                tag |= path_tag::EXACT_OPEN | ((p.len() as u32) << path_tag::LEN_SHIFT);
+            }
             (p.clone(), tag)
         })
         .collect()
@@ -348,6 +354,7 @@ mod tests {
         let t = tagged_paths(
             &set(&["/etc/shadow", "/root/.ssh/"]),
             &set(&["/etc/", "/root/.ssh/"]),
+            &BTreeSet::new(),
             false,
         );
         let want: BTreeMap<String, u32> = [
@@ -364,6 +371,7 @@ mod tests {
         let t = tagged_paths(
             &set(&["/.ssh/authorized_keys"]),
             &set(&["_keys", "/.bash_history"]),
+            &BTreeSet::new(),
             true,
         );
         assert_eq!(
@@ -372,5 +380,20 @@ mod tests {
         );
         assert_eq!(t["_keys"], path_tag::CHANGE);
         assert_eq!(t["/.bash_history"], path_tag::CHANGE);
+    }
+
+    #[test]
+    fn exact_rule_paths_carry_their_length_and_pass_it_on_to_no_one() {
+        let t = tagged_paths(
+            &set(&["/etc/shadow", "/etc/shadow.d/", "/etc/"]),
+            &set(&[]),
+            &set(&["/etc/shadow", "/etc/"]),
+            false,
+        );
+        let exact = |len: u32| path_tag::OPEN | path_tag::EXACT_OPEN | (len << path_tag::LEN_SHIFT);
+        assert_eq!(t["/etc/shadow"], exact(11));
+        assert_eq!(t["/etc/"], exact(5));
+        // Extends both exact entries, is exact itself for no rule.
+        assert_eq!(t["/etc/shadow.d/"], path_tag::OPEN);
     }
 }

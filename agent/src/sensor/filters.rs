@@ -76,6 +76,12 @@ pub struct SensorFilters {
     pub file_prefixes: BTreeSet<String>,
     /// Monitored path suffixes for `file_open`.
     pub file_suffixes: BTreeSet<String>,
+    /// Exact paths (`==`, `in`) of enabled `file_open` rules, each also in
+    /// `file_prefixes`: an open of exactly one of them is rate-limited in
+    /// the priority lane (`agent_common::ratelimit::PRIORITY_LANE`), so a
+    /// storm of opens of other monitored paths cannot turn it into a
+    /// summary.
+    pub file_exact: BTreeSet<String>,
     /// Report every `file_change` (unlink, rename, chmod, ...), ignoring the
     /// path sets. setuid/setgid chmods and mknods are reported whatever the
     /// path in any case.
@@ -111,6 +117,7 @@ impl Default for SensorFilters {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            file_exact: BTreeSet::new(),
             change_all_paths: false,
             change_prefixes: DEFAULT_FILE_PREFIXES
                 .iter()

@@ -59,7 +59,7 @@ impl RateObservation {
             key: RateKey {
                 cgroup_id: e.header.cgroup_id,
                 kind: e.kind,
-                _pad: 0,
+                lane: e.lane,
             },
             total: e.total,
             window_ns: e.window_ns,
@@ -238,7 +238,7 @@ mod tests {
             key: RateKey {
                 cgroup_id,
                 kind: EventKind::FileOpen as u32,
-                _pad: 0,
+                lane: 0,
             },
             total,
             window_ns: 1_000_000_000,

@@ -200,6 +200,7 @@ pub fn derive_filters(rules: &RuleSet, cfg: &FilterConfig) -> DerivedFilters {
             Ok(p) => {
                 f.file_prefixes.extend(p.prefixes);
                 f.file_suffixes.extend(p.suffixes);
+                f.file_exact.extend(p.exact);
             }
             Err(reason) => {
                 f.all_paths = true;
@@ -248,6 +249,7 @@ pub fn derive_filters(rules: &RuleSet, cfg: &FilterConfig) -> DerivedFilters {
         // Not consulted by the kernel; keeping them would only hide that.
         f.file_prefixes.clear();
         f.file_suffixes.clear();
+        f.file_exact.clear();
     }
     // The kernel holds both kinds' literals in one pair of tries.
     let prefixes = f.file_prefixes.union(&f.change_prefixes).count();
@@ -275,6 +277,8 @@ pub fn derive_filters(rules: &RuleSet, cfg: &FilterConfig) -> DerivedFilters {
 struct PathSets {
     prefixes: BTreeSet<String>,
     suffixes: BTreeSet<String>,
+    /// The prefixes that are whole paths (`==`, `in`).
+    exact: BTreeSet<String>,
 }
 
 impl PathSets {
@@ -325,6 +329,7 @@ fn reduce(cond: &Cond, t: Target) -> Result<PathSets, String> {
                 let p = reduce(c)?;
                 all.prefixes.extend(p.prefixes);
                 all.suffixes.extend(p.suffixes);
+                all.exact.extend(p.exact);
             }
             Ok(all)
         }
@@ -405,11 +410,11 @@ fn reduce_pred(p: &Pred, t: Target) -> Result<PathSets, String> {
         }
         return Ok(out);
     }
-    let (literals, suffix): (Vec<&str>, bool) = match &p.test {
-        Test::StrIn(StrSet::Small(items)) => (items.iter().map(|s| &**s).collect(), false),
-        Test::StrIn(StrSet::Large(items)) => (items.iter().map(|s| &**s).collect(), false),
-        Test::Prefix(items) => (items.iter().map(|s| &**s).collect(), false),
-        Test::Suffix(items) => (items.iter().map(|s| &**s).collect(), true),
+    let (literals, suffix, exact): (Vec<&str>, bool, bool) = match &p.test {
+        Test::StrIn(StrSet::Small(items)) => (items.iter().map(|s| &**s).collect(), false, true),
+        Test::StrIn(StrSet::Large(items)) => (items.iter().map(|s| &**s).collect(), false, true),
+        Test::Prefix(items) => (items.iter().map(|s| &**s).collect(), false, false),
+        Test::Suffix(items) => (items.iter().map(|s| &**s).collect(), true, false),
         other => {
             return Err(format!(
                 "`file.path` is tested with `{}`, which the kernel cannot match",
@@ -423,6 +428,9 @@ fn reduce_pred(p: &Pred, t: Target) -> Result<PathSets, String> {
             out.suffixes.insert(lit.to_string());
         } else {
             out.prefixes.insert(lit.to_string());
+            if exact && p.accessor.field_name() == Some("file.path") {
+                out.exact.insert(lit.to_string());
+            }
         }
     }
     Ok(out)

@@ -72,6 +72,11 @@ fn literals_of_eq_in_startswith_endswith_become_the_path_sets() {
         d.filters.file_suffixes,
         set(&["/authorized_keys", "/id_rsa"])
     );
+    // Only `==` / `in` literals are exact (the priority lane).
+    assert_eq!(
+        d.filters.file_exact,
+        set(&["/etc/shadow", "/etc/sudo.conf", "/etc/sudoers"])
+    );
 }
 
 #[test]
