@@ -2,7 +2,12 @@
 //! enrichment pipeline wired together. `picket run` and the real-kernel
 //! tests both drive this, so the tests exercise the shipped code path.
 
-use std::{os::unix::fs::MetadataExt, path::PathBuf, time::Duration};
+use std::{
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use agent_common::settings::cgroup_filter;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -36,7 +41,8 @@ pub struct AgentConfig {
     /// How often the kernel loss counters are read.
     pub loss_interval: Duration,
     pub cgroups: CgroupScope,
-    /// Capacity of the enriched-event channel (back-pressure beyond it).
+    /// Capacity of the enriched-event channel in events, rounded up to whole
+    /// batches of up to [`sensor::ring::BATCH`] (back-pressure beyond it).
     pub channel_capacity: usize,
 }
 
@@ -70,7 +76,10 @@ pub enum AgentError {
 /// A running agent. Dropping it stops the tasks and detaches the programs.
 pub struct Agent {
     sensor: Sensor,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<Vec<Event>>,
+    /// The rest of a batch [`Agent::next`] started on.
+    pending: std::vec::IntoIter<Event>,
+    spare: SpareBatches,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -115,23 +124,20 @@ impl Agent {
                 None
             }
         };
-        let mut pipeline = Pipeline::new(cfg.pipeline.clone(), cache, cgroups);
+        let pipeline = Pipeline::new(cfg.pipeline.clone(), cache, cgroups);
 
         let ring = sensor.take_ring()?;
         let lost = sensor.take_lost()?;
         let rates = sensor.take_rate_tracker(&cfg.sensor.filters, cfg.loss_interval)?;
-        let mut rate_ledger = sensor::rate_summary::RateLedger::default();
-        let (rate_tx, mut rate_rx) = mpsc::channel(16);
-        let (raw_tx, mut raw_rx) = mpsc::channel(cfg.channel_capacity.clamp(1, 64));
-        let (loss_tx, mut loss_rx) = mpsc::channel(16);
-        let (ev_tx, ev_rx) = mpsc::channel(cfg.channel_capacity);
+        let reader = sensor::ring::RingReader::new(ring, cfg.sensor.ring_wakeup_interval)
+            .map_err(AgentError::Reader)?;
+        let (rate_tx, rate_rx) = mpsc::channel(16);
+        let (loss_tx, loss_rx) = mpsc::channel(16);
+        // The channel carries batches; its capacity is given in events.
+        let batches = cfg.channel_capacity.div_ceil(sensor::ring::BATCH).max(1);
+        let (ev_tx, ev_rx) = mpsc::channel(batches);
+        let spare = SpareBatches::default();
 
-        let repoll = cfg.sensor.ring_wakeup_interval;
-        let reader = tokio::spawn(async move {
-            if let Err(e) = sensor::ring::run(ring, raw_tx, repoll).await {
-                tracing::error!(error = %e, "ring-buffer reader stopped");
-            }
-        });
         let poller = tokio::spawn(sensor::lost::run(
             LossTracker::new(lost),
             cfg.loss_interval,
@@ -142,58 +148,59 @@ impl Agent {
             cfg.loss_interval,
             rate_tx,
         ));
-        let enrich = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    batch = raw_rx.recv() => {
-                        let Some(batch) = batch else { return };
-                        for raw in &batch {
-                            // Kernel rate summaries go through the ledger
-                            // shared with the flush (sensor::rate_summary).
-                            if let sensor::RawEvent::RateSummary(s) = raw {
-                                let o = sensor::rate_summary::RateObservation::from_record(s);
-                                if let Some(r) = rate_ledger.observe(&o)
-                                    && ev_tx.send(pipeline.summary(&r)).await.is_err()
-                                {
-                                    return;
-                                }
-                                continue;
-                            }
-                            let ev = pipeline.handle(raw);
-                            if ev_tx.send(ev).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    losses = loss_rx.recv() => {
-                        let Some(losses) = losses else { return };
-                        for l in &losses {
-                            if ev_tx.send(pipeline.lost(l)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    reports = rate_rx.recv() => {
-                        let Some(reports) = reports else { return };
-                        for r in reports.iter().filter_map(|o| rate_ledger.observe(o)) {
-                            if ev_tx.send(pipeline.summary(&r)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
+        let events = tokio::spawn(
+            EventTask {
+                reader,
+                pipeline,
+                rate_ledger: sensor::rate_summary::RateLedger::default(),
+                loss_rx,
+                rate_rx,
+                ev_tx,
+                spare: spare.clone(),
             }
-        });
+            .run(),
+        );
+        let lag = tokio::spawn(crate::metrics::loop_lag::watch(
+            crate::metrics::loop_lag::INTERVAL,
+        ));
         Ok(Self {
             sensor,
             events: ev_rx,
-            tasks: vec![reader, poller, rate_poller, enrich],
+            pending: Vec::new().into_iter(),
+            spare,
+            tasks: vec![poller, rate_poller, events, lag],
         })
     }
 
     /// The next enriched event (`None` once the agent stopped).
     pub async fn next(&mut self) -> Option<Event> {
-        self.events.recv().await
+        if let Some(ev) = self.pending.next() {
+            return Some(ev);
+        }
+        let batch = self.events.recv().await?;
+        self.pending = batch.into_iter();
+        self.pending.next()
+    }
+
+    /// Appends the next batch of enriched events to `out` (in order, after
+    /// any left by [`Agent::next`]); `false` once the agent stopped.
+    /// Cancel-safe. With `out` empty the batch's buffer is swapped in, not
+    /// copied, and `out`'s old buffer goes back to the event task for reuse.
+    pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> bool {
+        if !self.pending.as_slice().is_empty() {
+            out.extend(self.pending.by_ref());
+            return true;
+        }
+        let Some(mut batch) = self.events.recv().await else {
+            return false;
+        };
+        if out.is_empty() {
+            std::mem::swap(out, &mut batch);
+        } else {
+            out.append(&mut batch);
+        }
+        self.spare.put(batch);
+        true
     }
 
     pub fn sensor(&self) -> &Sensor {
@@ -217,6 +224,95 @@ impl Drop for Agent {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// Emptied event buffers on their way back from the consumer to the event
+/// task, so a batch does not cost an allocation. At most [`SPARE_MAX`] are
+/// kept; the lock is never contended for long (a push or a pop).
+#[derive(Clone, Default)]
+struct SpareBatches(Arc<Mutex<Vec<Vec<Event>>>>);
+
+const SPARE_MAX: usize = 4;
+
+impl SpareBatches {
+    fn take(&self) -> Vec<Event> {
+        let mut spare = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(sensor::ring::BATCH))
+    }
+
+    fn put(&self, mut v: Vec<Event>) {
+        v.clear();
+        let mut spare = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_MAX {
+            spare.push(v);
+        }
+    }
+}
+
+/// The one task of the event path: reads the ring buffer itself (no reader
+/// task, no channel per record), decodes and enriches each record as it is
+/// read, and hands the events on a batch at a time.
+///
+/// Enrichment runs here, eagerly, not when a consumer pulls: it reads
+/// `/proc/<pid>/exe` and friends of live processes, which must happen while
+/// they still exist (kernel_process::binary_written_after_container_start_is_flagged).
+struct EventTask {
+    reader: sensor::ring::RingReader,
+    pipeline: Pipeline,
+    rate_ledger: sensor::rate_summary::RateLedger,
+    loss_rx: mpsc::Receiver<Vec<sensor::lost::Loss>>,
+    rate_rx: mpsc::Receiver<Vec<sensor::rate_summary::RateObservation>>,
+    ev_tx: mpsc::Sender<Vec<Event>>,
+    spare: SpareBatches,
+}
+
+impl EventTask {
+    async fn run(mut self) {
+        let mut out = self.spare.take();
+        loop {
+            tokio::select! {
+                r = self.reader.readable() => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "ring-buffer reader stopped");
+                        return;
+                    }
+                    let (pipeline, ledger) = (&mut self.pipeline, &mut self.rate_ledger);
+                    self.reader.read(sensor::ring::BATCH, |raw| {
+                        // Kernel rate summaries go through the ledger
+                        // shared with the flush (sensor::rate_summary).
+                        if let sensor::RawEvent::RateSummary(s) = &raw {
+                            let o = sensor::rate_summary::RateObservation::from_record(s);
+                            if let Some(r) = ledger.observe(&o) {
+                                out.push(pipeline.summary(&r));
+                            }
+                        } else {
+                            out.push(pipeline.handle(&raw));
+                        }
+                    });
+                }
+                losses = self.loss_rx.recv() => {
+                    let Some(losses) = losses else { return };
+                    out.extend(losses.iter().map(|l| self.pipeline.lost(l)));
+                }
+                reports = self.rate_rx.recv() => {
+                    let Some(reports) = reports else { return };
+                    for r in reports.iter().filter_map(|o| self.rate_ledger.observe(o)) {
+                        out.push(self.pipeline.summary(&r));
+                    }
+                }
+            }
+            if !out.is_empty() {
+                let batch = std::mem::replace(&mut out, self.spare.take());
+                // A full channel holds this task back, and the ring buffer
+                // fills: the kernel counts what it cannot store as lost.
+                if self.ev_tx.send(batch).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

@@ -6,6 +6,8 @@
 //! error should update a metric *and* emit one structured `tracing` event at
 //! the same place, so neither the log nor the counter is ever the only record.
 
+pub mod loop_lag;
+
 use std::sync::{LazyLock, Mutex};
 
 use prometheus_client::{encoding::text::encode, registry::Registry};

@@ -426,6 +426,9 @@ async fn run(args: RunArgs) -> ExitCode {
     // Kubernetes metadata never stalls the stream: an event of a pod not
     // cached yet is parked and released later (k8s::park).
     let mut k8s_stage = crate::k8s::K8sStage::new(k8s.clone(), crate::k8s::ParkConfig::default());
+    // Events arrive a batch at a time (one loop turn, one flush per batch);
+    // both buffers are reused.
+    let mut incoming: Vec<crate::model::Event> = Vec::new();
     let mut ready: Vec<crate::model::Event> = Vec::new();
     // Both signals as streams created once, before the loop: a fresh
     // `tokio::signal::ctrl_c()` per loop turn only sees signals that arrive
@@ -445,9 +448,11 @@ async fn run(args: RunArgs) -> ExitCode {
     let mut stdout_open = true;
     'events: loop {
         tokio::select! {
-            ev = agent.next() => {
-                let Some(ev) = ev else { break };
-                k8s_stage.admit(ev, &mut ready);
+            more = agent.next_batch(&mut incoming) => {
+                if !more { break }
+                for ev in incoming.drain(..) {
+                    k8s_stage.admit(ev, &mut ready);
+                }
             }
             released = k8s_stage.released() => ready.extend(released),
             Some(a) = audit_alerts.recv() => {

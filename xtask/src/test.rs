@@ -15,6 +15,7 @@ pub const KERNEL_TEST_BINARIES: &[&str] = &[
     "kernel_sensors",
     "kernel_contain",
     "kernel_filters",
+    "kernel_agent",
     "e2e_contain",
     "e2e_delivery",
     "e2e_run",

@@ -10,13 +10,15 @@
 //! directories.
 
 use std::{
-    collections::HashMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::LazyLock,
     time::{Duration, Instant},
 };
 
+// foldhash, not SipHash: keyed by cgroup inode numbers, which the kernel
+// assigns; looked up for every event.
+use foldhash::{HashMap, HashMapExt};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tracing::{debug, warn};
 

@@ -48,6 +48,49 @@ pub struct Pipeline {
     clock: BootClock,
     /// `process.user.name`: passwd tables per mount namespace.
     users: UserNames,
+    /// What each cgroup's path says about its container and pod.
+    cgroup_memo: CgroupMemo,
+}
+
+/// A cgroup path parsed once ([`container::parse_cgroup_path`]), not once
+/// per event: every event of a container carries the same path.
+struct ParsedCgroup {
+    path: String,
+    container: Option<model::Container>,
+    pod_uid: Option<String>,
+}
+
+/// [`ParsedCgroup`]s by cgroup id. An entry is used only while the resolver
+/// still gives the same path for the id (a renamed or re-resolved cgroup is
+/// parsed again), so the memo never changes what an event says. Bounded:
+/// cleared when full and relearned (one parse per live cgroup).
+#[derive(Default)]
+struct CgroupMemo {
+    // foldhash, not SipHash: cgroup ids are inode numbers the kernel
+    // assigns, looked up once per event.
+    by_id: foldhash::HashMap<u64, ParsedCgroup>,
+}
+
+/// Cgroups remembered at most.
+const CGROUP_MEMO_MAX: usize = 4096;
+
+impl CgroupMemo {
+    fn get(&mut self, id: u64, path: &str) -> &ParsedCgroup {
+        let fresh = self.by_id.get(&id).is_some_and(|c| c.path == path);
+        if !fresh {
+            if self.by_id.len() >= CGROUP_MEMO_MAX {
+                self.by_id.clear();
+            }
+            let parsed = container::parse_cgroup_path(path);
+            let c = ParsedCgroup {
+                path: path.to_owned(),
+                container: parsed.as_ref().and_then(|c| c.container_model()),
+                pod_uid: parsed.as_ref().and_then(|c| c.pod_uid()).map(str::to_owned),
+            };
+            self.by_id.insert(id, c);
+        }
+        &self.by_id[&id]
+    }
 }
 
 impl Pipeline {
@@ -58,6 +101,7 @@ impl Pipeline {
             cache,
             cgroups,
             clock: BootClock,
+            cgroup_memo: CgroupMemo::default(),
         }
     }
 
@@ -144,26 +188,23 @@ impl Pipeline {
         } else {
             ev.process.pid = pid;
         }
-        let path = self
-            .cgroups
-            .as_mut()
-            .and_then(|r| r.resolve(cgroup_id).map(str::to_owned));
         ev.process.linux.cgroup_id = cgroup_id;
-        if let Some(path) = path {
-            if let Some(c) = container::parse_cgroup_path(&path) {
-                ev.container = c.container_model();
-                if let Some(uid) = c.pod_uid() {
-                    ev.k8s = Some(model::K8s {
-                        pod: model::Pod {
-                            uid: uid.to_owned(),
-                            ..Default::default()
-                        },
-                        metadata: model::MetadataStatus::Unresolved,
-                        ..Default::default()
-                    });
-                }
+        if let Some(path) = self.cgroups.as_mut().and_then(|r| r.resolve(cgroup_id)) {
+            let c = self.cgroup_memo.get(cgroup_id, path);
+            if let Some(container) = &c.container {
+                ev.container = Some(container.clone());
             }
-            ev.process.linux.cgroup = path;
+            if let Some(uid) = &c.pod_uid {
+                ev.k8s = Some(model::K8s {
+                    pod: model::Pod {
+                        uid: uid.clone(),
+                        ..Default::default()
+                    },
+                    metadata: model::MetadataStatus::Unresolved,
+                    ..Default::default()
+                });
+            }
+            ev.process.linux.cgroup = c.path.clone();
         }
         let cache = &self.cache;
         self.users

@@ -1,7 +1,7 @@
 //! The cache itself.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     path::Path,
     sync::{Arc, LazyLock, OnceLock},
     time::{Duration, Instant},
@@ -11,6 +11,11 @@ use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
+
+// foldhash, not SipHash: the keys are pids, start times, namespace and
+// cgroup inode numbers, which the kernel assigns (no one can choose them to
+// collide), and hashing them was on every event's path.
+use foldhash::{HashMap, HashMapExt};
 
 use super::{caps, fdtype::fd_type};
 use crate::model::{self, Ancestor, Capabilities, Executable, ExitStatus, Id, LinuxInfo, Stdio};
