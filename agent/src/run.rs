@@ -45,11 +45,15 @@ pub struct RunArgs {
     /// Seconds between reads of the kernel loss counters.
     #[arg(long, default_value_t = 1)]
     pub loss_interval_secs: u64,
-    /// Only trace tasks in these cgroup v2 directories (repeatable).
+    /// Only trace tasks in exactly these cgroup v2 directories (repeatable).
+    /// The kernel compares the task's own cgroup id: tasks in a child cgroup
+    /// (a pod's containers below the pod cgroup) are not included; list each
+    /// container cgroup.
     #[arg(long = "only-cgroup", value_name = "DIR")]
     pub only_cgroup: Vec<PathBuf>,
-    /// Do not trace tasks in these cgroup v2 directories (repeatable), e.g. the
-    /// agent's own pod cgroup on a node.
+    /// Do not trace tasks in exactly these cgroup v2 directories (repeatable),
+    /// e.g. the agent's own container cgroup on a node. Child cgroups are not
+    /// excluded with their parent.
     #[arg(
         long = "exclude-cgroup",
         value_name = "DIR",
