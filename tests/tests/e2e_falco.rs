@@ -907,6 +907,14 @@ async fn every_active_stable_rule_fires_on_a_real_trigger() {
         (dropped.to_str().expect("utf8"), &["2"]),
     ];
     for (program, args) in ctr_triggers {
+        // Rules written with `fd.name` run without kernel path filtering
+        // (docs/falco.md), so every open of the container is sent, and the
+        // Python triggers' module imports alone fill the cgroup's file_open
+        // window (2,000 per second): an open right after them is counted in
+        // a rate summary, not alerted on (seen in CI: 986 opens summarized,
+        // the release_agent open among them). Each trigger gets a fresh
+        // window; the limit itself is tested in kernel_filters.
+        std::thread::sleep(Duration::from_millis(1100));
         // nc cannot connect (the container's loopback is down).
         let out = ctr_run(&ctr, program, args);
         assert!(
