@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::run::{ChildGuard, output_within};
+use crate::run::{ChildGuard, output_within, reap_below, tar_dir};
 
 const PODMAN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -112,15 +112,7 @@ impl Podman {
     /// `podman import` of a tar of `rootfs` as image `name`.
     pub fn import(&self, rootfs: &Path, name: &str) {
         let tar = self.dir.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .expect("tar");
-        assert!(st.success(), "tar of the rootfs failed");
+        tar_dir(rootfs, &tar);
         self.podman_ok(&["import", &tar.display().to_string(), name]);
     }
 
@@ -163,29 +155,8 @@ impl Drop for Podman {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        // conmon monitors name our temp dir on their command line.
-        let base = self.dir.path().display().to_string();
-        if let Ok(procs) = std::fs::read_dir("/proc") {
-            for p in procs.flatten() {
-                let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                    continue;
-                };
-                let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmdline).contains(&base) {
-                    // SAFETY: a process whose command line names our temp dir.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<&str> = info
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4))
-            .filter(|m| m.starts_with(&base))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
-        }
+        // Its daemon's helpers (containerd and shims, conmon) name our temp
+        // dir on their command line; mounts below it are ours too.
+        reap_below(self.dir.path());
     }
 }

@@ -461,3 +461,46 @@ pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::process::Outp
         Err(_) => panic!("{cmd:?} did not finish within {timeout:?}"),
     }
 }
+
+/// Cleanup for daemons a fixture started under its own temp dir (dockerd,
+/// podman): SIGKILL every process whose command line names `dir` (the
+/// daemon's containerd, shims, conmon monitors), then lazily unmount every
+/// mount below it, deepest first. Only what the fixture made is touched.
+pub fn reap_below(dir: &Path) {
+    let base = dir.display().to_string();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&base) {
+                // SAFETY: a process whose command line names our temp dir.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| m.starts_with(&base))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").arg("-l").arg(m).status();
+    }
+}
+
+/// `tar -C <root> -cf <tar> .`, panicking when tar fails.
+pub fn tar_dir(root: &Path, tar: &Path) {
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success(), "tar of {} failed", root.display());
+}
