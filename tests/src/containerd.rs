@@ -224,18 +224,13 @@ impl Containerd {
             rootfs,
             daemon: Some(daemon),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if me.socket.exists() && me.ctr(&["version"]).status.success() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not come up:\n{}",
-                me.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::run::wait_for(
+            "containerd",
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || me.socket.exists() && me.ctr(&["version"]).status.success(),
+            || me.log(),
+        );
         me
     }
 

@@ -59,18 +59,13 @@ impl Dockerd {
             dir,
             socket,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if me.socket.exists() && me.docker(&["version"]).status.success() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dockerd did not come up:\n{}",
-                me.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::run::wait_for(
+            "dockerd",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || me.socket.exists() && me.docker(&["version"]).status.success(),
+            || me.log(),
+        );
         me
     }
 

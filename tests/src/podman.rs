@@ -47,15 +47,13 @@ impl Podman {
             .stdout(Stdio::null())
             .stderr(log);
         me.service = Some(ChildGuard::spawn(&mut cmd));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !me.socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "podman system service did not come up:\n{}",
-                me.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::run::wait_for(
+            "podman system service",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || me.socket.exists(),
+            || me.log(),
+        );
         me
     }
 

@@ -504,3 +504,24 @@ pub fn tar_dir(root: &Path, tar: &Path) {
         .expect("tar");
     assert!(st.success(), "tar of {} failed", root.display());
 }
+
+/// Polls `ready` every `every` until it holds, panicking after `timeout`
+/// with `what` and the text `log` returns then (a daemon's log, say). For
+/// fixtures that start a daemon and must wait until it answers.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut ready: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not come up within {timeout:?}:\n{}",
+            log()
+        );
+        std::thread::sleep(every);
+    }
+}

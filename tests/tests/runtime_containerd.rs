@@ -3,7 +3,7 @@
 //! `picket run` with the default rules. Root only; they fail (never skip)
 //! elsewhere.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use picket::model::{Event, EventKindName};
 use picket_tests::{
@@ -696,69 +696,29 @@ fn kill_container_and_block_egress_on_every_layout() {
 
 /// Docker on a plain host: a real `dockerd` (private data root and
 /// socket) runs a container from an imported image; `container.name`,
-/// `container.image.name` and the runtime come from Docker's HTTP API.
+/// `container.image.name` and the runtime come from Docker's HTTP API, and
+/// `docker exec` (runc exec under Docker's containerd) raises `exec-into-pod`.
 #[test]
 fn host_mode_name_and_image_from_the_docker_api() {
     let t = kernel_test!(host_mode_name_and_image_from_the_docker_api);
     let tree = CgroupTree::new("docker");
     let dockerd = Dockerd::start();
-    let rootfs = tempfile::tempdir().expect("tempdir");
-    build_rootfs(rootfs.path());
     let image = "picket/busybox:test";
-    dockerd.import(rootfs.path(), image);
-    let id = dockerd.create(
-        "web",
-        &tree.cgroup_path("docker"),
-        image,
-        &[
-            "/bin/sh",
-            "-c",
-            "while true; do /bin/echo tick >/dev/null; /bin/sleep 0.2; done",
-        ],
+    import_rootfs(|rootfs| dockerd.import(rootfs, image));
+    host_mode_name_and_image(
+        &tree,
+        &HostRuntime {
+            name: "docker",
+            parent: "docker",
+            leaf: |id| format!("docker/{id}"),
+            socket_key: "docker_socket",
+            socket: &dockerd.socket,
+            image,
+            image_seen: image,
+            create: &|name, parent, image, argv| dockerd.create(name, parent, image, argv),
+            cli: &|args| dockerd.docker_ok(args),
+        },
     );
-    assert_eq!(id.len(), 64, "{id}");
-    let dir = tree.precreate(&format!("docker/{id}"));
-    let work = tempfile::tempdir().expect("tempdir");
-    let config = work.path().join("picket.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "runtimes:\n  docker_socket: {}\n  containerd_socket: ''\n  podman_socket: ''\n",
-            dockerd.socket.display()
-        ),
-    )
-    .expect("config");
-    let mut picket = PicketRun::start(RunOptions {
-        only_cgroups: vec![dir],
-        events: true,
-        extra_args: vec!["--config".into(), config.display().to_string()],
-        ..Default::default()
-    });
-    dockerd.docker_ok(&["start", "web"]);
-    let named = picket.wait_event("an event with the container's name", WAIT, |e| {
-        in_container(e, &id) && e.container.as_ref().is_some_and(|c| !c.name.is_empty())
-    });
-    let c = named.container.as_ref().expect("container");
-    assert_eq!(
-        (c.name.as_str(), c.runtime.as_str()),
-        ("web", "docker"),
-        "{c:?}"
-    );
-    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
-
-    // `docker exec` (runc exec under Docker's containerd).
-    let out = dockerd.docker_ok(&["exec", "web", "/bin/id", "-u"]);
-    assert_eq!(out, "0");
-    let alert = picket.wait_alert("exec-into-pod alert", WAIT, |a| {
-        a.rule.id == "exec-into-pod" && a.event.process.command_args == ["/bin/id", "-u"]
-    });
-    let c = alert.event.container.as_ref().expect("container section");
-    assert_eq!(
-        (c.id.as_str(), c.name.as_str(), c.runtime.as_str()),
-        (id.as_str(), "web", "docker")
-    );
-    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
-    drop(picket);
     drop(dockerd);
     t.done();
 }
@@ -767,19 +727,73 @@ fn host_mode_name_and_image_from_the_docker_api() {
 /// manager, runc) runs a container from an imported image in its cgroupfs
 /// layout (`<parent>/libpod-<id>`); `container.name`, `container.image.name`
 /// and the runtime come from podman's Docker-compatible API (`podman system
-/// service`), and `podman exec` raises `exec-into-pod`.
+/// service`), and `podman exec` (runc exec under conmon) raises
+/// `exec-into-pod`.
 #[test]
 fn host_mode_name_and_image_from_the_podman_api() {
     let t = kernel_test!(host_mode_name_and_image_from_the_podman_api);
     let tree = CgroupTree::new("podman");
     let podman = Podman::start();
+    let image = "picket/busybox:test";
+    import_rootfs(|rootfs| podman.import(rootfs, image));
+    host_mode_name_and_image(
+        &tree,
+        &HostRuntime {
+            name: "podman",
+            parent: "libpod_parent",
+            leaf: |id| format!("libpod_parent/libpod-{id}"),
+            socket_key: "podman_socket",
+            socket: &podman.socket,
+            image,
+            // podman names imported images in the `localhost/` registry.
+            image_seen: "localhost/picket/busybox:test",
+            create: &|name, parent, image, argv| podman.create(name, parent, image, argv),
+            cli: &|args| podman.podman_ok(args),
+        },
+    );
+    drop(podman);
+    t.done();
+}
+
+/// `create NAME --cgroup-parent PARENT IMAGE ARGV...`, returning the id.
+type CreateFn<'a> = &'a dyn Fn(&str, &str, &str, &[&str]) -> String;
+
+/// What differs between the Docker-API runtimes in the host-mode test.
+struct HostRuntime<'a> {
+    /// `container.runtime`, and the CLI's name.
+    name: &'static str,
+    /// The cgroup parent the container is created under, in the test's tree.
+    parent: &'static str,
+    /// The container's own cgroup in the tree, from its id.
+    leaf: fn(&str) -> String,
+    /// The `runtimes:` configuration key of its socket.
+    socket_key: &'static str,
+    socket: &'a Path,
+    /// The image as imported, and as the runtime's API names it.
+    image: &'static str,
+    image_seen: &'static str,
+    /// Creates the container (see [`CreateFn`]).
+    create: CreateFn<'a>,
+    /// The CLI with these arguments, returning its trimmed stdout.
+    cli: &'a dyn Fn(&[&str]) -> String,
+}
+
+/// A busybox rootfs in a temp dir, handed to `import`.
+fn import_rootfs(import: impl FnOnce(&Path)) {
     let rootfs = tempfile::tempdir().expect("tempdir");
     build_rootfs(rootfs.path());
-    podman.import(rootfs.path(), "picket/busybox:test");
-    let id = podman.create(
+    import(rootfs.path());
+}
+
+/// The host-mode test body shared by Docker and podman: a container named
+/// `web` gets its name, image and runtime from the runtime's API on an
+/// event and on the `exec-into-pod` alert of an exec into it, and every
+/// other runtime socket is configured off.
+fn host_mode_name_and_image(tree: &CgroupTree, rt: &HostRuntime<'_>) {
+    let id = (rt.create)(
         "web",
-        &tree.cgroup_path("libpod_parent"),
-        "picket/busybox:test",
+        &tree.cgroup_path(rt.parent),
+        rt.image,
         &[
             "/bin/sh",
             "-c",
@@ -787,39 +801,41 @@ fn host_mode_name_and_image_from_the_podman_api() {
         ],
     );
     assert_eq!(id.len(), 64, "{id}");
-    let dir = tree.precreate(&format!("libpod_parent/libpod-{id}"));
+    let dir = tree.precreate(&(rt.leaf)(&id));
     let work = tempfile::tempdir().expect("tempdir");
     let config = work.path().join("picket.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "runtimes:\n  podman_socket: {}\n  containerd_socket: ''\n  docker_socket: ''\n",
-            podman.socket.display()
-        ),
-    )
-    .expect("config");
+    let mut runtimes = String::from("runtimes:\n");
+    for key in ["containerd_socket", "docker_socket", "podman_socket"] {
+        let value = if key == rt.socket_key {
+            rt.socket.display().to_string()
+        } else {
+            "''".to_string()
+        };
+        runtimes.push_str(&format!("  {key}: {value}\n"));
+    }
+    std::fs::write(&config, runtimes).expect("config");
     let mut picket = PicketRun::start(RunOptions {
         only_cgroups: vec![dir],
         events: true,
         extra_args: vec!["--config".into(), config.display().to_string()],
         ..Default::default()
     });
-    podman.podman_ok(&["start", "web"]);
+    (rt.cli)(&["start", "web"]);
     let named = picket.wait_event("an event with the container's name", WAIT, |e| {
         in_container(e, &id) && e.container.as_ref().is_some_and(|c| !c.name.is_empty())
     });
     let c = named.container.as_ref().expect("container");
     assert_eq!(
         (c.name.as_str(), c.runtime.as_str()),
-        ("web", "podman"),
+        ("web", rt.name),
         "{c:?}"
     );
-    // podman names imported images in the `localhost/` registry.
-    let image = "localhost/picket/busybox:test";
-    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+    assert_eq!(
+        c.image.as_ref().map(|i| i.name.as_str()),
+        Some(rt.image_seen)
+    );
 
-    // `podman exec` (runc exec under conmon).
-    let out = podman.podman_ok(&["exec", "web", "/bin/id", "-u"]);
+    let out = (rt.cli)(&["exec", "web", "/bin/id", "-u"]);
     assert_eq!(out, "0");
     let alert = picket.wait_alert("exec-into-pod alert", WAIT, |a| {
         a.rule.id == "exec-into-pod" && a.event.process.command_args == ["/bin/id", "-u"]
@@ -827,10 +843,11 @@ fn host_mode_name_and_image_from_the_podman_api() {
     let c = alert.event.container.as_ref().expect("container section");
     assert_eq!(
         (c.id.as_str(), c.name.as_str(), c.runtime.as_str()),
-        (id.as_str(), "web", "podman")
+        (id.as_str(), "web", rt.name)
     );
-    assert_eq!(c.image.as_ref().map(|i| i.name.as_str()), Some(image));
+    assert_eq!(
+        c.image.as_ref().map(|i| i.name.as_str()),
+        Some(rt.image_seen)
+    );
     drop(picket);
-    drop(podman);
-    t.done();
 }

@@ -152,6 +152,13 @@ pub struct GuestResult {
     /// permitted"): the BPF LSM denied it.
     #[serde(default)]
     pub exec_denied: bool,
+    /// Wall time per exec (µs, from a shell loop in the attack cgroup) of a
+    /// binary no rule matches, and of the same binary matched by the kill
+    /// rule (denied or killed): what blocking costs the caller on this path.
+    #[serde(default)]
+    pub exec_allowed_us: Option<u64>,
+    #[serde(default)]
+    pub exec_blocked_us: Option<u64>,
     /// `/sys/kernel/security/lsm` as the guest read it.
     #[serde(default)]
     pub lsm: String,
@@ -747,6 +754,13 @@ pub fn table(label: &str, secs: u64, r: &GuestResult) -> String {
         },
         r.kill_detail
     );
+    if let (Some(a), Some(b)) = (r.exec_allowed_us, r.exec_blocked_us) {
+        let _ = writeln!(
+            s,
+            "exec wall time per call (shell loop, emulated: compare, do not quote): allowed {a} µs, blocked {b} µs ({:.2}x)",
+            b as f64 / a.max(1) as f64
+        );
+    }
     let f = judge(r);
     let _ = writeln!(
         s,

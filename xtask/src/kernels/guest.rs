@@ -291,6 +291,13 @@ fn smoke(args: &GuestArgs, r: &mut GuestResult) -> Result<()> {
         },
         if ran { "ran" } else { "never ran" }
     );
+    // What blocking costs the exec's caller, per path (measured, not judged:
+    // emulated kernels make absolute times meaningless, the ratio is not):
+    // the same binary, matched by the kill rule or (a second copy) not.
+    let allowed = work.join("evil-miner-allowed");
+    std::fs::copy("/usr/bin/touch", &allowed).map_err(|e| format!("copy touch: {e}"))?;
+    r.exec_allowed_us = Some(time_execs(&attack, &allowed, &work.join("allowed-ran"))?);
+    r.exec_blocked_us = Some(time_execs(&attack, &evil, &marker)?);
     // A benign root workload: forks, execs, large allocations (the memory
     // accounting checks CAP_SYS_ADMIN without auditing).
     let benign_script = "i=0; while [ $i -lt 10 ]; do /bin/true; i=$((i+1)); done; \
@@ -309,6 +316,25 @@ fn smoke(args: &GuestArgs, r: &mut GuestResult) -> Result<()> {
     drop(made);
     Ok(())
 }
+
+/// Execs of `program` (with `arg`) timed from a shell in `cg`: wall time per
+/// exec in microseconds, shell loop included.
+fn time_execs(cg: &Path, program: &Path, arg: &Path) -> Result<u64> {
+    let script = format!(
+        "i=0; while [ $i -lt {TIMED_EXECS} ]; do {} {} 2>/dev/null; i=$((i+1)); done; exit 0",
+        program.display(),
+        arg.display()
+    );
+    let start = Instant::now();
+    let o = in_cgroup(cg, &script).map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!("timed exec loop failed: {:?}", o.status));
+    }
+    Ok((start.elapsed().as_micros() / u128::from(TIMED_EXECS)) as u64)
+}
+
+/// How many execs [`time_execs`] runs per path.
+const TIMED_EXECS: u32 = 50;
 
 fn collect(path: &Path, r: &mut GuestResult) -> Result<()> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
