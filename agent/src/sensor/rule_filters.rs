@@ -315,8 +315,14 @@ fn reduce(cond: &Cond, t: Target) -> Result<PathSets, String> {
                 match reduce(c) {
                     Ok(p) if best.as_ref().is_none_or(|b| p.len() < b.len()) => best = Some(p),
                     Ok(_) => {}
+                    // The kind tests of a Falco rule (`evt.type = openat`)
+                    // says less about paths than the test next to it.
                     Err(e) => {
-                        first_err.get_or_insert(e);
+                        if first_err.as_ref().is_none_or(|f: &String| {
+                            f.starts_with("`event.kind`") || f.starts_with("`syscall.name`")
+                        }) {
+                            first_err = Some(e);
+                        }
                     }
                 }
             }
