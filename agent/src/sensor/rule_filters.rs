@@ -315,12 +315,13 @@ fn reduce(cond: &Cond, t: Target) -> Result<PathSets, String> {
                 match reduce(c) {
                     Ok(p) if best.as_ref().is_none_or(|b| p.len() < b.len()) => best = Some(p),
                     Ok(_) => {}
-                    // The kind tests of a Falco rule (`evt.type = openat`)
-                    // says less about paths than the test next to it.
+                    // A reason about the path test says more than one
+                    // about a test next to it (a Falco rule's `evt.type`).
                     Err(e) => {
-                        if first_err.as_ref().is_none_or(|f: &String| {
-                            f.starts_with("`event.kind`") || f.starts_with("`syscall.name`")
-                        }) {
+                        if first_err
+                            .as_ref()
+                            .is_none_or(|f: &String| !about_path(f) && about_path(&e))
+                        {
                             first_err = Some(e);
                         }
                     }
@@ -345,6 +346,11 @@ fn reduce(cond: &Cond, t: Target) -> Result<PathSets, String> {
             _ => Err("a negated test (`not ...`) can match any path".into()),
         },
     }
+}
+
+/// Whether a reason of [`reduce`] is about a test of the path itself.
+fn about_path(reason: &str) -> bool {
+    reason.contains("normalized path") || reason.starts_with("`file.path` is")
 }
 
 /// For `file_change`: a test that only events the kernel reports whatever
