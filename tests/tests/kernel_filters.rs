@@ -486,3 +486,64 @@ async fn open_and_change_literals_share_the_tries_by_tag() {
     );
     t.done();
 }
+
+/// A Falco rule's `fd.name = X` is lowered to kernel path filters
+/// (docs/falco.md): a burst of 2,500 opens of unrelated files in the cgroup
+/// (more than the default 2,000 per second `file_open` window) costs no
+/// ring-buffer traffic, and the open the rule alerts on right after it is
+/// delivered and alerted on, not counted in a rate summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_falco_fd_name_rule_alerts_after_a_burst_of_unrelated_opens() {
+    let t = kernel_test!(a_falco_fd_name_rule_alerts_after_a_burst_of_unrelated_opens);
+    let cg = TestCgroup::unique("ffdname");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_file = write(dir.path(), "release_agent");
+    let plain = write(dir.path(), "plain.txt");
+    let falco = format!(
+        "- rule: Release agent open\n  desc: d\n  condition: evt.type in (open, openat) and fd.name = {agent_file}\n  output: 'opened %fd.name'\n  priority: CRITICAL\n"
+    );
+    let engine = Engine::new(compile(&falco));
+    let mut agent = agent_in(&cg).await;
+    let handle = agent.sensor().filter_handle();
+    let derived =
+        rule_filters::apply_rules(&handle, &engine.rules(), &bare_config()).expect("apply");
+    assert_eq!(derived.warnings, vec![]);
+    assert!(!derived.filters.all_paths);
+    assert_eq!(derived.filters.file_exact, [agent_file.clone()].into());
+    let summaries0 = submitted(&agent, "rate_summary");
+    run_in(
+        &cg,
+        &format!(
+            "import os\n\
+             for i in range(2500):\n  os.close(os.open('{plain}', os.O_RDONLY))\n\
+             os.close(os.open('{agent_file}', os.O_RDONLY))\n"
+        ),
+    );
+    let mut seen = Vec::new();
+    let ev = wait_for(&mut agent, &mut seen, WAIT, "the alerting open", |e| {
+        e.kind() == EventKindName::FileOpen && e.file.as_ref().is_some_and(|f| f.path == agent_file)
+    })
+    .await;
+    drain(&mut agent, &mut seen, Duration::from_millis(500)).await;
+    assert_eq!(
+        engine
+            .evaluate(&ev)
+            .iter()
+            .map(|a| a.rule.id.as_str())
+            .collect::<Vec<_>>(),
+        ["falco-release-agent-open"]
+    );
+    let count = |p: &str| {
+        file_opens(&seen)
+            .iter()
+            .filter(|e| e.file.as_ref().is_some_and(|f| f.path == p))
+            .count()
+    };
+    assert_eq!(
+        (count(&plain), count(&agent_file)),
+        (0, 1),
+        "the burst is not sent"
+    );
+    assert_eq!(submitted(&agent, "rate_summary"), summaries0);
+    t.done();
+}

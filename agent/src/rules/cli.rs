@@ -92,6 +92,18 @@ pub fn lint(args: &LintArgs, out: &mut impl Write) -> bool {
             if !set.falco_report().is_empty() {
                 let _ = write!(out, "{}", falco_summary(set.falco_report()));
             }
+            // What `picket run` would tell the kernel: a rule that keeps
+            // every open (or change) flowing is worth knowing before it
+            // meets a busy node's rate limit (docs/falco.md).
+            let derived = crate::sensor::rule_filters::derive_filters(
+                &set,
+                &crate::sensor::rule_filters::FilterConfig::default(),
+            );
+            for w in &derived.warnings {
+                if w.dimension != crate::sensor::rule_filters::Dimension::Kinds {
+                    let _ = writeln!(out, "note: {w}");
+                }
+            }
             !args.deny_warnings || warnings.is_empty()
         }
         Err(diags) => {

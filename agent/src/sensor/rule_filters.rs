@@ -315,8 +315,15 @@ fn reduce(cond: &Cond, t: Target) -> Result<PathSets, String> {
                 match reduce(c) {
                     Ok(p) if best.as_ref().is_none_or(|b| p.len() < b.len()) => best = Some(p),
                     Ok(_) => {}
+                    // A reason about the path test says more than one
+                    // about a test next to it (a Falco rule's `evt.type`).
                     Err(e) => {
-                        first_err.get_or_insert(e);
+                        if first_err
+                            .as_ref()
+                            .is_none_or(|f: &String| !about_path(f) && about_path(&e))
+                        {
+                            first_err = Some(e);
+                        }
                     }
                 }
             }
@@ -339,6 +346,11 @@ fn reduce(cond: &Cond, t: Target) -> Result<PathSets, String> {
             _ => Err("a negated test (`not ...`) can match any path".into()),
         },
     }
+}
+
+/// Whether a reason of [`reduce`] is about a test of the path itself.
+fn about_path(reason: &str) -> bool {
+    reason.contains("normalized path") || reason.starts_with("`file.path` is")
 }
 
 /// For `file_change`: a test that only events the kernel reports whatever
@@ -381,6 +393,11 @@ fn other_kind(p: &Pred, t: Target) -> bool {
 fn reduce_pred(p: &Pred, t: Target) -> Result<PathSets, String> {
     if (t == Target::Change && always_reported(p)) || other_kind(p, t) {
         return Ok(PathSets::default());
+    }
+    if t == Target::Open
+        && let Some(f @ ("fd.name" | "fd.filename" | "fd.directory")) = p.accessor.field_name()
+    {
+        return reduce_falco_name(f, p);
     }
     match p.accessor.field_name() {
         Some("file.path") => {}
@@ -433,6 +450,87 @@ fn reduce_pred(p: &Pred, t: Target) -> Result<PathSets, String> {
             }
         }
     }
+    Ok(out)
+}
+
+/// Raw path endings whose lexical normal form drops or rewrites the last
+/// segment (`/etc/shadow/.`, `/etc/shadow/x/..`, `/etc/shadow/`): with
+/// these, "the normal form's last segment is S" implies "the raw path ends
+/// with S or with one of these".
+const NON_NORMAL_ENDINGS: &[&str] = &["/", "/.", "/.."];
+
+/// Falco's `fd.name` is the *normalized* path (`FileAccess::name`), while
+/// the kernel matches the raw one. A raw path can reach any normal form
+/// through `..` anywhere in it (`/var/../etc/shadow`), so a prefix of the
+/// normal form is not a prefix of the raw path: `startswith`, `pmatch`,
+/// `glob` and `fd.directory` stay irreducible. The *last* segment survives
+/// normalization unless the raw path ends in one of [`NON_NORMAL_ENDINGS`],
+/// so tests that pin the last segment lower soundly to suffixes:
+/// `fd.name = /a/b` and `in` give the suffix `/b` (and `/a/b` as an exact
+/// prefix, for the priority lane when the raw path is exactly that);
+/// `fd.filename = b` / `in` and `endswith` of either field without a `/`
+/// give the suffix itself. Relative paths are not normalized
+/// (`fd.name` is the raw path), so the same suffixes hold for them.
+fn reduce_falco_name(field: &str, p: &Pred) -> Result<PathSets, String> {
+    let irreducible = |why: &str| {
+        Err(format!(
+            "`{field}` is {why}; Falco's `{field}` is the normalized path and the kernel sees the raw one (`/var/../etc/x`), so only tests that fix the last path segment (`fd.name =`/`in`, `fd.filename =`/`in`, `endswith` without `/`) are lowered"
+        ))
+    };
+    if p.negate {
+        return irreducible("tested with a negated operator");
+    }
+    if field == "fd.directory" {
+        return irreducible("tested");
+    }
+    let mut out = PathSets::default();
+    let items: Vec<&str> = match &p.test {
+        Test::StrIn(StrSet::Small(items)) => items.iter().map(|s| &**s).collect(),
+        Test::StrIn(StrSet::Large(items)) => items.iter().map(|s| &**s).collect(),
+        Test::Suffix(items) => {
+            for lit in items.iter() {
+                let seg = lit.strip_prefix('/').unwrap_or(lit);
+                if seg.is_empty() || seg.contains('/') || seg == "." || seg == ".." {
+                    return irreducible(&format!("compared with the ending \"{lit}\""));
+                }
+                out.suffixes.insert(checked(lit)?.to_string());
+            }
+            out.suffixes
+                .extend(NON_NORMAL_ENDINGS.iter().map(|s| s.to_string()));
+            return Ok(out);
+        }
+        other => return irreducible(&format!("tested with `{}`", test_name(other))),
+    };
+    for lit in items {
+        if field == "fd.filename" {
+            if lit.is_empty() || lit.contains('/') || lit == "." || lit == ".." {
+                return irreducible(&format!("compared with \"{lit}\""));
+            }
+            out.suffixes.insert(checked(lit)?.to_string());
+            continue;
+        }
+        // `fd.name = lit`: an absolute normal path (a literal that is not
+        // in normal form can only equal a relative raw path, which is the
+        // literal itself: covered by its last segment too).
+        let Some(i) = lit.rfind('/') else {
+            if lit.is_empty() || lit == "." || lit == ".." {
+                return irreducible(&format!("compared with \"{lit}\""));
+            }
+            out.suffixes.insert(checked(lit)?.to_string());
+            continue;
+        };
+        let last = &lit[i..];
+        if last.len() < 2 || last == "/." || last == "/.." {
+            return irreducible(&format!("compared with \"{lit}\""));
+        }
+        out.suffixes.insert(checked(last)?.to_string());
+        if lit.starts_with('/') && crate::model::FileAccess::normalize(lit).is_none() {
+            out.prefixes.insert(checked(lit)?.to_string());
+            out.exact.insert(lit.to_string());
+        }
+    }
+    out.suffixes
+        .extend(NON_NORMAL_ENDINGS.iter().map(|s| s.to_string()));
     Ok(out)
 }
 

@@ -372,3 +372,33 @@ fn alternatives_about_another_kind_do_not_widen_a_kind() {
     assert_eq!(d.filters.file_prefixes, ["/a/".to_string()].into());
     assert!(d.filters.change_all_paths);
 }
+
+/// Falco's `fd.name` is the normalized path: only tests pinning its last
+/// segment are lowered, to suffixes plus the endings normalization drops.
+#[test]
+fn falco_fd_name_tests_lower_to_last_segment_suffixes() {
+    let rs = crate::rules::RuleSet::from_sources(vec![(
+        PathBuf::from("f.yaml"),
+        "- rule: shadow\n  desc: d\n  condition: evt.type = openat and fd.name in (/etc/shadow, /etc/gshadow)\n  output: o\n  priority: WARNING\n\
+         - rule: agent\n  desc: d\n  condition: evt.type = openat and fd.filename = release_agent\n  output: o\n  priority: WARNING\n\
+         - rule: dir\n  desc: d\n  condition: evt.type = openat and fd.name startswith /etc/\n  output: o\n  priority: WARNING\n"
+            .to_string(),
+    )])
+    .unwrap_or_else(|d| panic!("{}", crate::rules::diagnostics::render(&d)));
+    let by_id = |id: &str| {
+        let r = rs.rules().iter().find(|r| &*r.id == id).expect(id);
+        reduce(&r.condition, Target::Open)
+    };
+    let shadow = by_id("falco-shadow").expect("reducible");
+    assert_eq!(
+        shadow.suffixes,
+        set(&["/", "/.", "/..", "/shadow", "/gshadow"])
+    );
+    assert_eq!(shadow.prefixes, set(&["/etc/shadow", "/etc/gshadow"]));
+    assert_eq!(shadow.exact, set(&["/etc/shadow", "/etc/gshadow"]));
+    let agent = by_id("falco-agent").expect("reducible");
+    assert_eq!(agent.suffixes, set(&["/", "/.", "/..", "release_agent"]));
+    assert_eq!(agent.prefixes, set(&[]));
+    let dir = by_id("falco-dir").expect_err("a prefix of the normal form");
+    assert!(dir.contains("normalized path"), "{dir}");
+}
