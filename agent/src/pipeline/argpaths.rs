@@ -77,9 +77,7 @@ pub fn script_path(args: &[String], cwd: &str) -> Option<String> {
             return it.next().and_then(|a| resolve(cwd, a));
         }
         if a.starts_with('-') && a.len() > 1 {
-            if INLINE_PROGRAM.contains(&a.as_str())
-                || (!a.starts_with("--") && a.ends_with('c'))
-            {
+            if INLINE_PROGRAM.contains(&a.as_str()) || (!a.starts_with("--") && a.ends_with('c')) {
                 return None;
             }
             continue;
@@ -174,7 +172,11 @@ pub fn download_outputs(tool: &str, args: &[String], cwd: &str) -> Vec<String> {
                 continue;
             }
             let rest = &cluster[i + c.len_utf8()..];
-            let value = if rest.is_empty() { it.next() } else { Some(rest) };
+            let value = if rest.is_empty() {
+                it.next()
+            } else {
+                Some(rest)
+            };
             match (wget, c) {
                 (false, 'o') | (true, 'O') => opts.extend(value.map(Opt::Out)),
                 (true, 'P') => opts.extend(value.map(Opt::Dir)),
@@ -202,7 +204,11 @@ pub fn download_outputs(tool: &str, args: &[String], cwd: &str) -> Vec<String> {
     let remote = opts.iter().any(|o| matches!(o, Opt::RemoteName));
     // curl -o names the file itself (not below --output-dir when absolute);
     // wget -O is relative to the working directory, whatever -P says.
-    let out_base = if wget { cwd } else { base.as_deref().unwrap_or(cwd) };
+    let out_base = if wget {
+        cwd
+    } else {
+        base.as_deref().unwrap_or(cwd)
+    };
     for p in &explicit {
         if *p != "-" {
             names.extend(resolve(out_base, p));
@@ -252,8 +258,14 @@ mod tests {
     fn the_script_is_the_first_operand_unless_the_program_is_inline() {
         let s = |a: &[&str]| script_path(&args(a), "/w");
         assert_eq!(s(&["sh", "x"]).as_deref(), Some("/w/x"));
-        assert_eq!(s(&["bash", "-x", "./x.sh", "arg"]).as_deref(), Some("/w/x.sh"));
-        assert_eq!(s(&["python3", "-u", "/tmp/x.py"]).as_deref(), Some("/tmp/x.py"));
+        assert_eq!(
+            s(&["bash", "-x", "./x.sh", "arg"]).as_deref(),
+            Some("/w/x.sh")
+        );
+        assert_eq!(
+            s(&["python3", "-u", "/tmp/x.py"]).as_deref(),
+            Some("/tmp/x.py")
+        );
         assert_eq!(s(&["sh", "--", "-x"]).as_deref(), Some("/w/-x"));
         assert_eq!(s(&["sh", "-c", "./x"]), None);
         assert_eq!(s(&["sh", "-ec", "./x"]), None);
@@ -277,12 +289,24 @@ mod tests {
             ["/home/u/b"]
         );
         // -H's value is not a URL; -o - is stdout; /dev/null is a probe.
-        assert_eq!(d(&["curl", "-H", "X: http://h/z", "http://h/"]), Vec::<String>::new());
+        assert_eq!(
+            d(&["curl", "-H", "X: http://h/z", "http://h/"]),
+            Vec::<String>::new()
+        );
         assert_eq!(d(&["curl", "-o", "-", "http://h/x"]), Vec::<String>::new());
-        assert_eq!(d(&["curl", "-sf", "-o", "/dev/null", "http://h/x"]), Vec::<String>::new());
-        assert_eq!(d(&["curl", "-o", "/dev/shm/x", "http://h/x"]), ["/dev/shm/x"]);
+        assert_eq!(
+            d(&["curl", "-sf", "-o", "/dev/null", "http://h/x"]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            d(&["curl", "-o", "/dev/shm/x", "http://h/x"]),
+            ["/dev/shm/x"]
+        );
         assert_eq!(d(&["curl", "http://h/x"]), Vec::<String>::new());
-        assert_eq!(download_outputs("cat", &args(&["cat", "-o", "x"]), "/app"), Vec::<String>::new());
+        assert_eq!(
+            download_outputs("cat", &args(&["cat", "-o", "x"]), "/app"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -291,9 +315,15 @@ mod tests {
         assert_eq!(d(&["wget", "http://h/a/x"]), ["/root/x"]);
         assert_eq!(d(&["wget", "-q", "http://h/"]), ["/root/index.html"]);
         assert_eq!(d(&["wget", "-qO", "y", "http://h/a/x"]), ["/root/y"]);
-        assert_eq!(d(&["wget", "--output-document=/var/tmp/y", "http://h/x"]), ["/var/tmp/y"]);
+        assert_eq!(
+            d(&["wget", "--output-document=/var/tmp/y", "http://h/x"]),
+            ["/var/tmp/y"]
+        );
         assert_eq!(d(&["wget", "-P", "/opt", "http://h/x"]), ["/opt/x"]);
-        assert_eq!(d(&["wget", "--directory-prefix=dl", "http://h/x"]), ["/root/dl/x"]);
+        assert_eq!(
+            d(&["wget", "--directory-prefix=dl", "http://h/x"]),
+            ["/root/dl/x"]
+        );
         assert_eq!(d(&["wget", "-O", "-", "http://h/x"]), Vec::<String>::new());
         assert_eq!(d(&["wget", "-o", "log", "http://h/x"]), ["/root/x"]);
     }
