@@ -1359,3 +1359,142 @@ fn core_program_missing_refuses_to_run_unless_degraded_is_allowed() {
     );
     t.done();
 }
+
+/// `ld-preload-injection`: a real library built here and preloaded into a
+/// program in a container (the loader maps it: its constructor writes a
+/// marker). The benign counterpart, the same program with
+/// `LD_LIBRARY_PATH` set (no preload), does not match.
+#[test]
+fn ld_preload_injection_in_a_container() {
+    let t = kernel_test!(ld_preload_injection_in_a_container);
+    let dir = tempfile::Builder::new()
+        .prefix("picket-e2e-preload-")
+        .tempdir_in("/tmp")
+        .expect("tempdir in /tmp");
+    let src = dir.path().join("hook.c");
+    let lib = dir.path().join("libhook.so");
+    let marker = dir.path().join("loaded");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void hook(void) {{\n\
+             FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f); }}\n",
+            marker.display()
+        ),
+    )
+    .expect("hook.c");
+    let out = output_within(
+        Command::new("/usr/bin/gcc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src),
+        RUN,
+    );
+    assert!(
+        out.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ctr = container_after_setup("e2e-preload", "true", dir.path());
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    let d = dir.path().display();
+    // Negative first (see the module docs).
+    exec_in(
+        &ctr,
+        "/usr/bin/env",
+        &[&format!("LD_LIBRARY_PATH={d}"), "/bin/true"],
+    );
+    assert!(!marker.exists(), "LD_LIBRARY_PATH alone preloads nothing");
+    // Positive.
+    let preload = format!("LD_PRELOAD={}", lib.display());
+    exec_in(&ctr, "/usr/bin/env", &[&preload, "/bin/true"]);
+    assert!(marker.exists(), "the loader ran the preloaded library");
+    let alert = picket.wait_alert("ld-preload-injection alert", WAIT, |a| {
+        a.rule.id == "ld-preload-injection"
+    });
+    assert_eq!(alert.severity, Severity::High);
+    assert_eq!(alert.event.event.kind, EventKindName::Exec);
+    assert_eq!(alert.event.process.executable.path, "/usr/bin/true");
+    assert_eq!(
+        alert
+            .event
+            .process
+            .env
+            .as_ref()
+            .and_then(|e| e.ld_preload.as_deref()),
+        Some(lib.to_str().expect("utf8"))
+    );
+    picket.drain(Duration::from_millis(500));
+    let all = picket.alerts_of("ld-preload-injection");
+    assert_eq!(all.len(), 1, "only the preloaded exec: {all:?}");
+    t.done();
+}
+
+/// `download-and-execute` for a relative download (`curl -o x` then `./x`
+/// in the working directory, which no kernel path filter watches),
+/// `downloaded-script-run` (`sh x.sh` of a curl download) and
+/// `shell-upgrade-via-pty` (`script -qc /bin/sh /dev/null`). Benign: a
+/// health check to /dev/null, `script` recording a transcript to a file.
+#[test]
+fn relative_download_script_run_and_pty_upgrade_in_a_container() {
+    let t = kernel_test!(relative_download_script_run_and_pty_upgrade_in_a_container);
+    let dir = tempfile::Builder::new()
+        .prefix("picket-e2e-dl-rel-")
+        .tempdir_in("/tmp")
+        .expect("tempdir in /tmp");
+    let work = dir.path().join("app");
+    std::fs::create_dir(&work).expect("app dir");
+    std::fs::write(dir.path().join("x.sh"), "exit 0\n").expect("x.sh");
+    let ctr = container_after_setup("e2e-dl-rel", "true", dir.path());
+    let mut picket = PicketRun::start(RunOptions {
+        only_cgroups: vec![ctr.cgroup.path.clone()],
+        ..Default::default()
+    });
+    let d = dir.path().display();
+    let w = work.display();
+    let sh = |script: &str| exec_in(&ctr, "/bin/sh", &["-c", script]);
+    // Negatives first.
+    sh(&format!(
+        "cd {w} && curl -sf -o /dev/null file:///bin/true && /bin/true"
+    ));
+    sh(&format!(
+        "script -q -c /bin/true {d}/transcript < /dev/null"
+    ));
+    // Positives.
+    sh(&format!(
+        "cd {w} && curl -sS -o x file:///bin/true && chmod +x x && ./x"
+    ));
+    sh(&format!("cd {w} && curl -sS -O file://{d}/x.sh && sh x.sh"));
+    sh("script -qc /bin/true /dev/null < /dev/null");
+    let bin = picket.wait_alert("download-and-execute alert", WAIT, |a| {
+        a.rule.id == "download-and-execute"
+    });
+    assert_eq!(bin.event.process.executable.path, canonical(work.join("x")));
+    let script = picket.wait_alert("downloaded-script-run alert", WAIT, |a| {
+        a.rule.id == "downloaded-script-run"
+    });
+    assert_eq!(
+        script.event.process.script_path.as_deref(),
+        Some(canonical(work.join("x.sh")).as_str())
+    );
+    assert_eq!(script.severity, Severity::High);
+    let pty = picket.wait_alert("shell-upgrade-via-pty alert", WAIT, |a| {
+        a.rule.id == "shell-upgrade-via-pty"
+    });
+    assert_eq!(
+        pty.event.process.command_args,
+        ["script", "-qc", "/bin/true", "/dev/null"]
+    );
+    picket.drain(Duration::from_millis(500));
+    assert_eq!(picket.alerts_of("download-and-execute").len(), 1);
+    assert_eq!(picket.alerts_of("downloaded-script-run").len(), 1);
+    assert_eq!(
+        picket.alerts_of("shell-upgrade-via-pty").len(),
+        1,
+        "the transcript to a file must not match"
+    );
+    t.done();
+}

@@ -255,6 +255,17 @@ pub struct Process {
     pub executable_truncated: bool,
     #[serde(default)]
     pub working_directory: String,
+    /// exec events: the first operand of the command line (the script a
+    /// shell or interpreter runs: `sh x`, `python3 ./x.py`), resolved
+    /// against `working_directory` and normalized. Absent when the program
+    /// is given inline (`-c`, `-e`, `-m`) or there is no operand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_path: Option<String>,
+    /// exec events of curl and wget: the files the command line tells them
+    /// to write (`-o`, `-O`, wget's default name, `-P`), resolved against
+    /// `working_directory` (see `pipeline::argpaths`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub download_outputs: Vec<String>,
     /// exec events: `LD_PRELOAD` and `LD_LIBRARY_PATH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<ProcessEnv>,

@@ -13,7 +13,7 @@ use crate::{
     },
 };
 
-use super::BootClock;
+use super::{BootClock, argpaths};
 
 /// Pipeline settings.
 #[derive(Debug, Clone)]
@@ -265,6 +265,18 @@ impl Pipeline {
         self.attribute(&mut ev, h.pid, h.start_boottime_ns, h.cgroup_id);
         self.stdio_sockets(&mut ev);
         ev.process.env = Some(exec_env(&self.cfg.proc_root, e));
+        {
+            let p = &mut ev.process;
+            p.script_path = argpaths::script_path(&p.command_args, &p.working_directory);
+            let tool = crate::rules::fields::busybox_applet(p)
+                .map(str::to_string)
+                .unwrap_or_else(|| match p.executable.name.as_str() {
+                    n @ ("curl" | "wget") => n.to_string(),
+                    _ => crate::rules::fields::argv0_name(p).to_string(),
+                });
+            p.download_outputs =
+                argpaths::download_outputs(&tool, &p.command_args, &p.working_directory);
+        }
         if let Some(ns) = pidns
             && ev.container.is_some()
         {

@@ -5,6 +5,7 @@
 //! cache, the container from the cgroup, the wall-clock time from the
 //! kernel's boot-time stamp.
 
+pub mod argpaths;
 mod clock;
 pub mod control;
 mod enrich;

@@ -518,6 +518,9 @@ impl ProcessCache {
             command_args: i.args.clone(),
             args_truncated: i.args_truncated,
             working_directory: i.cwd.clone(),
+            // Exec events set them from their own command line.
+            script_path: None,
+            download_outputs: Vec::new(),
             // Exec events set it from their own record.
             env: None,
             user: model::User {

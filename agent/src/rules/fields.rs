@@ -479,6 +479,14 @@ static FIELDS: std::sync::LazyLock<Vec<FieldDef>> = std::sync::LazyLock::new(|| 
         field!("process.working_directory", Str, ALL, |e| S(&e
             .process
             .working_directory)),
+        field!("process.script_path", Str, &[K::Exec], |e| e
+            .process
+            .script_path
+            .as_deref()
+            .map_or(Absent, S)),
+        field!("process.download_outputs", StrList, &[K::Exec], |e| SL(&e
+            .process
+            .download_outputs)),
         field!("process.user.id", Int, ALL, |e| I(i64::from(
             e.process.user.id
         ))),
