@@ -336,6 +336,15 @@ fn time_execs(cg: &Path, program: &Path, arg: &Path) -> Result<u64> {
 /// How many execs [`time_execs`] runs per path.
 const TIMED_EXECS: u32 = 50;
 
+/// Appends `, note` to `detail` unless it is there already: the timed execs
+/// add one audit record each, and the detail names each kind of record once.
+fn note_once(detail: &mut String, note: &str) {
+    let note = format!(", {note}");
+    if !detail.contains(&note) {
+        detail.push_str(&note);
+    }
+}
+
 fn collect(path: &Path, r: &mut GuestResult) -> Result<()> {
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     for line in std::io::BufReader::new(f).lines() {
@@ -353,15 +362,15 @@ fn collect(path: &Path, r: &mut GuestResult) -> Result<()> {
                 match a["event"]["containment"]["trigger"].as_str() {
                     Some("kernel") if message.starts_with("denied exec") => {
                         r.kill_path = super::KILL_DENIED_LSM.into();
-                        r.kill_detail.push_str(", kernel deny audited");
+                        note_once(&mut r.kill_detail, "kernel deny audited");
                     }
                     Some("kernel") => {
                         r.kill_path = super::KILL_IN_KERNEL.into();
-                        r.kill_detail.push_str(", kernel kill audited");
+                        note_once(&mut r.kill_detail, "kernel kill audited");
                     }
                     Some("rule") if r.kill_path.is_empty() => {
                         r.kill_path = super::KILL_IN_USER_SPACE.into();
-                        r.kill_detail.push_str(", user-space kill audited");
+                        note_once(&mut r.kill_detail, "user-space kill audited");
                     }
                     _ => {}
                 }
